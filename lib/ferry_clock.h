@@ -1,0 +1,22 @@
+/* ferry_clock: the monotonic millisecond clock every deadline is measured on. */
+#ifndef FERRY_CLOCK_H
+#define FERRY_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline int64_t ferry_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline int64_t ferry_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+#endif

@@ -1,0 +1,132 @@
+/* ferry_loop: zmq_poll + timer heap + signal flag. */
+#include "ferry_loop.h"
+
+#include "ferry_clock.h"
+#include "ferry_log.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <zmq.h>
+
+static volatile sig_atomic_t pending_signal;
+
+static void on_os_signal(int signo)
+{
+    pending_signal = signo;
+}
+
+void ferry_loop_init(ferry_loop *loop)
+{
+    memset(loop, 0, sizeof *loop);
+    ferry_timers_init(&loop->timers);
+    loop->now_ms = ferry_now_ms();
+}
+
+void ferry_loop_fini(ferry_loop *loop)
+{
+    ferry_timers_fini(&loop->timers);
+    loop->nitems = 0;
+}
+
+ferry_err ferry_loop_add_socket(ferry_loop *loop, void *socket, short events, ferry_loop_fn fn,
+                                void *arg)
+{
+    assert(socket && fn);
+    if (loop->nitems == FERRY_LOOP_MAX_ITEMS)
+        return FERRY_EOVERLOADED;
+    loop->items[loop->nitems++] =
+        (ferry_loop_item){.socket = socket, .fd = -1, .events = events, .fn = fn, .arg = arg};
+    return FERRY_OK;
+}
+
+ferry_err ferry_loop_set_fd(ferry_loop *loop, int fd, short events, ferry_loop_fn fn, void *arg)
+{
+    for (int i = 0; i < loop->nitems; i++) {
+        ferry_loop_item *it = &loop->items[i];
+        if (!it->socket && it->fd == fd) {
+            it->events = events;
+            it->fn = fn;
+            it->arg = arg;
+            return FERRY_OK;
+        }
+    }
+    if (loop->nitems == FERRY_LOOP_MAX_ITEMS)
+        return FERRY_EOVERLOADED;
+    loop->items[loop->nitems++] =
+        (ferry_loop_item){.socket = NULL, .fd = fd, .events = events, .fn = fn, .arg = arg};
+    return FERRY_OK;
+}
+
+void ferry_loop_remove_fd(ferry_loop *loop, int fd)
+{
+    for (int i = 0; i < loop->nitems; i++) {
+        if (!loop->items[i].socket && loop->items[i].fd == fd) {
+            loop->items[i] = loop->items[--loop->nitems];
+            return;
+        }
+    }
+}
+
+void ferry_loop_stop(ferry_loop *loop)
+{
+    loop->stopping = 1;
+}
+
+ferry_err ferry_loop_timer(ferry_loop *loop, ferry_timer *timer, int64_t after_ms)
+{
+    return ferry_timer_start(&loop->timers, timer, ferry_now_ms() + after_ms);
+}
+
+ferry_err ferry_loop_run(ferry_loop *loop)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_os_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    zmq_pollitem_t polls[FERRY_LOOP_MAX_ITEMS];
+    ferry_loop_item snapshot[FERRY_LOOP_MAX_ITEMS];
+    loop->stopping = 0;
+    while (!loop->stopping) {
+        if (pending_signal) {
+            int signo = pending_signal;
+            pending_signal = 0;
+            if (loop->on_signal)
+                loop->on_signal(loop, signo, loop->signal_arg);
+            else
+                loop->stopping = 1;
+            continue;
+        }
+        int n = loop->nitems;
+        memcpy(snapshot, loop->items, (size_t)n * sizeof *snapshot);
+        for (int i = 0; i < n; i++)
+            polls[i] = (zmq_pollitem_t){.socket = snapshot[i].socket,
+                                        .fd = snapshot[i].fd,
+                                        .events = snapshot[i].events};
+        loop->now_ms = ferry_now_ms();
+        long timeout = ferry_timers_timeout(&loop->timers, loop->now_ms);
+        int rc = zmq_poll(polls, n, timeout);
+        loop->now_ms = ferry_now_ms();
+        if (rc < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            if (zmq_errno() == ETERM)
+                return FERRY_OK;
+            ferry_error("poll_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+            return FERRY_EIO;
+        }
+        for (int i = 0; i < n && rc > 0; i++) {
+            if (!polls[i].revents)
+                continue;
+            rc--;
+            snapshot[i].fn(loop, polls[i].revents, snapshot[i].arg);
+        }
+        ferry_timers_run(&loop->timers, ferry_now_ms());
+    }
+    return FERRY_OK;
+}

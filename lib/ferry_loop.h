@@ -1,0 +1,63 @@
+/*
+ * ferry_loop: the one event loop of every Ferry process.
+ *
+ * One thread, one zmq_poll over ZeroMQ sockets and plain file descriptors,
+ * timers from a heap, no polling interval: the poll sleeps exactly until the
+ * next timer or the next message. SIGINT and SIGTERM are caught and reported
+ * through on_signal (default: stop the loop).
+ */
+#ifndef FERRY_LOOP_H
+#define FERRY_LOOP_H
+
+#include "ferry_err.h"
+#include "ferry_timer.h"
+
+#include <stdint.h>
+
+#define FERRY_LOOP_MAX_ITEMS 64
+
+typedef struct ferry_loop ferry_loop;
+
+/* Called when the item is ready; revents holds ZMQ_POLLIN / ZMQ_POLLOUT / ZMQ_POLLERR. */
+typedef void (*ferry_loop_fn)(ferry_loop *loop, short revents, void *arg);
+typedef void (*ferry_signal_fn)(ferry_loop *loop, int signo, void *arg);
+
+typedef struct {
+    void *socket; /* ZeroMQ socket, or NULL for a file descriptor */
+    int fd;
+    short events;
+    ferry_loop_fn fn;
+    void *arg;
+} ferry_loop_item;
+
+struct ferry_loop {
+    ferry_timers timers;
+    ferry_loop_item items[FERRY_LOOP_MAX_ITEMS];
+    int nitems;
+    int stopping;
+    int64_t now_ms; /* cached clock, refreshed after every poll */
+    ferry_signal_fn on_signal;
+    void *signal_arg;
+};
+
+void ferry_loop_init(ferry_loop *loop);
+void ferry_loop_fini(ferry_loop *loop);
+
+/* Watches a ZeroMQ socket. FERRY_EOVERLOADED when FERRY_LOOP_MAX_ITEMS are watched. */
+ferry_err ferry_loop_add_socket(ferry_loop *loop, void *socket, short events, ferry_loop_fn fn,
+                                void *arg);
+
+/* Watches a file descriptor, or changes the events of one already watched. */
+ferry_err ferry_loop_set_fd(ferry_loop *loop, int fd, short events, ferry_loop_fn fn, void *arg);
+void ferry_loop_remove_fd(ferry_loop *loop, int fd);
+
+/* Installs SIGINT/SIGTERM handling and runs until ferry_loop_stop. */
+ferry_err ferry_loop_run(ferry_loop *loop);
+
+/* Makes ferry_loop_run return after the current iteration. */
+void ferry_loop_stop(ferry_loop *loop);
+
+/* Arms timer at now + after_ms. */
+ferry_err ferry_loop_timer(ferry_loop *loop, ferry_timer *timer, int64_t after_ms);
+
+#endif

@@ -1,0 +1,190 @@
+/* ferry_wire: socket setup, whole-message receive, envelope pack and decode. */
+#include "ferry_wire.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static ferry_err from_zmq_errno(int e)
+{
+    switch (e) {
+    case EAGAIN:
+        return FERRY_EOVERLOADED;
+    case EHOSTUNREACH:
+        return FERRY_EUNREACHABLE;
+    case ENOMEM:
+        return FERRY_ENOMEM;
+    default:
+        return FERRY_EIO;
+    }
+}
+
+void *ferry_socket_open(void *ctx, const ferry_socket_opts *o, char *err, size_t errlen)
+{
+    void *s = zmq_socket(ctx, o->type);
+    if (!s) {
+        snprintf(err, errlen, "cannot create socket: %s", zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    int linger = o->linger_ms;
+    int one = 1;
+    const char *what = "setsockopt";
+    if (zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) != 0)
+        goto fail;
+    if (o->hwm > 0 && (zmq_setsockopt(s, ZMQ_SNDHWM, &o->hwm, sizeof o->hwm) != 0 ||
+                       zmq_setsockopt(s, ZMQ_RCVHWM, &o->hwm, sizeof o->hwm) != 0))
+        goto fail;
+    if (o->type == ZMQ_ROUTER &&
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
+        goto fail;
+    if (o->routing_id &&
+        zmq_setsockopt(s, ZMQ_ROUTING_ID, o->routing_id, strlen(o->routing_id)) != 0)
+        goto fail;
+    if (o->bind) {
+        int64_t max = o->max_msg > 0 ? o->max_msg : FERRY_DEFAULT_MAX_MSG;
+        if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0)
+            goto fail;
+        what = "bind";
+        if (zmq_bind(s, o->endpoint) != 0)
+            goto fail;
+    } else {
+        /* Queue nothing towards a peer that is not connected. */
+        if (o->type != ZMQ_PULL && zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one) != 0)
+            goto fail;
+        what = "connect";
+        if (zmq_connect(s, o->endpoint) != 0)
+            goto fail;
+    }
+    return s;
+fail:
+    snprintf(err, errlen, "%s %s: %s", what, o->endpoint ? o->endpoint : "(null)",
+             zmq_strerror(zmq_errno()));
+    zmq_close(s);
+    return NULL;
+}
+
+void ferry_socket_close(void **socket)
+{
+    if (*socket) {
+        zmq_close(*socket);
+        *socket = NULL;
+    }
+}
+
+ferry_err ferry_frames_recv(void *socket, ferry_frames *f)
+{
+    f->count = 0;
+    f->truncated = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t scratch;
+        zmq_msg_t *m = f->count < FERRY_MAX_FRAMES ? &f->frames[f->count] : &scratch;
+        zmq_msg_init(m);
+        int flags = f->count == 0 && !f->truncated ? ZMQ_DONTWAIT : 0;
+        if (zmq_msg_recv(m, socket, flags) < 0) {
+            int e = zmq_errno();
+            zmq_msg_close(m);
+            ferry_frames_close(f);
+            return e == EAGAIN ? FERRY_ETIMEOUT : FERRY_EIO;
+        }
+        more = zmq_msg_more(m);
+        if (m == &scratch) {
+            zmq_msg_close(m);
+            f->truncated = 1;
+        } else {
+            f->count++;
+        }
+    }
+    return FERRY_OK;
+}
+
+void ferry_frames_close(ferry_frames *f)
+{
+    for (int i = 0; i < f->count; i++)
+        zmq_msg_close(&f->frames[i]);
+    f->count = 0;
+}
+
+void ferry_envelope_init(Ferry__Envelope *env)
+{
+    ferry__envelope__init(env);
+    env->version = FERRY_PROTOCOL_VERSION;
+}
+
+ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **out)
+{
+    *out = NULL;
+    Ferry__Envelope *env = ferry__envelope__unpack(NULL, len, data);
+    if (!env)
+        return FERRY_EPROTO;
+    if (env->version != FERRY_PROTOCOL_VERSION) {
+        ferry__envelope__free_unpacked(env, NULL);
+        return FERRY_EVERSION;
+    }
+    if (env->body_case == FERRY__ENVELOPE__BODY__NOT_SET) {
+        ferry__envelope__free_unpacked(env, NULL);
+        return FERRY_EPROTO;
+    }
+    *out = env;
+    return FERRY_OK;
+}
+
+void ferry_envelope_free(Ferry__Envelope *env)
+{
+    if (env)
+        ferry__envelope__free_unpacked(env, NULL);
+}
+
+static ferry_err send_rid(void *socket, const void *rid, size_t rid_len)
+{
+    if (!rid)
+        return FERRY_OK;
+    if (zmq_send(socket, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return from_zmq_errno(zmq_errno());
+    return FERRY_OK;
+}
+
+ferry_err ferry_wire_send(void *socket, const void *rid, size_t rid_len,
+                          const Ferry__Envelope *env)
+{
+    size_t len = ferry__envelope__get_packed_size(env);
+    zmq_msg_t body;
+    if (zmq_msg_init_size(&body, len) != 0)
+        return FERRY_ENOMEM;
+    ferry__envelope__pack(env, zmq_msg_data(&body));
+    ferry_err err = ferry_wire_forward(socket, rid, rid_len, &body);
+    if (err != FERRY_OK)
+        zmq_msg_close(&body);
+    return err;
+}
+
+ferry_err ferry_wire_forward(void *socket, const void *rid, size_t rid_len, zmq_msg_t *body)
+{
+    ferry_err err = send_rid(socket, rid, rid_len);
+    if (err != FERRY_OK)
+        return err;
+    /* After the routing frame went out the body cannot fail on EAGAIN or
+     * EHOSTUNREACH: ZeroMQ queues multi-frame messages atomically. */
+    if (zmq_msg_send(body, socket, ZMQ_DONTWAIT) < 0)
+        return from_zmq_errno(zmq_errno());
+    return FERRY_OK;
+}
+
+void ferry_make_id(const char *prefix, char *out, size_t outlen)
+{
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    unsigned int rnd = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &rnd, sizeof rnd) != (ssize_t)sizeof rnd)
+        rnd = (unsigned int)time(NULL) ^ ((unsigned int)getpid() << 16);
+    if (fd >= 0)
+        close(fd);
+    snprintf(out, outlen, "%s-%s-%d-%08x", prefix, host, (int)getpid(), rnd);
+}

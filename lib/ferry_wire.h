@@ -1,0 +1,102 @@
+/*
+ * ferry_wire: envelopes on ZeroMQ sockets.
+ *
+ * Every Ferry message is one Envelope protobuf in one frame; a ROUTER socket
+ * adds the peer's routing id as a frame before it. This module opens sockets
+ * with the options every Ferry socket needs (linger, router-mandatory,
+ * maximum message size), receives whole multi-frame messages without
+ * blocking, and packs envelopes straight into ZeroMQ message buffers.
+ *
+ * Ownership: decoded envelopes belong to the caller (ferry_envelope_free).
+ * Sends never take ownership of an envelope; ferry_wire_forward takes the
+ * body message only when the send succeeds (so the caller may answer
+ * or retry).
+ */
+#ifndef FERRY_WIRE_H
+#define FERRY_WIRE_H
+
+#include "ferry.pb-c.h"
+#include "ferry_err.h"
+
+#include <stddef.h>
+#include <zmq.h>
+
+#define FERRY_PROTOCOL_VERSION 1
+#define FERRY_MAX_FRAMES 4
+#define FERRY_ROUTING_ID_MAX 255
+#define FERRY_DEFAULT_MAX_MSG (16 * 1024 * 1024)
+
+typedef struct {
+    zmq_msg_t frames[FERRY_MAX_FRAMES];
+    int count;     /* frames received and held (at most FERRY_MAX_FRAMES) */
+    int truncated; /* more frames arrived than fit; they were discarded */
+} ferry_frames;
+
+typedef struct {
+    int type;           /* ZMQ_ROUTER, ZMQ_DEALER, ZMQ_PUSH, ZMQ_PULL */
+    const char *endpoint;
+    int bind;           /* bind when true, connect otherwise */
+    const char *routing_id; /* DEALER identity, or NULL */
+    int64_t max_msg;    /* ZMQ_MAXMSGSIZE on bound sockets; 0: FERRY_DEFAULT_MAX_MSG */
+    int hwm;            /* send and receive high-water mark; 0: libzmq's default */
+    int linger_ms;      /* ZMQ_LINGER; 0 drops unsent messages on close */
+} ferry_socket_opts;
+
+/*
+ * Opens a socket with opts. On failure returns NULL and writes a message
+ * naming the endpoint and the reason into err.
+ */
+void *ferry_socket_open(void *ctx, const ferry_socket_opts *opts, char *err, size_t errlen);
+
+/* Closes socket (NULL-safe) and nulls the pointer. */
+void ferry_socket_close(void **socket);
+
+/*
+ * Receives one whole message without blocking. FERRY_OK with f filled,
+ * FERRY_ETIMEOUT when nothing is waiting, FERRY_EIO on another failure.
+ * Always ferry_frames_close(f) after FERRY_OK.
+ */
+ferry_err ferry_frames_recv(void *socket, ferry_frames *f);
+void ferry_frames_close(ferry_frames *f);
+
+static inline const void *ferry_frame_data(ferry_frames *f, int i)
+{
+    return zmq_msg_data(&f->frames[i]);
+}
+
+static inline size_t ferry_frame_size(ferry_frames *f, int i)
+{
+    return zmq_msg_size(&f->frames[i]);
+}
+
+/* Zeroes env, initialises it and stamps the protocol version. */
+void ferry_envelope_init(Ferry__Envelope *env);
+
+/*
+ * Decodes one envelope. FERRY_EPROTO when it does not decode or has no body,
+ * FERRY_EVERSION when its version is not FERRY_PROTOCOL_VERSION (the decoded
+ * envelope is freed then).
+ */
+ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **out);
+
+/* Frees a decoded envelope (NULL-safe). */
+void ferry_envelope_free(Ferry__Envelope *env);
+
+/*
+ * Packs env and sends it without blocking, after a routing-id frame when rid
+ * is not NULL. FERRY_EOVERLOADED when the peer's queue is full,
+ * FERRY_EUNREACHABLE when a ROUTER has no such peer, FERRY_ENOMEM, FERRY_EIO.
+ */
+ferry_err ferry_wire_send(void *socket, const void *rid, size_t rid_len,
+                          const Ferry__Envelope *env);
+
+/*
+ * Sends body unchanged after a routing-id frame when rid is not NULL. Takes
+ * ownership of body only on FERRY_OK; otherwise body is untouched.
+ */
+ferry_err ferry_wire_forward(void *socket, const void *rid, size_t rid_len, zmq_msg_t *body);
+
+/* Writes "<prefix>-<hostname>-<pid>-<8 random hex>" into out: unique per process start. */
+void ferry_make_id(const char *prefix, char *out, size_t outlen);
+
+#endif
