@@ -218,10 +218,14 @@ int ferry_value_equal(const Ferry__Value *a, const Ferry__Value *b)
         for (size_t i = 0; i < x->n_array; i++)
             if (!ferry_value_equal(x->array[i], y->array[i]))
                 return 0;
-        for (size_t i = 0; i < x->n_hash; i++)
-            if (!ferry_value_equal(x->hash[i]->key, y->hash[i]->key) ||
-                !ferry_value_equal(x->hash[i]->value, y->hash[i]->value))
+        /* Hash parts are sets: Lua's traversal order is not the sender's. */
+        for (size_t i = 0; i < x->n_hash; i++) {
+            size_t j = 0;
+            while (j < y->n_hash && !ferry_value_equal(x->hash[i]->key, y->hash[j]->key))
+                j++;
+            if (j == y->n_hash || !ferry_value_equal(x->hash[i]->value, y->hash[j]->value))
                 return 0;
+        }
         return 1;
     }
     default:

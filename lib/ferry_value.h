@@ -46,7 +46,8 @@ ferry_err ferry_values_push(Ferry__Value ***arr, size_t *n, Ferry__Value *v);
 Ferry__Value *ferry_value_copy(const Ferry__Value *v);
 
 /* True when a and b are the same value: same kinds (integer 3 is not float 3.0),
- * same bytes, same tables entry by entry in order. NaN equals NaN here. */
+ * same bytes, same array parts in order and the same hash parts in any order
+ * (quadratic: meant for tests and small tables). NaN equals NaN here. */
 int ferry_value_equal(const Ferry__Value *a, const Ferry__Value *b);
 
 /* "nil", "boolean", "integer", "float", "string", "table". */

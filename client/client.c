@@ -1,0 +1,190 @@
+/*
+ * client.c: the client library behind include/ferry/client.h.
+ *
+ * A DEALER socket with ZMQ_IMMEDIATE, so a submission waits (up to the
+ * connect timeout) for a live connection to the broker instead of queueing
+ * towards nobody; results are matched to submissions by request id.
+ */
+#include "ferry/client.h"
+
+#include "ferry_clock.h"
+#include "ferry_wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+struct ferry_client {
+    void *ctx;
+    void *socket;
+    uint64_t next_request;
+    int connect_timeout_ms;
+};
+
+ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen)
+{
+    ferry_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->ctx = zmq_ctx_new();
+    if (!c->ctx) {
+        snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+        free(c);
+        return NULL;
+    }
+    ferry_socket_opts o = {.type = ZMQ_DEALER, .endpoint = endpoint, .linger_ms = 0};
+    c->socket = ferry_socket_open(c->ctx, &o, err, errlen);
+    if (!c->socket) {
+        zmq_ctx_term(c->ctx);
+        free(c);
+        return NULL;
+    }
+    /* Request ids only need to be unique on this socket; start away from 0. */
+    c->next_request = 1;
+    c->connect_timeout_ms = 3000;
+    return c;
+}
+
+void ferry_client_destroy(ferry_client **pc)
+{
+    ferry_client *c = *pc;
+    if (!c)
+        return;
+    ferry_socket_close(&c->socket);
+    zmq_ctx_term(c->ctx);
+    free(c);
+    *pc = NULL;
+}
+
+void ferry_client_set_connect_timeout(ferry_client *c, int ms)
+{
+    c->connect_timeout_ms = ms;
+}
+
+/* Sends env, waiting for a connection up to the connect timeout. */
+static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env)
+{
+    int64_t until = ferry_now_ms() + c->connect_timeout_ms;
+    for (;;) {
+        ferry_err err = ferry_wire_send(c->socket, NULL, 0, env);
+        if (err != FERRY_EOVERLOADED)
+            return err;
+        int64_t left = until - ferry_now_ms();
+        if (left <= 0)
+            return FERRY_EUNREACHABLE;
+        zmq_pollitem_t item = {.socket = c->socket, .events = ZMQ_POLLOUT};
+        if (zmq_poll(&item, 1, (long)left) < 0 && zmq_errno() != EINTR)
+            return FERRY_EIO;
+    }
+}
+
+ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, const char *name,
+                              Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,
+                              uint64_t *request_id)
+{
+    Ferry__Submit sub;
+    ferry__submit__init(&sub);
+    sub.request_id = c->next_request++;
+    sub.source.data = (uint8_t *)source;
+    sub.source.len = len;
+    sub.args = (Ferry__Value **)args;
+    sub.n_args = nargs;
+    sub.timeout_ms = timeout_ms;
+    sub.name = (char *)(name ? name : "script");
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_SUBMIT;
+    env.submit = &sub;
+    ferry_err err = send_waiting(c, &env);
+    if (err == FERRY_OK && request_id)
+        *request_id = sub.request_id;
+    return err;
+}
+
+/* Receives the next envelope of the given body kind within timeout_ms. */
+static ferry_err recv_kind(ferry_client *c, int timeout_ms, Ferry__Envelope__BodyCase kind,
+                           Ferry__Envelope **out)
+{
+    int64_t until = ferry_now_ms() + timeout_ms;
+    for (;;) {
+        ferry_frames f;
+        ferry_err err = ferry_frames_recv(c->socket, &f);
+        if (err == FERRY_OK) {
+            Ferry__Envelope *env = NULL;
+            if (f.count == 1 && !f.truncated)
+                err = ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), &env);
+            ferry_frames_close(&f);
+            if (env && env->body_case == kind) {
+                *out = env;
+                return FERRY_OK;
+            }
+            ferry_envelope_free(env);
+            continue;
+        }
+        if (err != FERRY_ETIMEOUT)
+            return err;
+        int64_t left = until - ferry_now_ms();
+        if (left <= 0)
+            return FERRY_ETIMEOUT;
+        zmq_pollitem_t item = {.socket = c->socket, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, (long)left) < 0 && zmq_errno() != EINTR)
+            return FERRY_EIO;
+    }
+}
+
+ferry_err ferry_client_wait(ferry_client *c, int timeout_ms, ferry_result *out)
+{
+    Ferry__Envelope *env;
+    ferry_err err = recv_kind(c, timeout_ms, FERRY__ENVELOPE__BODY_RESULT, &env);
+    if (err != FERRY_OK)
+        return err;
+    out->envelope = env;
+    out->result = env->result;
+    return FERRY_OK;
+}
+
+ferry_err ferry_client_run(ferry_client *c, const void *source, size_t len, const char *name,
+                           Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,
+                           ferry_result *out)
+{
+    uint64_t id;
+    ferry_err err = ferry_client_submit(c, source, len, name, args, nargs, timeout_ms, &id);
+    if (err != FERRY_OK)
+        return err;
+    int64_t until = ferry_now_ms() + (timeout_ms ? timeout_ms : 30000) + FERRY_CLIENT_GRACE_MS;
+    for (;;) {
+        int64_t left = until - ferry_now_ms();
+        if (left <= 0)
+            return FERRY_ETIMEOUT;
+        err = ferry_client_wait(c, (int)left, out);
+        if (err != FERRY_OK)
+            return err;
+        if (out->result->request_id == id)
+            return FERRY_OK;
+        ferry_result_fini(out); /* an earlier submission's late result */
+    }
+}
+
+ferry_err ferry_client_stats(ferry_client *c, int timeout_ms, Ferry__Envelope **out)
+{
+    Ferry__StatsRequest req;
+    ferry__stats_request__init(&req);
+    req.request_id = c->next_request++;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_STATS_REQUEST;
+    env.stats_request = &req;
+    ferry_err err = send_waiting(c, &env);
+    if (err != FERRY_OK)
+        return err;
+    return recv_kind(c, timeout_ms, FERRY__ENVELOPE__BODY_STATS, out);
+}
+
+void ferry_result_fini(ferry_result *r)
+{
+    ferry_envelope_free(r->envelope);
+    r->envelope = NULL;
+    r->result = NULL;
+}

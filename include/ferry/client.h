@@ -1,0 +1,75 @@
+/*
+ * ferry/client.h: submit Lua scripts to a Ferry broker from C.
+ *
+ *   ferry_client *c = ferry_client_new("tcp://localhost:5558", err, sizeof err);
+ *   ferry_result r;
+ *   if (ferry_client_run(c, src, len, "hello.lua", NULL, 0, 5000, &r) == FERRY_OK) {
+ *       ... r.result->ok, r.result->values, r.result->output ...
+ *       ferry_result_fini(&r);
+ *   }
+ *   ferry_client_destroy(&c);
+ *
+ * One client is one DEALER socket; it may have many scripts in flight at
+ * once (ferry_client_submit, then ferry_client_wait for each result as it
+ * arrives). A client is not thread-safe: use one per thread.
+ */
+#ifndef FERRY_CLIENT_H
+#define FERRY_CLIENT_H
+
+#include "ferry.pb-c.h"
+#include "ferry_err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ferry_client ferry_client;
+
+/* A script's result. Owns the decoded message; release with ferry_result_fini. */
+typedef struct {
+    Ferry__Envelope *envelope; /* owned */
+    const Ferry__Result *result; /* inside envelope: ok, values, output, error */
+} ferry_result;
+
+/* Connects to the broker's clients endpoint. NULL with a message in err on failure. */
+ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen);
+
+/* Closes the socket and frees the client (NULL-safe); nulls *c. */
+void ferry_client_destroy(ferry_client **c);
+
+/*
+ * Sends a script without waiting for its result. args are borrowed.
+ * timeout_ms is the script's deadline (0: the engine's default). Gives the
+ * request id that the matching result carries. FERRY_EUNREACHABLE when the
+ * broker cannot be reached within the connect timeout.
+ */
+ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, const char *name,
+                              Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,
+                              uint64_t *request_id);
+
+/*
+ * Waits up to timeout_ms for the next result of any submitted script.
+ * FERRY_ETIMEOUT when none arrives in time. Messages that are not results
+ * are skipped.
+ */
+ferry_err ferry_client_wait(ferry_client *c, int timeout_ms, ferry_result *out);
+
+/*
+ * Submits and waits for that script's result: up to its deadline plus a
+ * grace period (or 30 s with timeout_ms 0 plus the grace).
+ */
+ferry_err ferry_client_run(ferry_client *c, const void *source, size_t len, const char *name,
+                           Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,
+                           ferry_result *out);
+
+/* Asks the broker for its counters; *out is owned by the caller (ferry_envelope_free). */
+ferry_err ferry_client_stats(ferry_client *c, int timeout_ms, Ferry__Envelope **out);
+
+void ferry_result_fini(ferry_result *r);
+
+/* How long ferry_client_submit waits for a connection to the broker, in ms (default 3000). */
+void ferry_client_set_connect_timeout(ferry_client *c, int ms);
+
+/* Milliseconds ferry_client_run waits beyond the script's deadline. */
+#define FERRY_CLIENT_GRACE_MS 3000
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * harness: start a real Ferry stack (broker, engines, workers) for a test.
+ *
+ * Each stack lives in its own temporary folder, with ipc:// endpoints inside
+ * it so that tests never collide, and a log file per child process. Waiting
+ * is always for an event (a count in the broker's stats, a child's exit)
+ * with a bound, never a fixed sleep. When a test did not reach
+ * stack_passed(), stack_stop prints every child's log.
+ */
+#ifndef FERRY_HARNESS_H
+#define FERRY_HARNESS_H
+
+#include "ferry/client.h"
+
+#include <sys/types.h>
+
+#define STACK_MAX_PROCS 16
+
+typedef struct {
+    char name[32];
+    pid_t pid;      /* 0 once reaped */
+    int status;     /* wait status once reaped */
+    char log[300];
+} stack_proc;
+
+typedef struct {
+    char dir[128];
+    char clients[200], commands[200], engines[200], workers[200];
+    stack_proc procs[STACK_MAX_PROCS];
+    int nprocs;
+    int passed;
+    ferry_client *client; /* connected to clients once the broker runs */
+} ferry_stack;
+
+/* Makes the temporary folder and endpoints. Returns 0 or -1. */
+int stack_init(ferry_stack *s);
+
+/*
+ * Starts FERRY_BIN_DIR/<binary> with the stack's endpoints as flags plus the
+ * NULL-terminated extra arguments; its stdout and stderr go to a log file.
+ * Returns the index of the process, or -1.
+ */
+int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra);
+
+int stack_start_broker(ferry_stack *s, const char *const *extra);
+int stack_start_engine(ferry_stack *s, const char *const *extra);
+int stack_start_worker(ferry_stack *s, const char *const *extra);
+
+/* Waits until the broker counts at least engines and workers, within timeout_ms. 0 or -1. */
+int stack_wait_ready(ferry_stack *s, unsigned engines, unsigned workers, int timeout_ms);
+
+/* Sends sig to process idx. */
+void stack_signal(ferry_stack *s, int idx, int sig);
+
+/* Waits for process idx to exit within timeout_ms. Returns its wait status, or -1. */
+int stack_wait_exit(ferry_stack *s, int idx, int timeout_ms);
+
+/* Marks the test as passed: stack_stop then keeps the logs to itself. */
+void stack_passed(ferry_stack *s);
+
+/*
+ * Stops every child (SIGTERM, then SIGKILL after a bound), prints the logs if
+ * the test did not pass or a child did not exit cleanly, removes the folder.
+ * Returns 0 when every child exited with status 0 after SIGTERM.
+ */
+int stack_stop(ferry_stack *s);
+
+/* Runs a script through s->client: submit and wait. */
+ferry_err stack_run(ferry_stack *s, const char *source, Ferry__Value *const *args, size_t nargs,
+                    uint32_t timeout_ms, ferry_result *out);
+
+/*
+ * Runs the ferry command-line client with argv (NULL-terminated, without the
+ * program name) and the broker flag added; captures stdout and stderr into
+ * malloc'd strings (caller frees). Returns the exit status, or -1.
+ */
+int stack_cli(ferry_stack *s, const char *const *argv, char **out, char **err, int timeout_ms);
+
+/* Writes text to <stack dir>/<name> and returns the path (static buffer). */
+const char *stack_write_file(ferry_stack *s, const char *name, const char *text);
+
+#endif
