@@ -1,0 +1,488 @@
+/*
+ * engine: sockets, the tables of running scripts and pending calls, timers.
+ *
+ * A running script is an engine_run (its script, its deadline timer, its
+ * pending calls); a pending call is an engine_call in a uthash table keyed by
+ * call_id, with its own timer. Whichever comes first, Reply or timer, removes
+ * the call from the table, so the other one finds nothing: a Reply after the
+ * timer is dropped and counted as late, never delivered twice.
+ *
+ * Out of memory: a failed malloc for a script or a call is answered to the
+ * script or client as out_of_memory; uthash's own allocation failures end
+ * the process (uthash_fatal), and the broker fails this engine's scripts.
+ */
+#include "engine.h"
+
+#include "ferry_clock.h"
+#include "ferry_log.h"
+#include "ferry_value.h"
+#include "ferry_wire.h"
+#include "script.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+#include <utlist.h>
+
+typedef struct engine_run engine_run;
+
+typedef struct engine_call {
+    uint64_t call_id;
+    engine_run *run;                 /* the script waiting on it */
+    ferry_timer timer;               /* the call's timeout */
+    uint32_t timeout_ms;             /* as sent in the Command */
+    char function[64];               /* for messages; may be truncated */
+    struct engine_call *prev, *next; /* in run->calls */
+    UT_hash_handle hh;               /* in engine.calls by call_id */
+} engine_call;
+
+struct engine_run {
+    engine *e;
+    engine_script *s;        /* owned */
+    ferry_timer deadline;    /* the script's deadline */
+    engine_call *calls;      /* pending calls of this script (owned, also in engine.calls) */
+    engine_run *prev, *next; /* in engine.runs */
+};
+
+struct engine {
+    engine_config cfg;
+    ferry_loop *loop;
+    void *push;   /* Commands to the broker */
+    void *dealer; /* Hello, Results out; Submit, Reply, Heartbeat in */
+    char id[FERRY_ROUTING_ID_MAX + 1];
+    size_t id_len;
+    int hello_sent;
+    size_t running;
+    engine_run *runs;   /* every running script */
+    engine_call *calls; /* every pending call, by call_id */
+    uint64_t next_call_id;
+    engine_script_host host;
+    engine_stats stats;
+    int64_t bad_log_ms, late_log_ms, lost_log_ms; /* rate limits for peer-driven logs */
+    uint64_t bad_log_n, late_log_n, lost_log_n;
+};
+
+/* Batch of messages taken from the DEALER per wakeup: the poll is
+ * level-triggered, so the rest waits for the next turn of the loop. */
+#define RECV_BATCH 256
+
+static void drop(engine *e, const char *why)
+{
+    e->stats.dropped++;
+    ferry_log_limited(&e->bad_log_ms, &e->bad_log_n, FERRY_LOG_WARN, "bad_message", "reason=%s",
+                      why);
+}
+
+static void send_envelope_result(engine *e, const Ferry__Result *res)
+{
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_RESULT;
+    env.result = (Ferry__Result *)res;
+    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    e->stats.scripts_completed++;
+    if (!res->ok)
+        e->stats.scripts_failed++;
+    if (err) {
+        e->stats.results_lost++;
+        ferry_log_limited(&e->lost_log_ms, &e->lost_log_n, FERRY_LOG_WARN, "result_lost",
+                          "script_id=%llu error=%s", (unsigned long long)res->script_id,
+                          ferry_err_code(err));
+    }
+}
+
+/* A Result for a script that never ran (no slot, no memory). */
+static void send_error_result(engine *e, uint64_t script_id, ferry_err code, const char *message)
+{
+    Ferry__Result res = FERRY__RESULT__INIT;
+    Ferry__Error error = FERRY__ERROR__INIT;
+    error.code = (char *)ferry_err_code(code);
+    error.message = (char *)message;
+    res.script_id = script_id;
+    res.ok = 0;
+    res.error = &error;
+    send_envelope_result(e, &res);
+}
+
+static void forget_call(engine *e, engine_call *c)
+{
+    HASH_DEL(e->calls, c);
+    DL_DELETE(c->run->calls, c);
+    ferry_timer_stop(&e->loop->timers, &c->timer);
+    free(c);
+}
+
+static void forget_calls(engine *e, engine_run *run)
+{
+    engine_call *c, *tmp;
+    DL_FOREACH_SAFE(run->calls, c, tmp)
+        forget_call(e, c);
+}
+
+/* Sends the result of a finished script and frees it and its slot. */
+static void finish(engine *e, engine_run *run)
+{
+    Ferry__Result res = FERRY__RESULT__INIT;
+    Ferry__Error error = FERRY__ERROR__INIT;
+    forget_calls(e, run);
+    ferry_timer_stop(&e->loop->timers, &run->deadline);
+    engine_script_result(run->s, &res, &error);
+    send_envelope_result(e, &res);
+    DL_DELETE(e->runs, run);
+    e->running--;
+    engine_script_destroy(&run->s);
+    free(run);
+}
+
+static void step(engine *e, engine_run *run, engine_script_state state)
+{
+    if (state == ENGINE_SCRIPT_DONE)
+        finish(e, run);
+}
+
+static void on_call_timeout(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    engine_call *c = arg;
+    engine_run *run = c->run;
+    engine *e = run->e;
+    char msg[160];
+    snprintf(msg, sizeof msg, "call to '%s' timed out after %u ms", c->function,
+             (unsigned)c->timeout_ms);
+    e->stats.calls_timed_out++;
+    forget_call(e, c);
+    engine_script_answer a = {.code = ferry_err_code(FERRY_ETIMEOUT), .message = msg};
+    step(e, run, engine_script_resume(run->s, &a));
+}
+
+static void on_deadline(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    engine_run *run = arg;
+    char msg[96];
+    snprintf(msg, sizeof msg, "script deadline of %lld ms passed",
+             (long long)run->s->limits.timeout_ms);
+    forget_calls(run->e, run);
+    engine_script_fail(run->s, FERRY_ETIMEOUT, msg);
+    finish(run->e, run);
+}
+
+/* engine_script_host.call: one ferry.call becomes one Command. */
+static ferry_err host_call(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
+                           size_t nargs, char *why, size_t whylen)
+{
+    engine *e = ctx;
+    engine_run *run = s->user;
+    ferry_err err = FERRY_OK;
+    int64_t left = s->deadline_ms - ferry_now_ms();
+    if (left <= 0) {
+        snprintf(why, whylen, "script deadline passed");
+        err = FERRY_ETIMEOUT;
+        goto out;
+    }
+    engine_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(why, whylen, "out of memory");
+        err = FERRY_ENOMEM;
+        goto out;
+    }
+    c->call_id = ++e->next_call_id;
+    c->run = run;
+    c->timeout_ms = (uint32_t)(left < e->cfg.call_timeout_ms ? left : e->cfg.call_timeout_ms);
+    snprintf(c->function, sizeof c->function, "%s", function);
+    ferry_timer_init(&c->timer, on_call_timeout, c);
+    if (ferry_loop_timer(e->loop, &c->timer, c->timeout_ms) != FERRY_OK) {
+        free(c);
+        snprintf(why, whylen, "out of memory");
+        err = FERRY_ENOMEM;
+        goto out;
+    }
+
+    Ferry__Command cmd = FERRY__COMMAND__INIT;
+    cmd.engine_id.data = (uint8_t *)e->id;
+    cmd.engine_id.len = e->id_len;
+    cmd.call_id = c->call_id;
+    cmd.function = (char *)function;
+    cmd.args = args;
+    cmd.n_args = nargs;
+    cmd.timeout_ms = c->timeout_ms;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
+    env.command = &cmd;
+    err = ferry_wire_send(e->push, NULL, 0, &env);
+    if (err) {
+        ferry_timer_stop(&e->loop->timers, &c->timer);
+        free(c);
+        if (err == FERRY_EOVERLOADED)
+            snprintf(why, whylen,
+                     "cannot send the call: the broker is not connected or its "
+                     "command queue is full");
+        else
+            snprintf(why, whylen, "cannot send the call: %s", ferry_err_desc(err));
+        goto out;
+    }
+    HASH_ADD(hh, e->calls, call_id, sizeof c->call_id, c);
+    DL_APPEND(run->calls, c);
+    e->stats.calls_sent++;
+out:
+    ferry_values_free(args, nargs);
+    return err;
+}
+
+static void on_submit(engine *e, const Ferry__Envelope *env)
+{
+    const Ferry__Submit *sub = env->submit;
+    if (!sub) {
+        drop(e, "submit_without_body");
+        return;
+    }
+    if (e->running >= (size_t)e->cfg.slots) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "all %ld script slots of the engine are busy", e->cfg.slots);
+        e->stats.scripts_refused++;
+        send_error_result(e, sub->script_id, FERRY_EOVERLOADED, msg);
+        return;
+    }
+    int64_t timeout = e->cfg.script_timeout_ms;
+    if (sub->timeout_ms > 0 && sub->timeout_ms < timeout)
+        timeout = sub->timeout_ms;
+    engine_script_limits limits = {.timeout_ms = timeout,
+                                   .max_output = (size_t)e->cfg.max_output,
+                                   .max_memory = (size_t)e->cfg.max_memory};
+    engine_run *run = calloc(1, sizeof *run);
+    engine_script *s = engine_script_new(&e->host, &limits, sub->script_id);
+    if (!run || !s) {
+        free(run);
+        engine_script_destroy(&s);
+        send_error_result(e, sub->script_id, FERRY_ENOMEM, "the engine is out of memory");
+        return;
+    }
+    /* Armed before the script runs: at equal expiry the deadline fires before
+     * the call timers armed during the run, so the script ends as a timeout. */
+    ferry_timer_init(&run->deadline, on_deadline, run);
+    if (ferry_loop_timer(e->loop, &run->deadline, timeout) != FERRY_OK) {
+        free(run);
+        engine_script_destroy(&s);
+        send_error_result(e, sub->script_id, FERRY_ENOMEM, "the engine is out of memory");
+        return;
+    }
+    run->e = e;
+    run->s = s;
+    s->user = run;
+    DL_APPEND(e->runs, run);
+    e->running++;
+    e->stats.scripts_started++;
+    step(e, run,
+         engine_script_start(s, sub->source.data, sub->source.len, sub->name, sub->args,
+                             sub->n_args));
+}
+
+static void on_reply(engine *e, const Ferry__Envelope *env)
+{
+    const Ferry__Reply *r = env->reply;
+    if (!r) {
+        drop(e, "reply_without_body");
+        return;
+    }
+    if (r->engine_id.len != e->id_len || memcmp(r->engine_id.data, e->id, e->id_len) != 0) {
+        drop(e, "reply_for_another_engine");
+        return;
+    }
+    engine_call *c;
+    HASH_FIND(hh, e->calls, &r->call_id, sizeof r->call_id, c);
+    if (!c) {
+        e->stats.late_replies++;
+        ferry_log_limited(&e->late_log_ms, &e->late_log_n, FERRY_LOG_INFO, "late_reply",
+                          "call_id=%llu", (unsigned long long)r->call_id);
+        return;
+    }
+    engine_run *run = c->run;
+    forget_call(e, c);
+    e->stats.calls_answered++;
+    engine_script_answer a = {.reply = r};
+    step(e, run, engine_script_resume(run->s, &a));
+}
+
+static void on_heartbeat(engine *e, const Ferry__Envelope *env)
+{
+    (void)e;
+    (void)env;
+}
+
+typedef void (*body_handler)(engine *e, const Ferry__Envelope *env);
+
+/* What the broker may send on the engines socket; anything else is dropped. */
+static const body_handler handlers[] = {
+    [FERRY__ENVELOPE__BODY_SUBMIT] = on_submit,
+    [FERRY__ENVELOPE__BODY_REPLY] = on_reply,
+    [FERRY__ENVELOPE__BODY_HEARTBEAT] = on_heartbeat,
+};
+
+static void handle(engine *e, ferry_frames *f)
+{
+    if (f->count != 1 || f->truncated) {
+        drop(e, "frame_count");
+        return;
+    }
+    Ferry__Envelope *env;
+    ferry_err err = ferry_envelope_decode(ferry_frame_data(f, 0), ferry_frame_size(f, 0), &env);
+    if (err) {
+        drop(e, err == FERRY_EVERSION ? "bad_version" : "undecodable");
+        return;
+    }
+    size_t body = (size_t)env->body_case;
+    if (body < sizeof handlers / sizeof handlers[0] && handlers[body])
+        handlers[body](e, env);
+    else
+        drop(e, "unexpected_body");
+    ferry_envelope_free(env);
+}
+
+static void set_socket_events(ferry_loop *loop, void *socket, short events)
+{
+    /* ferry_loop has no call for this; it snapshots items on every turn. */
+    for (int i = 0; i < loop->nitems; i++)
+        if (loop->items[i].socket == socket)
+            loop->items[i].events = events;
+}
+
+static void send_hello(engine *e)
+{
+    Ferry__Hello hello = FERRY__HELLO__INIT;
+    hello.slots = (uint32_t)e->cfg.slots;
+    hello.running = (uint32_t)e->running;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_HELLO;
+    env.hello = &hello;
+    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    if (err == FERRY_OK) {
+        e->hello_sent = 1;
+        set_socket_events(e->loop, e->dealer, ZMQ_POLLIN);
+        ferry_info("hello_sent", "id=%s slots=%ld running=%zu", e->id, e->cfg.slots, e->running);
+    } else if (err != FERRY_EOVERLOADED) {
+        ferry_warn("hello_failed", "error=%s", ferry_err_code(err));
+    }
+}
+
+static void on_dealer(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    engine *e = arg;
+    if ((revents & ZMQ_POLLOUT) && !e->hello_sent)
+        send_hello(e);
+    if (!(revents & ZMQ_POLLIN))
+        return;
+    for (int i = 0; i < RECV_BATCH; i++) {
+        ferry_frames f;
+        ferry_err err = ferry_frames_recv(e->dealer, &f);
+        if (err == FERRY_ETIMEOUT)
+            break;
+        if (err) {
+            if (zmq_errno() != EINTR) /* a signal: the loop handles it next */
+                ferry_warn("recv_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+            break;
+        }
+        handle(e, &f);
+        ferry_frames_close(&f);
+    }
+}
+
+ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, engine **out,
+                     char *err, size_t errlen)
+{
+    assert(cfg && zctx && loop && out);
+    *out = NULL;
+    engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return FERRY_ENOMEM;
+    }
+    e->cfg = *cfg;
+    e->loop = loop;
+    e->host = (engine_script_host){.call = host_call, .ctx = e};
+    ferry_make_id("engine", e->id, sizeof e->id);
+    e->id_len = strlen(e->id);
+
+    ferry_socket_opts push = {
+        .type = ZMQ_PUSH, .endpoint = cfg->commands, .hwm = (int)cfg->hwm, .linger_ms = 0};
+    e->push = ferry_socket_open(zctx, &push, err, errlen);
+    if (!e->push)
+        goto fail;
+    /* A little linger lets the engine_lost results of a shutdown reach the broker. */
+    ferry_socket_opts dealer = {.type = ZMQ_DEALER,
+                                .endpoint = cfg->engines,
+                                .routing_id = e->id,
+                                .hwm = (int)cfg->hwm,
+                                .linger_ms = 500};
+    e->dealer = ferry_socket_open(zctx, &dealer, err, errlen);
+    if (!e->dealer)
+        goto fail;
+    /* POLLOUT tells when the broker connection is up (ZMQ_IMMEDIATE): then Hello. */
+    if (ferry_loop_add_socket(loop, e->dealer, ZMQ_POLLIN | ZMQ_POLLOUT, on_dealer, e) !=
+        FERRY_OK) {
+        snprintf(err, errlen, "too many sockets in the loop");
+        goto fail;
+    }
+    ferry_info("engine_started", "id=%s commands=%s engines=%s slots=%ld", e->id, cfg->commands,
+               cfg->engines, cfg->slots);
+    *out = e;
+    return FERRY_OK;
+fail:
+    ferry_socket_close(&e->dealer);
+    ferry_socket_close(&e->push);
+    free(e);
+    return FERRY_EIO;
+}
+
+void engine_destroy(engine **ep)
+{
+    engine *e = *ep;
+    if (!e)
+        return;
+    engine_run *run, *tmp;
+    DL_FOREACH_SAFE(e->runs, run, tmp) {
+        forget_calls(e, run);
+        engine_script_fail(run->s, FERRY_EENGINE_LOST, "the engine is shutting down");
+        finish(e, run);
+    }
+    assert(!e->calls && e->running == 0);
+    for (int i = 0; i < e->loop->nitems; i++) {
+        if (e->loop->items[i].socket == e->dealer) {
+            e->loop->items[i] = e->loop->items[--e->loop->nitems];
+            break;
+        }
+    }
+    const engine_stats *st = &e->stats;
+    ferry_info("engine_stopped",
+               "id=%s scripts=%llu failed=%llu refused=%llu calls=%llu timed_out=%llu "
+               "late_replies=%llu dropped=%llu results_lost=%llu",
+               e->id, (unsigned long long)st->scripts_completed,
+               (unsigned long long)st->scripts_failed, (unsigned long long)st->scripts_refused,
+               (unsigned long long)st->calls_sent, (unsigned long long)st->calls_timed_out,
+               (unsigned long long)st->late_replies, (unsigned long long)st->dropped,
+               (unsigned long long)st->results_lost);
+    ferry_socket_close(&e->dealer);
+    ferry_socket_close(&e->push);
+    free(e);
+    *ep = NULL;
+}
+
+const char *engine_id(const engine *e)
+{
+    return e->id;
+}
+
+const engine_stats *engine_get_stats(const engine *e)
+{
+    return &e->stats;
+}
+
+size_t engine_running(const engine *e)
+{
+    return e->running;
+}

@@ -1,0 +1,67 @@
+/*
+ * engine: one engine host process's state, sockets and message handlers.
+ *
+ * The engine connects a PUSH socket (Commands out) and a DEALER socket whose
+ * routing id is its engine id (Hello and Results out; Submits, Replies and
+ * Heartbeats in) to the broker, runs each submitted script in its own
+ * lua_State (script.h) and matches every Reply to the waiting script by
+ * call_id in O(1). Every call and every script has a timer, so each call gets
+ * exactly one answer and no script waits forever.
+ */
+#ifndef ENGINE_ENGINE_H
+#define ENGINE_ENGINE_H
+
+#include "ferry_err.h"
+#include "ferry_loop.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *commands;   /* broker's commands endpoint (PUSH connects) */
+    const char *engines;    /* broker's engines endpoint (DEALER connects) */
+    long slots;             /* scripts run at once */
+    long script_timeout_ms; /* default and largest script deadline */
+    long call_timeout_ms;   /* largest timeout of one call */
+    long max_output;        /* bytes of print output per script */
+    long max_memory;        /* bytes per lua_State */
+    long hwm;               /* send/receive high-water marks */
+} engine_config;
+
+typedef struct {
+    uint64_t scripts_started;
+    uint64_t scripts_completed; /* results sent or lost, ok or not */
+    uint64_t scripts_failed;    /* completed with ok = false */
+    uint64_t scripts_refused;   /* answered overloaded: no free slot */
+    uint64_t calls_sent;
+    uint64_t calls_answered;  /* replies matched to a waiting call */
+    uint64_t calls_timed_out; /* answered timeout by the engine's own timer */
+    uint64_t late_replies;    /* replies for calls no longer waited for */
+    uint64_t dropped;         /* bad messages */
+    uint64_t results_lost;    /* results the DEALER would not take */
+} engine_stats;
+
+typedef struct engine engine;
+
+/*
+ * Opens the sockets on zctx, registers them with loop and arranges for Hello
+ * to be sent once the broker connection is up. On failure returns an error
+ * and a message naming what failed in err.
+ */
+ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, engine **out,
+                     char *err, size_t errlen);
+
+/*
+ * Fails the scripts still running (engine_lost) towards the broker, frees
+ * them, closes the sockets and frees the engine. NULL-safe; nulls *ep. The
+ * loop must not run any more.
+ */
+void engine_destroy(engine **ep);
+
+const char *engine_id(const engine *e);
+const engine_stats *engine_get_stats(const engine *e);
+
+/* Scripts running now. */
+size_t engine_running(const engine *e);
+
+#endif

@@ -1,0 +1,235 @@
+/*
+ * ferry_lib: ferry.call, ferry.args, print capture and error objects.
+ *
+ * ferry.call yields the script's coroutine with lua_yieldk; the engine
+ * resumes it once the call is answered, and the continuation turns the
+ * answer (engine_script.answer) into return values or raises it as an error
+ * object. Everything a script passes in is checked here, at the boundary.
+ */
+#include "ferry_lib.h"
+
+#include "ferry_value.h"
+#include "lua_value.h"
+#include "script.h"
+
+#include <assert.h>
+#include <lauxlib.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static engine_script *script_of(lua_State *L)
+{
+    engine_script *s = engine_script_of(L);
+    assert(s);
+    return s;
+}
+
+void engine_lib_push_error(lua_State *L, const char *code, const char *message)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    luaL_setmetatable(L, ENGINE_LIB_ERROR_TYPE);
+}
+
+int engine_lib_error(lua_State *L, const char *code, const char *fmt, ...)
+{
+    /* Formatted in C: Lua's own formatter knows no %zu or %lld. */
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    engine_lib_push_error(L, code, msg);
+    return lua_error(L);
+}
+
+int engine_lib_is_error(lua_State *L, int idx, const char **code, const char **message)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+        return 0;
+    luaL_getmetatable(L, ENGINE_LIB_ERROR_TYPE);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same)
+        return 0;
+    lua_pushliteral(L, "code");
+    lua_rawget(L, idx);
+    lua_pushliteral(L, "message");
+    lua_rawget(L, idx);
+    int ok = lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING;
+    if (ok) {
+        /* Both strings are still referenced by the table at idx. */
+        *code = lua_tostring(L, -2);
+        *message = lua_tostring(L, -1);
+    }
+    lua_pop(L, 2);
+    return ok;
+}
+
+static int error_tostring(lua_State *L)
+{
+    const char *code, *message;
+    if (!engine_lib_is_error(L, 1, &code, &message)) {
+        lua_pushliteral(L, ENGINE_LIB_ERROR_TYPE);
+        return 1;
+    }
+    lua_pushstring(L, code);
+    lua_pushliteral(L, ": ");
+    lua_pushstring(L, message);
+    lua_concat(L, 3);
+    return 1;
+}
+
+/* Continuation of ferry.call: runs inside lua_resume when the answer came. */
+static int call_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    engine_script *s = script_of(L);
+    const engine_script_answer *a = s->answer;
+    assert(a);
+    lua_settop(L, 0); /* ferry.call's own arguments */
+    if (!a->reply)
+        return engine_lib_error(L, a->code, "%s", a->message ? a->message : "");
+    const Ferry__Reply *r = a->reply;
+    if (r->error) {
+        const char *code = r->error->code && *r->error->code ? r->error->code : "call_error";
+        return engine_lib_error(L, code, "%s", r->error->message ? r->error->message : "");
+    }
+    if (r->n_values >= INT_MAX / 2 || !lua_checkstack(L, (int)r->n_values + 1))
+        return engine_lib_error(L, "bad_value", "reply carries too many values (%zu)", r->n_values);
+    char why[256];
+    for (size_t i = 0; i < r->n_values; i++)
+        if (!engine_value_push(L, r->values[i], why, sizeof why))
+            return engine_lib_error(L, "bad_value", "reply value %zu: %s", i + 1, why);
+    return (int)r->n_values;
+}
+
+static int l_call(lua_State *L)
+{
+    engine_script *s = script_of(L);
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_typeerror(L, 1, "string");
+    size_t len;
+    const char *name = lua_tolstring(L, 1, &len);
+    if (len == 0 || strlen(name) != len || !engine_value_utf8_valid(name, len))
+        return luaL_argerror(L, 1, "function name must be non-empty UTF-8 without zero bytes");
+    if (L != s->co)
+        return engine_lib_error(L, "bad_argument",
+                                "ferry.call cannot yield here: it was called inside a coroutine "
+                                "of the script's own, which is not supported yet");
+    if (!lua_isyieldable(L))
+        return engine_lib_error(L, "bad_argument",
+                                "ferry.call cannot yield here: a C function is in the way (a "
+                                "table.sort comparator, a string.gsub callback or a metamethod "
+                                "Lua cannot suspend)");
+    Ferry__Value **args;
+    size_t nargs;
+    char why[512];
+    ferry_err err = engine_value_pack(L, 2, lua_gettop(L) - 1, "args", ENGINE_VALUE_BUDGET, &args,
+                                      &nargs, why, sizeof why);
+    if (err)
+        return engine_lib_error(L, ferry_err_code(err), "%s", why);
+    why[0] = '\0';
+    err = s->host->call(s->host->ctx, s, name, args, nargs, why, sizeof why);
+    if (err)
+        return engine_lib_error(L, ferry_err_code(err), "%s", why[0] ? why : ferry_err_desc(err));
+    s->pending++;
+    return lua_yieldk(L, 0, 0, call_done);
+}
+
+/* Appends to the script's output; at the limit keeps what fits and raises. */
+static void put(lua_State *L, engine_script *s, const char *p, size_t n)
+{
+    size_t room = s->limits.max_output - s->output.len;
+    int over = n > room;
+    if (over)
+        n = room;
+    if (n && ferry_buf_append(&s->output, p, n) != FERRY_OK)
+        engine_lib_error(L, "out_of_memory", "print: out of memory");
+    if (over)
+        engine_lib_error(L, "limit", "output limit of %zu bytes exceeded", s->limits.max_output);
+}
+
+/* print as Lua's, but into the script's output. */
+static int l_print(lua_State *L)
+{
+    engine_script *s = script_of(L);
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *str = luaL_tolstring(L, i, &len);
+        if (i > 1)
+            put(L, s, "\t", 1);
+        put(L, s, str, len);
+        lua_pop(L, 1);
+    }
+    put(L, s, "\n", 1);
+    return 0;
+}
+
+/*
+ * The deadline hook raises from inside a hook, where Lua runs the message
+ * handler of an enclosing xpcall with hooks off: a looping handler would
+ * never be stopped. So xpcall wraps the script's handler in one that hands
+ * the error back untouched once the deadline is hit.
+ */
+static int guarded_handler(lua_State *L)
+{
+    if (script_of(L)->deadline_hit)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int xpcall_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    return lua_gettop(L);
+}
+
+static int l_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, guarded_handler, 1);
+    lua_replace(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* Lua's own xpcall */
+    lua_insert(L, 1);
+    /* With a continuation, so that ferry.call inside xpcall can still yield. */
+    lua_callk(L, n, LUA_MULTRET, 0, xpcall_done);
+    return xpcall_done(L, LUA_OK, 0);
+}
+
+void engine_lib_open(lua_State *L)
+{
+    assert(engine_script_of(L));
+    luaL_newmetatable(L, ENGINE_LIB_ERROR_TYPE); /* sets __name */
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, l_call);
+    lua_setfield(L, -2, "call");
+    lua_newtable(L);
+    lua_setfield(L, -2, "args");
+    lua_setglobal(L, "ferry");
+
+    lua_pushcfunction(L, l_print);
+    lua_setglobal(L, "print");
+
+    lua_getglobal(L, "xpcall");
+    lua_pushcclosure(L, l_xpcall, 1);
+    lua_setglobal(L, "xpcall");
+}

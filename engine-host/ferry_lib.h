@@ -1,0 +1,45 @@
+/*
+ * ferry_lib: the `ferry` Lua module a script sees, and its error objects.
+ *
+ *   ferry.call(name, ...)  sends an async call and returns what it returned;
+ *                          on failure raises an error object
+ *   ferry.args             the arguments the client submitted (a table)
+ *   print(...)             captured into the script's output, up to a limit
+ *   xpcall(f, h, ...)      Lua's, but h is skipped once the deadline passed
+ *
+ * An error object is a table {code = "timeout", message = "..."} whose
+ * metatable (registry name "ferry.error") has __name "ferry.error" and a
+ * __tostring giving "code: message", so pcall sees a structured value and an
+ * uncaught one still reads well.
+ */
+#ifndef ENGINE_FERRY_LIB_H
+#define ENGINE_FERRY_LIB_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#define ENGINE_LIB_ERROR_TYPE "ferry.error"
+
+/*
+ * Installs the ferry table (ferry.args an empty table), the capturing print,
+ * the guarded xpcall and the error metatable into L (after the sandbox). L
+ * must belong to a script (engine_script_of(L) set). Raises memory errors:
+ * call it protected.
+ */
+void engine_lib_open(lua_State *L);
+
+/* Pushes a new error object. Raises memory errors. */
+void engine_lib_push_error(lua_State *L, const char *code, const char *message);
+
+/* Raises a new error object with code and a formatted message. Never returns. */
+int engine_lib_error(lua_State *L, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * True when the value at idx is an error object with string code and
+ * message; then *code and *message point at them (valid while the value
+ * stays on the stack). Never raises (reads raw fields only).
+ */
+int engine_lib_is_error(lua_State *L, int idx, const char **code, const char **message);
+
+#endif
