@@ -6,15 +6,50 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 static volatile sig_atomic_t pending_signal;
+static int signal_pipe[2] = {-1, -1};
 
+/*
+ * A flag alone would race: a signal landing between the check of the flag
+ * and zmq_poll would sleep until the next event. The byte in the pipe wakes
+ * the poll whenever the signal lands (the self-pipe trick).
+ */
 static void on_os_signal(int signo)
 {
+    int saved = errno;
     pending_signal = signo;
+    if (signal_pipe[1] >= 0) {
+        char b = 1;
+        ssize_t n = write(signal_pipe[1], &b, 1);
+        (void)n; /* a full pipe already holds a wake-up */
+    }
+    errno = saved;
+}
+
+static int open_signal_pipe(void)
+{
+    if (signal_pipe[0] >= 0)
+        return 0;
+    if (pipe(signal_pipe) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(signal_pipe[i], F_SETFL, fcntl(signal_pipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    return 0;
+}
+
+static void drain_signal_pipe(void)
+{
+    char buf[64];
+    while (read(signal_pipe[0], buf, sizeof buf) > 0) {
+    }
 }
 
 void ferry_loop_init(ferry_loop *loop)
@@ -59,6 +94,23 @@ ferry_err ferry_loop_set_fd(ferry_loop *loop, int fd, short events, ferry_loop_f
     return FERRY_OK;
 }
 
+void ferry_loop_set_socket(ferry_loop *loop, void *socket, short events)
+{
+    for (int i = 0; i < loop->nitems; i++)
+        if (loop->items[i].socket == socket)
+            loop->items[i].events = events;
+}
+
+void ferry_loop_remove_socket(ferry_loop *loop, void *socket)
+{
+    for (int i = 0; i < loop->nitems; i++) {
+        if (loop->items[i].socket == socket) {
+            loop->items[i] = loop->items[--loop->nitems];
+            return;
+        }
+    }
+}
+
 void ferry_loop_remove_fd(ferry_loop *loop, int fd)
 {
     for (int i = 0; i < loop->nitems; i++) {
@@ -81,6 +133,10 @@ ferry_err ferry_loop_timer(ferry_loop *loop, ferry_timer *timer, int64_t after_m
 
 ferry_err ferry_loop_run(ferry_loop *loop)
 {
+    if (open_signal_pipe() != 0) {
+        ferry_error("loop_failed", "error=\"pipe: %s\"", strerror(errno));
+        return FERRY_EIO;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_os_signal;
@@ -89,13 +145,15 @@ ferry_err ferry_loop_run(ferry_loop *loop)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    zmq_pollitem_t polls[FERRY_LOOP_MAX_ITEMS];
+    /* One slot more than the items: the signal pipe is polled last. */
+    zmq_pollitem_t polls[FERRY_LOOP_MAX_ITEMS + 1];
     ferry_loop_item snapshot[FERRY_LOOP_MAX_ITEMS];
     loop->stopping = 0;
     while (!loop->stopping) {
         if (pending_signal) {
             int signo = pending_signal;
             pending_signal = 0;
+            drain_signal_pipe();
             if (loop->on_signal)
                 loop->on_signal(loop, signo, loop->signal_arg);
             else
@@ -108,9 +166,10 @@ ferry_err ferry_loop_run(ferry_loop *loop)
             polls[i] = (zmq_pollitem_t){.socket = snapshot[i].socket,
                                         .fd = snapshot[i].fd,
                                         .events = snapshot[i].events};
+        polls[n] = (zmq_pollitem_t){.socket = NULL, .fd = signal_pipe[0], .events = ZMQ_POLLIN};
         loop->now_ms = ferry_now_ms();
         long timeout = ferry_timers_timeout(&loop->timers, loop->now_ms);
-        int rc = zmq_poll(polls, n, timeout);
+        int rc = zmq_poll(polls, n + 1, timeout);
         loop->now_ms = ferry_now_ms();
         if (rc < 0) {
             if (zmq_errno() == EINTR)

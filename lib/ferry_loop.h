@@ -47,6 +47,12 @@ void ferry_loop_fini(ferry_loop *loop);
 ferry_err ferry_loop_add_socket(ferry_loop *loop, void *socket, short events, ferry_loop_fn fn,
                                 void *arg);
 
+/* Changes the events watched on a socket already added (0: watch nothing for now). */
+void ferry_loop_set_socket(ferry_loop *loop, void *socket, short events);
+
+/* Stops watching a socket; a no-op when it is not watched. */
+void ferry_loop_remove_socket(ferry_loop *loop, void *socket);
+
 /* Watches a file descriptor, or changes the events of one already watched. */
 ferry_err ferry_loop_set_fd(ferry_loop *loop, int fd, short events, ferry_loop_fn fn, void *arg);
 void ferry_loop_remove_fd(ferry_loop *loop, int fd);

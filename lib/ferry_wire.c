@@ -42,6 +42,12 @@ void *ferry_socket_open(void *ctx, const ferry_socket_opts *o, char *err, size_t
     if (o->type == ZMQ_ROUTER &&
         zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
         goto fail;
+    /* A peer reconnecting with its routing id while the old (half-open)
+     * connection is still held takes the id over, instead of being ignored
+     * until the old connection times out. */
+    if (o->type == ZMQ_ROUTER && o->bind &&
+        zmq_setsockopt(s, ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0)
+        goto fail;
     if (o->routing_id &&
         zmq_setsockopt(s, ZMQ_ROUTING_ID, o->routing_id, strlen(o->routing_id)) != 0)
         goto fail;
@@ -116,9 +122,75 @@ void ferry_envelope_init(Ferry__Envelope *env)
     env->version = FERRY_PROTOCOL_VERSION;
 }
 
+/* Reads a varint at *p (below end); returns 0 when it is malformed. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * protobuf-c unpacks nested messages by recursion with no bound, so a small
+ * message nested a hundred thousand deep would overflow the stack of any
+ * process that decodes it. This walk refuses nesting deeper than
+ * FERRY_MAX_NESTING (and malformed framing) before unpack sees the bytes.
+ */
+static int nesting_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
+                      int depth)
+{
+    if (depth > FERRY_MAX_NESTING)
+        return 0;
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint64_t key, n;
+        if (!read_varint(&p, end, &key))
+            return 0;
+        switch (key & 7) {
+        case 0:
+            if (!read_varint(&p, end, &n))
+                return 0;
+            break;
+        case 1:
+            if (end - p < 8)
+                return 0;
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4)
+                return 0;
+            p += 4;
+            break;
+        case 2: {
+            if (!read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return 0;
+            const ProtobufCFieldDescriptor *f =
+                protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                !nesting_ok(f->descriptor, p, (size_t)n, depth + 1))
+                return 0;
+            p += n;
+            break;
+        }
+        default:
+            return 0;
+        }
+    }
+    return 1;
+}
+
 ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **out)
 {
     *out = NULL;
+    if (!nesting_ok(&ferry__envelope__descriptor, data, len, 0))
+        return FERRY_EPROTO;
     Ferry__Envelope *env = ferry__envelope__unpack(NULL, len, data);
     if (!env)
         return FERRY_EPROTO;

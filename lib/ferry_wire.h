@@ -25,6 +25,8 @@
 #define FERRY_MAX_FRAMES 4
 #define FERRY_ROUTING_ID_MAX 255
 #define FERRY_DEFAULT_MAX_MSG (16 * 1024 * 1024)
+/* Deepest message nesting a decoder accepts (a Lua table level is up to 3). */
+#define FERRY_MAX_NESTING 256
 
 typedef struct {
     zmq_msg_t frames[FERRY_MAX_FRAMES];
@@ -73,7 +75,8 @@ static inline size_t ferry_frame_size(ferry_frames *f, int i)
 void ferry_envelope_init(Ferry__Envelope *env);
 
 /*
- * Decodes one envelope. FERRY_EPROTO when it does not decode or has no body,
+ * Decodes one envelope. FERRY_EPROTO when it does not decode, nests deeper
+ * than FERRY_MAX_NESTING or has no body,
  * FERRY_EVERSION when its version is not FERRY_PROTOCOL_VERSION (the decoded
  * envelope is freed then).
  */

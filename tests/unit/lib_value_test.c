@@ -148,6 +148,44 @@ static void test_envelope_decode_rejects_bad_input(void **state)
     ferry_value_free(v);
 }
 
+/* A chain of tables nested depth deep, packed as a Submit's argument. */
+static uint8_t *deep_submit(int depth, size_t *len)
+{
+    Ferry__Value *v = ferry_value_int(1);
+    for (int i = 0; i < depth; i++) {
+        Ferry__Value *t = ferry_value_table();
+        ferry_table_append(t, v);
+        v = t;
+    }
+    Ferry__Submit sub = FERRY__SUBMIT__INIT;
+    sub.args = &v;
+    sub.n_args = 1;
+    Ferry__Envelope e;
+    ferry_envelope_init(&e);
+    e.body_case = FERRY__ENVELOPE__BODY_SUBMIT;
+    e.submit = &sub;
+    *len = ferry__envelope__get_packed_size(&e);
+    uint8_t *buf = malloc(*len);
+    ferry__envelope__pack(&e, buf);
+    ferry_value_free(v);
+    return buf;
+}
+
+static void test_envelope_decode_bounds_nesting(void **state)
+{
+    (void)state;
+    Ferry__Envelope *env;
+    size_t len;
+    uint8_t *ok = deep_submit(60, &len); /* 2 levels per table: 122 deep */
+    assert_int_equal(ferry_envelope_decode(ok, len, &env), FERRY_OK);
+    ferry_envelope_free(env);
+    free(ok);
+    uint8_t *bad = deep_submit(FERRY_MAX_NESTING, &len);
+    assert_int_equal(ferry_envelope_decode(bad, len, &env), FERRY_EPROTO);
+    assert_null(env);
+    free(bad);
+}
+
 static void test_error_codes(void **state)
 {
     (void)state;
@@ -166,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_hash_order_does_not_matter),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_envelope_decode_rejects_bad_input),
+        cmocka_unit_test(test_envelope_decode_bounds_nesting),
         cmocka_unit_test(test_error_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

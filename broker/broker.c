@@ -1,0 +1,791 @@
+/*
+ * broker: socket handlers of ferry-broker, the glue between the wire and the
+ * routing tables. The contract is docs/protocol.md; broker.h says what
+ * happens to bad input.
+ *
+ * Calls: a Command frame is forwarded unchanged to a worker (or queued with
+ * the frame held, not copied), and the worker's Reply frame unchanged to
+ * the engine whose routing id is the Reply's engine_id. Scripts: the Submit
+ * and the Result are re-encoded, because the broker sets script_id and
+ * request_id in them.
+ */
+#include "broker.h"
+
+#include "ferry_clock.h"
+#include "ferry_log.h"
+#include "ferry_wire.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+typedef void (*msg_fn)(broker *b, ferry_frames *f, Ferry__Envelope **env);
+
+static const char *const drop_events[BROKER_DROP_COUNT] = {
+    [BROKER_DROP_FRAMES] = "bad_frames",
+    [BROKER_DROP_DECODE] = "bad_message",
+    [BROKER_DROP_UNEXPECTED] = "unexpected_message",
+    [BROKER_DROP_INVALID] = "invalid_message",
+    [BROKER_DROP_DUPLICATE] = "duplicate_call",
+    [BROKER_DROP_UNKNOWN] = "unknown_answer",
+    [BROKER_DROP_UNDELIVERABLE] = "undeliverable",
+};
+
+/* Writes a routing id for a log line: printable bytes as they are, the
+ * rest (ZeroMQ's generated ids start with a zero byte) as \xNN. */
+static const char *id_text(const void *id, size_t len, char *buf, size_t buflen)
+{
+    const unsigned char *p = id;
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 5 < buflen; i++) {
+        if (p[i] > 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\')
+            buf[n++] = (char)p[i];
+        else
+            n += (size_t)snprintf(buf + n, buflen - n, "\\x%02x", p[i]);
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static void drop(broker *b, broker_drop kind, const char *fields, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void drop(broker *b, broker_drop kind, const char *fields, ...)
+{
+    b->dropped++;
+    char line[512];
+    va_list ap;
+    va_start(ap, fields);
+    vsnprintf(line, sizeof line, fields, ap);
+    va_end(ap);
+    broker_log_site *site = &b->drops[kind];
+    ferry_log_limited(&site->last_ms, &site->suppressed, FERRY_LOG_WARN, drop_events[kind], "%s",
+                      line);
+}
+
+/* ---- answers the broker makes itself ---- */
+
+static ferry_err send_call_error(broker *b, const void *eid, size_t eid_len, uint64_t call_id,
+                                 ferry_err code, const char *message)
+{
+    Ferry__Error error = FERRY__ERROR__INIT;
+    error.code = (char *)ferry_err_code(code);
+    error.message = (char *)message;
+    Ferry__Reply reply = FERRY__REPLY__INIT;
+    reply.engine_id.data = (uint8_t *)eid;
+    reply.engine_id.len = eid_len;
+    reply.call_id = call_id;
+    reply.error = &error;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_REPLY;
+    env.reply = &reply;
+    ferry_err err = ferry_wire_send(b->engines, eid, eid_len, &env);
+    if (err) {
+        char id[64];
+        drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s call_id=%llu error=%s",
+             id_text(eid, eid_len, id, sizeof id), (unsigned long long)call_id,
+             ferry_err_code(err));
+    }
+    return err;
+}
+
+static void answer_call(broker *b, broker_call *call, ferry_err code, const char *message)
+{
+    size_t eid_len;
+    const uint8_t *eid = broker_call_engine(call, &eid_len);
+    send_call_error(b, eid, eid_len, call->call_id, code, message);
+}
+
+static void send_result_error(broker *b, const void *client, size_t client_len,
+                              uint64_t request_id, uint64_t script_id, ferry_err code,
+                              const char *message)
+{
+    Ferry__Error error = FERRY__ERROR__INIT;
+    error.code = (char *)ferry_err_code(code);
+    error.message = (char *)message;
+    Ferry__Result result = FERRY__RESULT__INIT;
+    result.request_id = request_id;
+    result.ok = 0;
+    result.error = &error;
+    result.script_id = script_id;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_RESULT;
+    env.result = &result;
+    ferry_err err = ferry_wire_send(b->clients, client, client_len, &env);
+    if (err) {
+        char id[64];
+        drop(b, BROKER_DROP_UNDELIVERABLE, "what=result client=%s request_id=%llu error=%s",
+             id_text(client, client_len, id, sizeof id), (unsigned long long)request_id,
+             ferry_err_code(err));
+    }
+}
+
+static void answer_script(broker *b, broker_script *script, ferry_err code, const char *message)
+{
+    send_result_error(b, script->client, script->client_len, script->request_id,
+                      script->script_id, code, message);
+}
+
+/* ---- calls ---- */
+
+/*
+ * Forwards the call's frame to w. 1 when it went (the call is in flight);
+ * 0 when w cannot take it, after taking w out of the rotation: unreachable
+ * workers leave (w may be freed then), full ones are blocked until they
+ * answer.
+ */
+static int send_call(broker *b, broker_call *call, broker_worker *w)
+{
+    ferry_err err = ferry_wire_forward(b->workers, w->rid, w->rid_len, &call->frame);
+    if (err == FERRY_OK) {
+        broker_dispatch_sent(&b->dispatch, call, w);
+        return 1;
+    }
+    char id[64];
+    id_text(w->rid, w->rid_len, id, sizeof id);
+    if (err == FERRY_EUNREACHABLE) {
+        ferry_warn("worker_unreachable", "worker=%s in_flight=%u", id, w->in_flight);
+        broker_dispatch_leave(&b->dispatch, w, b->loop.now_ms);
+    } else {
+        ferry_log_limited(&b->io_log.last_ms, &b->io_log.suppressed, FERRY_LOG_WARN,
+                          "worker_blocked", "worker=%s error=%s", id, ferry_err_code(err));
+        broker_dispatch_block(&b->dispatch, w);
+    }
+    return 0;
+}
+
+/* Sends a NEW call to a worker that can take it, or queues it (at the head
+ * when it came from the queue). Answers `overloaded` when it cannot queue. */
+static void place_call(broker *b, broker_call *call, int front)
+{
+    broker_worker *w;
+    while ((w = broker_dispatch_pick(&b->dispatch, call->fn)))
+        if (send_call(b, call, w))
+            return;
+    ferry_err err = broker_dispatch_enqueue(&b->dispatch, call, NULL, front);
+    if (err == FERRY_OK)
+        return;
+    char msg[128];
+    snprintf(msg, sizeof msg, "broker call queue is full (%zu calls waiting)",
+             b->dispatch.queued);
+    answer_call(b, call, FERRY_EOVERLOADED, msg);
+    broker_dispatch_count_failed(&b->dispatch, call);
+    broker_dispatch_call_free(&b->dispatch, call);
+}
+
+/* Gives w queued calls while it has credit. w may be freed on return. */
+static void drain_worker(broker *b, broker_worker *w)
+{
+    broker_call *call;
+    while ((call = broker_dispatch_take(&b->dispatch, w))) {
+        if (!send_call(b, call, w)) {
+            place_call(b, call, 1);
+            return;
+        }
+    }
+}
+
+static void on_call_expired(broker_call *call, ferry_err reason, void *arg)
+{
+    broker *b = arg;
+    char msg[300];
+    if (reason == FERRY_ENO_WORKER)
+        snprintf(msg, sizeof msg, "no worker serves function '%.200s'", call->fn->name);
+    else
+        snprintf(msg, sizeof msg, "call to '%.200s' got no answer within %u ms", call->fn->name,
+                 call->timeout_ms);
+    answer_call(b, call, reason, msg);
+}
+
+static void on_command(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    const Ferry__Command *cmd = (*envp)->command;
+    if (!cmd || cmd->engine_id.len == 0 || cmd->engine_id.len > FERRY_ROUTING_ID_MAX ||
+        !cmd->function || !cmd->function[0]) {
+        drop(b, BROKER_DROP_INVALID, "what=command reason=\"engine_id or function missing\"");
+        return;
+    }
+    broker_call *call;
+    ferry_err err = broker_dispatch_call_new(&b->dispatch, cmd->engine_id.data,
+                                             cmd->engine_id.len, cmd->call_id, cmd->function,
+                                             cmd->timeout_ms, b->loop.now_ms, &call);
+    if (err == FERRY_EPROTO) {
+        char id[64];
+        drop(b, BROKER_DROP_DUPLICATE, "engine=%s call_id=%llu",
+             id_text(cmd->engine_id.data, cmd->engine_id.len, id, sizeof id),
+             (unsigned long long)cmd->call_id);
+        return;
+    }
+    if (err) {
+        send_call_error(b, cmd->engine_id.data, cmd->engine_id.len, cmd->call_id,
+                        FERRY_EOVERLOADED, "broker out of memory");
+        return;
+    }
+    zmq_msg_move(&call->frame, &f->frames[0]);
+    place_call(b, call, 0);
+}
+
+/* ---- workers ---- */
+
+static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    const void *rid = ferry_frame_data(f, 0);
+    size_t rid_len = ferry_frame_size(f, 0);
+    char id[64];
+    id_text(rid, rid_len, id, sizeof id);
+    broker_worker *w;
+    ferry_err err = broker_dispatch_ready(&b->dispatch, rid, rid_len, (*envp)->ready,
+                                          b->loop.now_ms, &w);
+    if (err == FERRY_EPROTO) {
+        drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"function without a name\"",
+             id);
+        return;
+    }
+    if (err) {
+        ferry_error("worker_ready_failed", "worker=%s error=%s", id, ferry_err_code(err));
+        return;
+    }
+    ferry_info("worker_ready", "worker=%s functions=%zu credit=%u in_flight=%u", id,
+               w->nmembers, w->credit, w->in_flight);
+    drain_worker(b, w);
+}
+
+static void on_reply(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    const void *rid = ferry_frame_data(f, 0);
+    size_t rid_len = ferry_frame_size(f, 0);
+    const Ferry__Reply *r = (*envp)->reply;
+    char id[64], eid[64];
+    if (!r || r->engine_id.len == 0 || r->engine_id.len > FERRY_ROUTING_ID_MAX) {
+        drop(b, BROKER_DROP_INVALID, "what=reply worker=%s reason=\"engine_id missing\"",
+             id_text(rid, rid_len, id, sizeof id));
+        return;
+    }
+    broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+    broker_call *call = broker_dispatch_find(&b->dispatch, r->engine_id.data, r->engine_id.len,
+                                             r->call_id);
+    if (!w || !call || call->state != BROKER_CALL_IN_FLIGHT || call->worker != w) {
+        drop(b, BROKER_DROP_UNKNOWN, "what=reply worker=%s engine=%s call_id=%llu%s",
+             id_text(rid, rid_len, id, sizeof id),
+             id_text(r->engine_id.data, r->engine_id.len, eid, sizeof eid),
+             (unsigned long long)r->call_id, w ? "" : " reason=\"unregistered worker\"");
+        if (w) {
+            broker_dispatch_stray_reply(&b->dispatch, w);
+            drain_worker(b, w);
+        }
+        return;
+    }
+    broker_dispatch_complete(&b->dispatch, call, r->error != NULL);
+    ferry_err err = ferry_wire_forward(b->engines, r->engine_id.data, r->engine_id.len,
+                                       &f->frames[1]);
+    if (err == FERRY_OK)
+        b->completed++;
+    else
+        drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s call_id=%llu error=%s",
+             id_text(r->engine_id.data, r->engine_id.len, eid, sizeof eid),
+             (unsigned long long)r->call_id, ferry_err_code(err));
+    broker_dispatch_call_free(&b->dispatch, call);
+    if (!broker_dispatch_reap(&b->dispatch, w))
+        drain_worker(b, w);
+}
+
+static void on_worker_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    (void)envp;
+    /* Liveness is not tracked yet. A worker that talks reads its socket, so
+     * one blocked by a full pipe may take calls again. */
+    broker_worker *w =
+        broker_dispatch_worker(&b->dispatch, ferry_frame_data(f, 0), ferry_frame_size(f, 0));
+    if (w && w->blocked && !w->leaving) {
+        broker_dispatch_unblock(&b->dispatch, w);
+        drain_worker(b, w);
+    }
+}
+
+static void on_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    (void)envp;
+    const void *rid = ferry_frame_data(f, 0);
+    size_t rid_len = ferry_frame_size(f, 0);
+    char id[64];
+    id_text(rid, rid_len, id, sizeof id);
+    broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+    if (!w) { /* gone already, or from before a broker restart: nothing to stop */
+        ferry_debug("worker_goodbye", "worker=%s registered=false", id);
+        return;
+    }
+    ferry_info("worker_goodbye", "worker=%s in_flight=%u", id, w->in_flight);
+    broker_dispatch_leave(&b->dispatch, w, b->loop.now_ms);
+}
+
+/* ---- scripts ---- */
+
+/*
+ * Re-encodes the script's Submit with its script_id and the time it has
+ * left, and sends it to e. 1 when it went; 0 when e cannot take it, after
+ * taking e out of the rotation: an unreachable engine is lost (its scripts
+ * are answered `engine_lost` and e is freed), a full one is blocked until it
+ * answers.
+ */
+static int send_script(broker *b, broker_script *script, broker_engine *e)
+{
+    Ferry__Submit *sub = script->submit->submit;
+    int64_t left = script->deadline_ms - b->loop.now_ms;
+    sub->script_id = script->script_id;
+    sub->timeout_ms = left < 1 ? 1 : (uint32_t)left;
+    ferry_err err = ferry_wire_send(b->engines, e->rid, e->rid_len, script->submit);
+    if (err == FERRY_OK) {
+        broker_scripts_started(&b->scripts, script, e);
+        return 1;
+    }
+    char id[64];
+    id_text(e->rid, e->rid_len, id, sizeof id);
+    if (err == FERRY_EUNREACHABLE) {
+        ferry_warn("engine_lost", "engine=%s running=%u", id, e->running);
+        broker_scripts_engine_lost(&b->scripts, e);
+    } else {
+        ferry_log_limited(&b->io_log.last_ms, &b->io_log.suppressed, FERRY_LOG_WARN,
+                          "engine_blocked", "engine=%s error=%s", id, ferry_err_code(err));
+        broker_scripts_block(&b->scripts, e);
+    }
+    return 0;
+}
+
+static void place_script(broker *b, broker_script *script, int front)
+{
+    broker_engine *e;
+    while ((e = broker_scripts_pick(&b->scripts)))
+        if (send_script(b, script, e))
+            return;
+    ferry_err err = broker_scripts_enqueue(&b->scripts, script, front);
+    if (err == FERRY_OK)
+        return;
+    char msg[128];
+    snprintf(msg, sizeof msg, "broker script queue is full (%zu scripts waiting)",
+             b->scripts.queued);
+    answer_script(b, script, FERRY_EOVERLOADED, msg);
+    broker_scripts_free(&b->scripts, script);
+}
+
+/* Hands queued scripts to engines while one has a free slot. */
+static void drain_scripts(broker *b)
+{
+    while (b->scripts.queue && b->scripts.ring)
+        place_script(b, broker_scripts_pop(&b->scripts), 1);
+}
+
+static void on_script_expired(broker_script *script, ferry_err reason, void *arg)
+{
+    broker *b = arg;
+    char msg[128];
+    if (reason == FERRY_ENO_ENGINE)
+        snprintf(msg, sizeof msg, "no engine registered within %u ms", script->timeout_ms);
+    else if (reason == FERRY_EENGINE_LOST)
+        snprintf(msg, sizeof msg, "the engine running the script was lost");
+    else
+        snprintf(msg, sizeof msg, "script did not finish within %u ms", script->timeout_ms);
+    answer_script(b, script, reason, msg);
+}
+
+static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    const void *rid = ferry_frame_data(f, 0);
+    size_t rid_len = ferry_frame_size(f, 0);
+    const Ferry__Hello *h = (*envp)->hello;
+    char id[64];
+    id_text(rid, rid_len, id, sizeof id);
+    if (!h) {
+        drop(b, BROKER_DROP_INVALID, "what=hello engine=%s", id);
+        return;
+    }
+    broker_engine *e;
+    ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, h->slots, h->running, &e);
+    if (err) {
+        ferry_error("engine_hello_failed", "engine=%s error=%s", id, ferry_err_code(err));
+        return;
+    }
+    ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, h->slots, h->running);
+    drain_scripts(b);
+}
+
+static void on_engine_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    (void)envp;
+    /* Liveness is not tracked yet; a blocked engine that talks reads again. */
+    broker_engine *e =
+        broker_scripts_engine(&b->scripts, ferry_frame_data(f, 0), ferry_frame_size(f, 0));
+    if (e && e->blocked) {
+        broker_scripts_unblock(&b->scripts, e);
+        drain_scripts(b);
+    }
+}
+
+static void on_result(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    const void *rid = ferry_frame_data(f, 0);
+    size_t rid_len = ferry_frame_size(f, 0);
+    Ferry__Result *r = (*envp)->result;
+    char id[64];
+    if (!r) {
+        drop(b, BROKER_DROP_INVALID, "what=result engine=%s", id_text(rid, rid_len, id, sizeof id));
+        return;
+    }
+    broker_engine *e = broker_scripts_engine(&b->scripts, rid, rid_len);
+    broker_script *script = broker_scripts_find(&b->scripts, r->script_id);
+    if (!e || !script || script->state != BROKER_SCRIPT_RUNNING || script->engine != e) {
+        drop(b, BROKER_DROP_UNKNOWN, "what=result engine=%s script_id=%llu%s",
+             id_text(rid, rid_len, id, sizeof id), (unsigned long long)r->script_id,
+             e ? "" : " reason=\"unregistered engine\"");
+        if (e) {
+            broker_scripts_stray_result(&b->scripts, e);
+            drain_scripts(b);
+        }
+        return;
+    }
+    broker_scripts_finish(&b->scripts, script);
+    r->request_id = script->request_id;
+    ferry_err err = ferry_wire_send(b->clients, script->client, script->client_len, *envp);
+    if (err == FERRY_OK)
+        b->scripts_completed++;
+    else
+        drop(b, BROKER_DROP_UNDELIVERABLE, "what=result client=%s request_id=%llu error=%s",
+             id_text(script->client, script->client_len, id, sizeof id),
+             (unsigned long long)script->request_id, ferry_err_code(err));
+    broker_scripts_free(&b->scripts, script);
+    drain_scripts(b);
+}
+
+/* ---- clients ---- */
+
+static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    const void *rid = ferry_frame_data(f, 0);
+    size_t rid_len = ferry_frame_size(f, 0);
+    const Ferry__Submit *sub = (*envp)->submit;
+    if (!sub) {
+        char id[64];
+        drop(b, BROKER_DROP_INVALID, "what=submit client=%s", id_text(rid, rid_len, id, sizeof id));
+        return;
+    }
+    broker_script *script;
+    ferry_err err = broker_scripts_new(&b->scripts, rid, rid_len, sub->request_id,
+                                       sub->timeout_ms, *envp, b->loop.now_ms, &script);
+    if (err) {
+        send_result_error(b, rid, rid_len, sub->request_id, 0, FERRY_EOVERLOADED,
+                          "broker out of memory");
+        return;
+    }
+    *envp = NULL; /* the script owns it now */
+    place_script(b, script, 0);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const Ferry__FunctionStats *x = *(Ferry__FunctionStats *const *)a;
+    const Ferry__FunctionStats *y = *(Ferry__FunctionStats *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    const void *rid = ferry_frame_data(f, 0);
+    size_t rid_len = ferry_frame_size(f, 0);
+    const Ferry__StatsRequest *req = (*envp)->stats_request;
+    broker_dispatch *d = &b->dispatch;
+    Ferry__Stats st = FERRY__STATS__INIT;
+    st.request_id = req ? req->request_id : 0;
+    st.engines = (uint32_t)b->scripts.nengines;
+    st.workers = (uint32_t)d->nworkers;
+    st.queued = d->queued;
+    st.in_flight = d->in_flight;
+    st.completed = b->completed;
+    st.scripts_queued = b->scripts.queued;
+    st.scripts_running = b->scripts.running;
+    st.scripts_completed = b->scripts_completed;
+    st.dropped = b->dropped;
+
+    size_t n = d->nfunctions;
+    Ferry__FunctionStats *fs = n ? malloc(n * sizeof *fs) : NULL;
+    Ferry__FunctionStats **ptrs = n ? malloc(n * sizeof *ptrs) : NULL;
+    if (fs && ptrs) {
+        size_t i = 0;
+        for (broker_function *fn = d->functions; fn; fn = fn->hh.next, i++) {
+            ferry__function_stats__init(&fs[i]);
+            fs[i].name = fn->name;
+            fs[i].workers = fn->workers;
+            fs[i].queued = fn->queued;
+            fs[i].in_flight = fn->in_flight;
+            fs[i].completed = fn->completed;
+            fs[i].failed = fn->failed;
+            ptrs[i] = &fs[i];
+        }
+        assert(i == n);
+        qsort(ptrs, n, sizeof *ptrs, by_name);
+        st.functions = ptrs;
+        st.n_functions = n;
+    } /* else out of memory: the totals still go out */
+
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_STATS;
+    env.stats = &st;
+    ferry_err err = ferry_wire_send(b->clients, rid, rid_len, &env);
+    if (err) {
+        char id[64];
+        drop(b, BROKER_DROP_UNDELIVERABLE, "what=stats client=%s error=%s",
+             id_text(rid, rid_len, id, sizeof id), ferry_err_code(err));
+    }
+    free(fs);
+    free(ptrs);
+}
+
+/* ---- receiving ---- */
+
+#define BODY_SLOTS (FERRY__ENVELOPE__BODY_GOODBYE + 1)
+
+typedef struct {
+    const char *name; /* for log lines */
+    int frames;       /* 1 on the PULL socket, 2 (routing id + body) on ROUTERs */
+    msg_fn handlers[BODY_SLOTS];
+} socket_kind;
+
+static const socket_kind commands_kind = {
+    .name = "commands",
+    .frames = 1,
+    .handlers = {[FERRY__ENVELOPE__BODY_COMMAND] = on_command},
+};
+
+static const socket_kind workers_kind = {
+    .name = "workers",
+    .frames = 2,
+    .handlers =
+        {
+            [FERRY__ENVELOPE__BODY_READY] = on_ready,
+            [FERRY__ENVELOPE__BODY_HEARTBEAT] = on_worker_heartbeat,
+            [FERRY__ENVELOPE__BODY_REPLY] = on_reply,
+            [FERRY__ENVELOPE__BODY_GOODBYE] = on_goodbye,
+        },
+};
+
+static const socket_kind engines_kind = {
+    .name = "engines",
+    .frames = 2,
+    .handlers =
+        {
+            [FERRY__ENVELOPE__BODY_HELLO] = on_hello,
+            [FERRY__ENVELOPE__BODY_HEARTBEAT] = on_engine_heartbeat,
+            [FERRY__ENVELOPE__BODY_RESULT] = on_result,
+        },
+};
+
+static const socket_kind clients_kind = {
+    .name = "clients",
+    .frames = 2,
+    .handlers =
+        {
+            [FERRY__ENVELOPE__BODY_SUBMIT] = on_submit,
+            [FERRY__ENVELOPE__BODY_STATS_REQUEST] = on_stats_request,
+        },
+};
+
+static const char *peer_text(ferry_frames *f, const socket_kind *k, char *buf, size_t buflen)
+{
+    if (k->frames < 2 || f->count < 2)
+        return "-";
+    return id_text(ferry_frame_data(f, 0), ferry_frame_size(f, 0), buf, buflen);
+}
+
+/* Receives up to BROKER_BATCH messages from socket and hands each valid one
+ * to its handler. */
+static void drain_socket(broker *b, void *socket, const socket_kind *k)
+{
+    for (int i = 0; i < BROKER_BATCH; i++) {
+        ferry_frames f;
+        ferry_err err = ferry_frames_recv(socket, &f);
+        if (err == FERRY_ETIMEOUT)
+            return;
+        if (err) {
+            ferry_log_limited(&b->io_log.last_ms, &b->io_log.suppressed, FERRY_LOG_ERROR,
+                              "recv_failed", "socket=%s error=\"%s\"", k->name,
+                              zmq_strerror(zmq_errno()));
+            return;
+        }
+        char peer[64];
+        if (f.truncated || f.count != k->frames) {
+            drop(b, BROKER_DROP_FRAMES, "socket=%s peer=%s frames=%d%s", k->name,
+                 peer_text(&f, k, peer, sizeof peer), f.count, f.truncated ? "+" : "");
+            ferry_frames_close(&f);
+            continue;
+        }
+        Ferry__Envelope *env = NULL;
+        int body = k->frames - 1;
+        err = ferry_envelope_decode(ferry_frame_data(&f, body), ferry_frame_size(&f, body), &env);
+        if (err) {
+            drop(b, BROKER_DROP_DECODE, "socket=%s peer=%s bytes=%zu error=%s", k->name,
+                 peer_text(&f, k, peer, sizeof peer), ferry_frame_size(&f, body),
+                 ferry_err_code(err));
+        } else if ((unsigned)env->body_case >= BODY_SLOTS || !k->handlers[env->body_case]) {
+            drop(b, BROKER_DROP_UNEXPECTED, "socket=%s peer=%s body=%d", k->name,
+                 peer_text(&f, k, peer, sizeof peer), (int)env->body_case);
+        } else {
+            k->handlers[env->body_case](b, &f, &env);
+        }
+        ferry_envelope_free(env);
+        ferry_frames_close(&f);
+    }
+}
+
+static void on_commands_ready(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = arg;
+    drain_socket(b, b->commands, &commands_kind);
+}
+
+static void on_workers_ready(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = arg;
+    drain_socket(b, b->workers, &workers_kind);
+}
+
+static void on_engines_ready(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = arg;
+    drain_socket(b, b->engines, &engines_kind);
+}
+
+static void on_clients_ready(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = arg;
+    drain_socket(b, b->clients, &clients_kind);
+}
+
+/* ---- lifecycle ---- */
+
+void broker_config_defaults(broker_config *cfg)
+{
+    *cfg = (broker_config){
+        .clients = "tcp://*:5558",
+        .commands = "tcp://*:5555",
+        .engines = "tcp://*:5556",
+        .workers = "tcp://*:5557",
+        .queue_max = 10000,
+        .scripts_max = 10000,
+        .call_timeout_ms = 30000,
+        .script_timeout_ms = 30000,
+        .unserved_wait_ms = 1000,
+        .max_msg = FERRY_DEFAULT_MAX_MSG,
+        .hwm = 100000,
+    };
+}
+
+ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t errlen)
+{
+    memset(b, 0, sizeof *b);
+    b->cfg = *cfg;
+    ferry_loop_init(&b->loop);
+    broker_dispatch_limits dl = {
+        .queue_max = (size_t)cfg->queue_max,
+        .call_timeout_ms = (uint32_t)cfg->call_timeout_ms,
+        .unserved_wait_ms = (uint32_t)cfg->unserved_wait_ms,
+        .grace_ms = BROKER_GRACE_MS,
+    };
+    broker_dispatch_init(&b->dispatch, &b->loop.timers, &dl, on_call_expired, b);
+    broker_scripts_limits sl = {
+        .queue_max = (size_t)cfg->scripts_max,
+        .timeout_ms = (uint32_t)cfg->script_timeout_ms,
+        .grace_ms = BROKER_GRACE_MS,
+    };
+    broker_scripts_init(&b->scripts, &b->loop.timers, &sl, on_script_expired, b);
+
+    ferry_err e;
+    b->zctx = zmq_ctx_new();
+    if (!b->zctx) {
+        snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+        broker_close(b);
+        return FERRY_EIO;
+    }
+    struct {
+        const char *name;
+        int type;
+        const char *endpoint;
+        void **socket;
+        ferry_loop_fn fn;
+    } socks[] = {
+        {"clients", ZMQ_ROUTER, cfg->clients, &b->clients, on_clients_ready},
+        {"commands", ZMQ_PULL, cfg->commands, &b->commands, on_commands_ready},
+        {"engines", ZMQ_ROUTER, cfg->engines, &b->engines, on_engines_ready},
+        {"workers", ZMQ_ROUTER, cfg->workers, &b->workers, on_workers_ready},
+    };
+    for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++) {
+        ferry_socket_opts o = {
+            .type = socks[i].type,
+            .endpoint = socks[i].endpoint,
+            .bind = 1,
+            .max_msg = cfg->max_msg,
+            .hwm = (int)cfg->hwm,
+            .linger_ms = 0,
+        };
+        char why[256];
+        *socks[i].socket = ferry_socket_open(b->zctx, &o, why, sizeof why);
+        if (!*socks[i].socket) {
+            snprintf(err, errlen, "%s socket: %s", socks[i].name, why);
+            broker_close(b);
+            return FERRY_EIO;
+        }
+        e = ferry_loop_add_socket(&b->loop, *socks[i].socket, ZMQ_POLLIN, socks[i].fn, b);
+        if (e) {
+            snprintf(err, errlen, "%s socket: %s", socks[i].name, ferry_err_desc(e));
+            broker_close(b);
+            return e;
+        }
+    }
+    return FERRY_OK;
+}
+
+ferry_err broker_run(broker *b)
+{
+    const broker_config *c = &b->cfg;
+    ferry_info("broker_started",
+               "clients=%s commands=%s engines=%s workers=%s queue_max=%ld scripts_max=%ld "
+               "call_timeout_ms=%ld script_timeout_ms=%ld unserved_wait_ms=%ld",
+               c->clients, c->commands, c->engines, c->workers, c->queue_max, c->scripts_max,
+               c->call_timeout_ms, c->script_timeout_ms, c->unserved_wait_ms);
+    ferry_err err = ferry_loop_run(&b->loop);
+    ferry_info("broker_stopping",
+               "queued=%zu in_flight=%zu scripts_queued=%zu scripts_running=%zu completed=%llu "
+               "scripts_completed=%llu dropped=%llu",
+               b->dispatch.queued, b->dispatch.in_flight, b->scripts.queued, b->scripts.running,
+               (unsigned long long)b->completed, (unsigned long long)b->scripts_completed,
+               (unsigned long long)b->dropped);
+    return err;
+}
+
+void broker_close(broker *b)
+{
+    /* Records first: their timers live in the loop's heap. */
+    broker_dispatch_fini(&b->dispatch);
+    broker_scripts_fini(&b->scripts);
+    ferry_loop_fini(&b->loop);
+    ferry_socket_close(&b->clients);
+    ferry_socket_close(&b->commands);
+    ferry_socket_close(&b->engines);
+    ferry_socket_close(&b->workers);
+    if (b->zctx) {
+        zmq_ctx_term(b->zctx);
+        b->zctx = NULL;
+    }
+}

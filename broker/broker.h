@@ -1,0 +1,96 @@
+/*
+ * broker: the context of one ferry-broker process and its socket handlers.
+ *
+ * Four bound sockets (clients ROUTER, commands PULL, engines ROUTER,
+ * workers ROUTER) on one ferry_loop. Each handler drains up to
+ * BROKER_BATCH messages per wakeup, validates each one at this boundary and
+ * hands it to the routing tables (dispatch.h for calls, scripts.h for
+ * scripts), which do O(1) work per message.
+ *
+ * Anything a peer sends that does not fit (frame count, undecodable,
+ * version, a body this socket does not carry, missing fields, unknown ids)
+ * is dropped, counted in `dropped` and logged at most once a second per
+ * kind. Out of memory: the message at hand is answered `overloaded` where
+ * the protocol has an answer for it, else dropped and counted; the broker
+ * keeps running.
+ */
+#ifndef BROKER_BROKER_H
+#define BROKER_BROKER_H
+
+#include "dispatch.h"
+#include "ferry_err.h"
+#include "ferry_loop.h"
+#include "scripts.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BROKER_BATCH 256       /* messages per socket per wakeup, for fairness */
+#define BROKER_GRACE_MS 5000   /* backstop past a deadline for in-flight calls and scripts */
+
+typedef struct {
+    const char *clients;  /* ROUTER endpoints to bind, and the PULL one */
+    const char *commands;
+    const char *engines;
+    const char *workers;
+    long queue_max;         /* calls waiting for a worker */
+    long scripts_max;       /* scripts waiting for an engine slot */
+    long call_timeout_ms;   /* default and cap of a call's timeout */
+    long script_timeout_ms; /* default and cap of a script's timeout */
+    long unserved_wait_ms;  /* how long a call waits for a worker serving its function */
+    long max_msg;           /* ZMQ_MAXMSGSIZE on every socket */
+    long hwm;               /* send and receive high-water mark on every socket */
+} broker_config;
+
+/* Kinds of dropped messages, each with its own rate-limited log line. */
+typedef enum {
+    BROKER_DROP_FRAMES,       /* wrong number of frames */
+    BROKER_DROP_DECODE,       /* does not decode, no body, or wrong version */
+    BROKER_DROP_UNEXPECTED,   /* a body this socket does not carry */
+    BROKER_DROP_INVALID,      /* decoded but a field is missing or out of range */
+    BROKER_DROP_DUPLICATE,    /* a Command whose (engine_id, call_id) is already known */
+    BROKER_DROP_UNKNOWN,      /* a Reply or Result that matches nothing */
+    BROKER_DROP_UNDELIVERABLE, /* the engine or client it is for cannot be reached */
+    BROKER_DROP_COUNT
+} broker_drop;
+
+typedef struct {
+    int64_t last_ms;
+    uint64_t suppressed;
+} broker_log_site;
+
+typedef struct broker {
+    broker_config cfg;
+    void *zctx;
+    void *clients;  /* ROUTER */
+    void *commands; /* PULL */
+    void *engines;  /* ROUTER */
+    void *workers;  /* ROUTER */
+    ferry_loop loop;
+    broker_dispatch dispatch;
+    broker_scripts scripts;
+    uint64_t dropped;           /* every message dropped, whatever the kind */
+    uint64_t completed;         /* worker replies delivered to engines */
+    uint64_t scripts_completed; /* engine results delivered to clients */
+    broker_log_site drops[BROKER_DROP_COUNT];
+    broker_log_site io_log;
+} broker;
+
+/* The defaults of every flag (endpoints included). */
+void broker_config_defaults(broker_config *cfg);
+
+/*
+ * Sets up b and binds the four sockets. On failure writes one line naming
+ * the endpoint and the reason into err, releases what was set up, and
+ * returns FERRY_EIO (or FERRY_ENOMEM). cfg's strings are borrowed for b's
+ * lifetime.
+ */
+ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t errlen);
+
+/* Runs the loop until SIGINT/SIGTERM. */
+ferry_err broker_run(broker *b);
+
+/* Frees every record, closes the sockets and terminates the ZeroMQ context. */
+void broker_close(broker *b);
+
+#endif

@@ -1,0 +1,561 @@
+/*
+ * dispatch: function, worker and call tables; credit rings; per-function
+ * queues; call timers. See dispatch.h for the model and its invariants.
+ */
+#include "dispatch.h"
+
+#include "utlist.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX (1 + FERRY_ROUTING_ID_MAX + 8)
+
+/* Function records also count the calls pointing at them, so that one no
+ * worker ever served can be forgotten once its last call is answered: a
+ * peer sending commands for ever new names must not grow the table. */
+typedef struct {
+    broker_function fn;
+    size_t ncalls;
+} function_rec;
+
+static size_t make_key(uint8_t *key, const void *eid, size_t eid_len, uint64_t call_id)
+{
+    key[0] = (uint8_t)eid_len;
+    memcpy(key + 1, eid, eid_len);
+    for (int i = 0; i < 8; i++)
+        key[1 + eid_len + (size_t)i] = (uint8_t)(call_id >> (8 * i));
+    return 1 + eid_len + 8;
+}
+
+static function_rec *rec_of(broker_function *fn)
+{
+    return (function_rec *)fn;
+}
+
+static broker_function *get_function(broker_dispatch *d, const char *name, int create)
+{
+    broker_function *fn = NULL;
+    size_t len = strlen(name);
+    HASH_FIND(hh, d->functions, name, len, fn);
+    if (fn || !create)
+        return fn;
+    function_rec *rec = calloc(1, sizeof *rec);
+    if (!rec)
+        return NULL;
+    rec->fn.name = strdup(name);
+    if (!rec->fn.name) {
+        free(rec);
+        return NULL;
+    }
+    fn = &rec->fn;
+    HASH_ADD_KEYPTR(hh, d->functions, fn->name, len, fn);
+    d->nfunctions++;
+    return fn;
+}
+
+static void forget_if_unused(broker_dispatch *d, broker_function *fn)
+{
+    if (fn->served || rec_of(fn)->ncalls > 0)
+        return;
+    assert(!fn->ring && !fn->queue && fn->workers == 0);
+    HASH_DEL(d->functions, fn);
+    d->nfunctions--;
+    free(fn->name);
+    free(rec_of(fn));
+}
+
+uint32_t broker_dispatch_worker_room(const broker_worker *w)
+{
+    if (w->leaving || w->blocked)
+        return 0;
+    uint64_t used = (uint64_t)w->in_flight + w->lost;
+    return w->credit > used ? (uint32_t)(w->credit - used) : 0;
+}
+
+/* Puts w's members into their functions' rings when it has room, takes them out
+ * when not. O(functions of w), and only does work on a transition. */
+static void update_rings(broker_worker *w)
+{
+    int want = broker_dispatch_worker_room(w) > 0;
+    for (size_t i = 0; i < w->nmembers; i++) {
+        broker_member *m = &w->members[i];
+        if (want && !m->in_ring) {
+            CDL_APPEND(m->fn->ring, m);
+            m->in_ring = 1;
+        } else if (!want && m->in_ring) {
+            CDL_DELETE(m->fn->ring, m);
+            m->in_ring = 0;
+        }
+    }
+}
+
+static void call_timer(ferry_timer *t, void *arg);
+
+void broker_dispatch_init(broker_dispatch *d, ferry_timers *timers,
+                          const broker_dispatch_limits *lim, broker_call_expired_fn on_expired,
+                          void *arg)
+{
+    assert(d && timers && lim && on_expired);
+    memset(d, 0, sizeof *d);
+    d->timers = timers;
+    d->lim = *lim;
+    d->on_expired = on_expired;
+    d->arg = arg;
+}
+
+static void free_worker(broker_worker *w)
+{
+    free(w->members);
+    free(w);
+}
+
+void broker_dispatch_fini(broker_dispatch *d)
+{
+    broker_call *call, *ctmp;
+    HASH_ITER(hh, d->calls, call, ctmp)
+    {
+        HASH_DEL(d->calls, call);
+        ferry_timer_stop(d->timers, &call->timer);
+        zmq_msg_close(&call->frame);
+        free(call);
+    }
+    broker_worker *w, *wtmp;
+    HASH_ITER(hh, d->workers, w, wtmp)
+    {
+        HASH_DEL(d->workers, w);
+        free_worker(w);
+    }
+    broker_function *fn, *ftmp;
+    HASH_ITER(hh, d->functions, fn, ftmp)
+    {
+        HASH_DEL(d->functions, fn);
+        free(fn->name);
+        free(rec_of(fn));
+    }
+    memset(d, 0, sizeof *d);
+}
+
+/* ---- workers ---- */
+
+broker_worker *broker_dispatch_worker(broker_dispatch *d, const void *rid, size_t rid_len)
+{
+    broker_worker *w = NULL;
+    HASH_FIND(hh, d->workers, rid, rid_len, w);
+    return w;
+}
+
+/* Takes w out of every ring and every function's count of live workers. */
+static void detach_members(broker_dispatch *d, broker_worker *w)
+{
+    for (size_t i = 0; i < w->nmembers; i++) {
+        broker_member *m = &w->members[i];
+        if (m->in_ring) {
+            CDL_DELETE(m->fn->ring, m);
+            m->in_ring = 0;
+        }
+        if (!w->leaving) {
+            assert(m->fn->workers > 0);
+            m->fn->workers--;
+        }
+    }
+    (void)d;
+}
+
+/*
+ * The last worker serving one of these functions went away: its queued
+ * calls wait --unserved-wait from now for another one, not their whole
+ * deadline. O(queued calls of the function), on that rare transition only.
+ */
+static void start_unserved_waits(broker_dispatch *d, const broker_member *members, size_t n,
+                                 int64_t now_ms)
+{
+    for (size_t i = 0; i < n; i++) {
+        broker_function *fn = members[i].fn;
+        if (fn->workers > 0)
+            continue;
+        broker_call *call;
+        DL_FOREACH(fn->queue, call)
+        {
+            int64_t when = now_ms + d->lim.unserved_wait_ms;
+            if (when > call->deadline_ms)
+                when = call->deadline_ms;
+            if (when < call->timer.when_ms)
+                (void)ferry_timer_start(d->timers, &call->timer, when);
+        }
+    }
+}
+
+ferry_err broker_dispatch_ready(broker_dispatch *d, const void *rid, size_t rid_len,
+                                const Ferry__Ready *ready, int64_t now_ms, broker_worker **out)
+{
+    *out = NULL;
+    if (!ready || rid_len == 0 || rid_len > FERRY_ROUTING_ID_MAX)
+        return FERRY_EPROTO;
+    for (size_t i = 0; i < ready->n_functions; i++) {
+        const Ferry__FunctionSpec *spec = ready->functions[i];
+        if (!spec || !spec->name || !spec->name[0])
+            return FERRY_EPROTO;
+    }
+
+    broker_member *members = NULL;
+    size_t n = 0;
+    if (ready->n_functions > 0) {
+        members = calloc(ready->n_functions, sizeof *members);
+        if (!members)
+            return FERRY_ENOMEM;
+    }
+    uint64_t stamp = ++d->stamp;
+    for (size_t i = 0; i < ready->n_functions; i++) {
+        broker_function *fn = get_function(d, ready->functions[i]->name, 1);
+        if (!fn)
+            goto nomem;
+        if (fn->stamp == stamp) /* listed twice: one member is enough */
+            continue;
+        fn->stamp = stamp;
+        members[n].fn = fn;
+        members[n].idempotent = ready->functions[i]->idempotent;
+        n++;
+    }
+
+    broker_worker *w = broker_dispatch_worker(d, rid, rid_len);
+    broker_member *old = NULL;
+    size_t nold = 0;
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        if (!w)
+            goto nomem;
+        memcpy(w->rid, rid, rid_len);
+        w->rid_len = rid_len;
+        HASH_ADD(hh, d->workers, rid, rid_len, w);
+        d->nworkers++;
+    } else {
+        detach_members(d, w);
+        old = w->members;
+        nold = w->nmembers;
+        if (w->leaving) {
+            w->leaving = 0;
+            d->nworkers++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        members[i].worker = w;
+        members[i].fn->workers++;
+        members[i].fn->served = 1;
+    }
+    w->members = members;
+    w->nmembers = n;
+    w->next_member = 0;
+    w->credit = ready->credit;
+    w->lost = 0; /* a fresh announcement: what it no longer runs is forgotten */
+    w->blocked = 0;
+    update_rings(w);
+    start_unserved_waits(d, old, nold, now_ms);
+    free(old);
+    *out = w;
+    return FERRY_OK;
+
+nomem:
+    for (size_t i = 0; i < n; i++)
+        forget_if_unused(d, members[i].fn);
+    free(members);
+    return FERRY_ENOMEM;
+}
+
+int broker_dispatch_reap(broker_dispatch *d, broker_worker *w)
+{
+    if (!w->leaving || w->in_flight > 0)
+        return 0;
+    assert(!w->calls);
+    HASH_DEL(d->workers, w);
+    free_worker(w);
+    return 1;
+}
+
+int broker_dispatch_leave(broker_dispatch *d, broker_worker *w, int64_t now_ms)
+{
+    if (!w->leaving) {
+        detach_members(d, w);
+        w->leaving = 1;
+        assert(d->nworkers > 0);
+        d->nworkers--;
+        start_unserved_waits(d, w->members, w->nmembers, now_ms);
+    }
+    return broker_dispatch_reap(d, w);
+}
+
+void broker_dispatch_block(broker_dispatch *d, broker_worker *w)
+{
+    (void)d;
+    w->blocked = 1;
+    update_rings(w);
+}
+
+void broker_dispatch_unblock(broker_dispatch *d, broker_worker *w)
+{
+    (void)d;
+    w->blocked = 0;
+    update_rings(w);
+}
+
+/* ---- calls ---- */
+
+ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, size_t eid_len,
+                                   uint64_t call_id, const char *function, uint32_t timeout_ms,
+                                   int64_t now_ms, broker_call **out)
+{
+    *out = NULL;
+    if (eid_len == 0 || eid_len > FERRY_ROUTING_ID_MAX || !function || !function[0])
+        return FERRY_EPROTO;
+    if (broker_dispatch_find(d, engine_id, eid_len, call_id))
+        return FERRY_EPROTO;
+    uint8_t key[KEY_MAX];
+    size_t keylen = make_key(key, engine_id, eid_len, call_id);
+    broker_call *call = malloc(sizeof *call + keylen);
+    if (!call)
+        return FERRY_ENOMEM;
+    memset(call, 0, sizeof *call);
+    call->fn = get_function(d, function, 1);
+    if (!call->fn) {
+        free(call);
+        return FERRY_ENOMEM;
+    }
+    rec_of(call->fn)->ncalls++;
+    memcpy(call->key, key, keylen);
+    call->keylen = keylen;
+    call->call_id = call_id;
+    call->state = BROKER_CALL_NEW;
+    uint32_t cap = d->lim.call_timeout_ms;
+    call->timeout_ms = timeout_ms == 0 || timeout_ms > cap ? cap : timeout_ms;
+    call->queued_ms = now_ms;
+    call->deadline_ms = now_ms + call->timeout_ms;
+    zmq_msg_init(&call->frame);
+    ferry_timer_init(&call->timer, call_timer, d);
+    HASH_ADD_KEYPTR(hh, d->calls, call->key, call->keylen, call);
+    *out = call;
+    return FERRY_OK;
+}
+
+const uint8_t *broker_call_engine(const broker_call *call, size_t *len)
+{
+    *len = call->key[0];
+    return call->key + 1;
+}
+
+broker_call *broker_dispatch_find(broker_dispatch *d, const void *engine_id, size_t eid_len,
+                                  uint64_t call_id)
+{
+    if (eid_len == 0 || eid_len > FERRY_ROUTING_ID_MAX)
+        return NULL;
+    uint8_t key[KEY_MAX];
+    size_t keylen = make_key(key, engine_id, eid_len, call_id);
+    broker_call *call = NULL;
+    HASH_FIND(hh, d->calls, key, keylen, call);
+    return call;
+}
+
+broker_worker *broker_dispatch_pick(broker_dispatch *d, broker_function *fn)
+{
+    (void)d;
+    broker_member *m = fn->ring;
+    if (!m)
+        return NULL;
+    assert(broker_dispatch_worker_room(m->worker) > 0);
+    fn->ring = m->next; /* round robin: the next pick starts after this worker */
+    return m->worker;
+}
+
+void broker_dispatch_sent(broker_dispatch *d, broker_call *call, broker_worker *w)
+{
+    assert(call->state == BROKER_CALL_NEW);
+    assert(broker_dispatch_worker_room(w) > 0);
+    zmq_msg_close(&call->frame);
+    zmq_msg_init(&call->frame);
+    call->state = BROKER_CALL_IN_FLIGHT;
+    call->worker = w;
+    DL_APPEND(w->calls, call);
+    w->in_flight++;
+    d->in_flight++;
+    call->fn->in_flight++;
+    /* Without the backstop the call still completes by its reply; only a
+     * worker that never answers would then keep the record. */
+    (void)ferry_timer_start(d->timers, &call->timer, call->deadline_ms + d->lim.grace_ms);
+    update_rings(w);
+}
+
+/* When a queued call must be looked at again: its deadline, or earlier the
+ * end of the unserved wait while nobody serves its function. */
+static int64_t queued_expiry(const broker_dispatch *d, const broker_call *call)
+{
+    int64_t when = call->deadline_ms;
+    if (call->fn->workers == 0 && call->queued_ms + d->lim.unserved_wait_ms < when)
+        when = call->queued_ms + d->lim.unserved_wait_ms;
+    return when;
+}
+
+ferry_err broker_dispatch_enqueue(broker_dispatch *d, broker_call *call, zmq_msg_t *frame,
+                                  int front)
+{
+    assert(call->state == BROKER_CALL_NEW);
+    if (!front && d->queued >= d->lim.queue_max)
+        return FERRY_EOVERLOADED;
+    ferry_err err = ferry_timer_start(d->timers, &call->timer, queued_expiry(d, call));
+    if (err)
+        return err;
+    if (frame && frame != &call->frame) {
+        zmq_msg_close(&call->frame);
+        zmq_msg_init(&call->frame);
+        zmq_msg_move(&call->frame, frame);
+    }
+    if (front)
+        DL_PREPEND(call->fn->queue, call);
+    else
+        DL_APPEND(call->fn->queue, call);
+    call->state = BROKER_CALL_QUEUED;
+    call->fn->queued++;
+    d->queued++;
+    return FERRY_OK;
+}
+
+static void unqueue(broker_dispatch *d, broker_call *call)
+{
+    assert(call->state == BROKER_CALL_QUEUED);
+    DL_DELETE(call->fn->queue, call);
+    call->prev = call->next = NULL;
+    ferry_timer_stop(d->timers, &call->timer);
+    call->fn->queued--;
+    d->queued--;
+    call->state = BROKER_CALL_NEW;
+}
+
+broker_call *broker_dispatch_pop(broker_dispatch *d, broker_function *fn)
+{
+    broker_call *call = fn->queue;
+    if (call)
+        unqueue(d, call);
+    return call;
+}
+
+broker_call *broker_dispatch_take(broker_dispatch *d, broker_worker *w)
+{
+    if (d->queued == 0 || broker_dispatch_worker_room(w) == 0)
+        return NULL;
+    for (size_t i = 0; i < w->nmembers; i++) {
+        size_t idx = (w->next_member + i) % w->nmembers;
+        broker_function *fn = w->members[idx].fn;
+        if (fn->queue) {
+            w->next_member = (idx + 1) % w->nmembers;
+            return broker_dispatch_pop(d, fn);
+        }
+    }
+    return NULL;
+}
+
+/* Takes an in-flight call off its worker, without giving the credit back yet. */
+static broker_worker *unflight(broker_dispatch *d, broker_call *call)
+{
+    assert(call->state == BROKER_CALL_IN_FLIGHT);
+    broker_worker *w = call->worker;
+    DL_DELETE(w->calls, call);
+    call->prev = call->next = NULL;
+    ferry_timer_stop(d->timers, &call->timer);
+    assert(w->in_flight > 0 && d->in_flight > 0 && call->fn->in_flight > 0);
+    w->in_flight--;
+    d->in_flight--;
+    call->fn->in_flight--;
+    call->worker = NULL;
+    call->state = BROKER_CALL_NEW;
+    return w;
+}
+
+void broker_dispatch_complete(broker_dispatch *d, broker_call *call, int failed)
+{
+    broker_worker *w = unflight(d, call);
+    if (failed)
+        call->fn->failed++;
+    else
+        call->fn->completed++;
+    w->blocked = 0; /* it answers, so it reads */
+    update_rings(w);
+}
+
+int broker_dispatch_stray_reply(broker_dispatch *d, broker_worker *w)
+{
+    (void)d;
+    w->blocked = 0;
+    if (w->lost == 0) {
+        update_rings(w);
+        return 0;
+    }
+    w->lost--;
+    update_rings(w);
+    return 1;
+}
+
+void broker_dispatch_count_failed(broker_dispatch *d, broker_call *call)
+{
+    (void)d;
+    call->fn->failed++;
+}
+
+void broker_dispatch_call_free(broker_dispatch *d, broker_call *call)
+{
+    if (!call)
+        return;
+    assert(call->state == BROKER_CALL_NEW);
+    HASH_DEL(d->calls, call);
+    ferry_timer_stop(d->timers, &call->timer);
+    zmq_msg_close(&call->frame);
+    broker_function *fn = call->fn;
+    free(call);
+    assert(rec_of(fn)->ncalls > 0);
+    rec_of(fn)->ncalls--;
+    forget_if_unused(d, fn);
+}
+
+broker_function *broker_dispatch_function(broker_dispatch *d, const char *name)
+{
+    return get_function(d, name, 0);
+}
+
+static void call_timer(ferry_timer *t, void *arg)
+{
+    broker_dispatch *d = arg;
+    broker_call *call = (broker_call *)((char *)t - offsetof(broker_call, timer));
+    int64_t now = t->when_ms;
+    ferry_err reason;
+
+    if (call->state == BROKER_CALL_QUEUED) {
+        if (call->fn->workers == 0) {
+            reason = FERRY_ENO_WORKER;
+        } else if (now >= call->deadline_ms) {
+            reason = FERRY_ETIMEOUT;
+        } else {
+            /* A worker appeared during the unserved wait but has no credit yet:
+             * the call waits for one up to its deadline. */
+            if (ferry_timer_start(d->timers, &call->timer, call->deadline_ms) == FERRY_OK)
+                return;
+            reason = FERRY_ETIMEOUT;
+        }
+        unqueue(d, call);
+        call->fn->failed++;
+        d->on_expired(call, reason, d->arg);
+        broker_dispatch_call_free(d, call);
+        return;
+    }
+
+    /* In flight past deadline + grace: the worker would have answered a
+     * timeout long ago, so it is stuck or gone. The credit stays consumed,
+     * which keeps a black-hole worker from swallowing more than its credit. */
+    assert(call->state == BROKER_CALL_IN_FLIGHT);
+    broker_worker *w = unflight(d, call);
+    if (!w->leaving)
+        w->lost++;
+    call->fn->failed++;
+    d->on_expired(call, FERRY_ETIMEOUT, d->arg);
+    broker_dispatch_call_free(d, call);
+    if (!broker_dispatch_reap(d, w))
+        update_rings(w);
+}

@@ -1,0 +1,246 @@
+/*
+ * dispatch: the broker's call routing tables, with no sockets in them.
+ *
+ * Functions by name, workers by routing id, calls by (engine_id, call_id).
+ * Each function keeps a FIFO of calls waiting for a worker and a ring of the
+ * workers that serve it and have credit left, so picking a worker is O(1):
+ * take the ring's head and rotate it (round robin between workers). A worker
+ * serving k functions sits in k rings through k "members"; it leaves all of
+ * them when its credit runs out and comes back when a reply returns one.
+ *
+ * Invariant (kept by the broker's handlers, which drain a worker whenever it
+ * gains credit): a function with queued calls has an empty credit ring.
+ *
+ * Timers are embedded in each call: a queued call waits until its deadline,
+ * or until --unserved-wait while no live worker serves its function; an
+ * in-flight call has a backstop at deadline + grace in case the worker never
+ * answers. When one fires the call leaves every table and the owner's
+ * expire callback answers the engine; then the call is freed.
+ *
+ * Who may call: one thread (the broker loop). Sockets live in broker.c.
+ */
+#ifndef BROKER_DISPATCH_H
+#define BROKER_DISPATCH_H
+
+#include "ferry.pb-c.h"
+#include "ferry_err.h"
+#include "ferry_timer.h"
+#include "ferry_wire.h"
+#include "uthash.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+typedef struct broker_dispatch broker_dispatch;
+typedef struct broker_function broker_function;
+typedef struct broker_worker broker_worker;
+typedef struct broker_member broker_member;
+typedef struct broker_call broker_call;
+
+typedef enum {
+    BROKER_CALL_NEW,       /* in the call table only: being placed by its owner */
+    BROKER_CALL_QUEUED,    /* in its function's queue */
+    BROKER_CALL_IN_FLIGHT, /* sent to call->worker */
+} broker_call_state;
+
+struct broker_call {
+    UT_hash_handle hh;         /* d->calls, keyed by key[0..keylen) */
+    broker_call_state state;
+    broker_function *fn;       /* borrowed; a function outlives its calls */
+    broker_worker *worker;     /* set while in flight */
+    broker_call *prev, *next;  /* fn->queue while queued, worker->calls while in flight */
+    zmq_msg_t frame;           /* the original Command frame while queued; empty otherwise */
+    ferry_timer timer;         /* queued: deadline/unserved wait; in flight: backstop */
+    int64_t queued_ms;         /* when it arrived */
+    int64_t deadline_ms;
+    uint32_t timeout_ms;       /* effective timeout (after default and cap) */
+    uint64_t call_id;
+    size_t keylen;
+    uint8_t key[];             /* [len][engine_id...][call_id, 8 bytes little endian] */
+};
+
+/* One (worker, function) pair: the worker's place in the function's credit ring. */
+struct broker_member {
+    broker_worker *worker;
+    broker_function *fn;
+    broker_member *prev, *next; /* fn->ring while the worker can take a call */
+    int in_ring;
+    int idempotent;             /* the worker may re-run this function elsewhere */
+};
+
+struct broker_worker {
+    UT_hash_handle hh;          /* d->workers, keyed by rid */
+    uint8_t rid[FERRY_ROUTING_ID_MAX];
+    size_t rid_len;
+    broker_member *members;     /* owned; one per function served */
+    size_t nmembers;
+    size_t next_member;         /* where the next drain starts, for fairness between functions */
+    uint32_t credit;            /* announced in Ready */
+    uint32_t in_flight;         /* calls in d->calls at this worker */
+    uint32_t lost;              /* calls that passed their backstop unanswered: credit kept
+                                 * consumed until a stray reply or the next Ready */
+    int leaving;                /* Goodbye (or unreachable): no new calls; freed when idle */
+    int blocked;                /* a send would block: no new calls until its next reply */
+    broker_call *calls;         /* in-flight calls (utlist DL) */
+};
+
+struct broker_function {
+    UT_hash_handle hh;          /* d->functions, keyed by name */
+    char *name;                 /* owned */
+    broker_member *ring;        /* members with credit; the head is picked next */
+    broker_call *queue;         /* waiting calls, oldest first (utlist DL) */
+    uint32_t workers;           /* live (not leaving) workers serving it */
+    uint64_t queued, in_flight, completed, failed;
+    uint64_t stamp;             /* de-duplicates a Ready's function list */
+    int served;                 /* some worker served it once: keep it (and its stats) */
+};
+
+typedef void (*broker_call_expired_fn)(broker_call *call, ferry_err reason, void *arg);
+
+typedef struct {
+    size_t queue_max;          /* calls waiting for a worker, all functions together */
+    uint32_t call_timeout_ms;  /* default when a Command says 0, cap otherwise */
+    uint32_t unserved_wait_ms; /* wait for a worker serving the function to appear */
+    uint32_t grace_ms;         /* in-flight backstop past the deadline */
+} broker_dispatch_limits;
+
+struct broker_dispatch {
+    ferry_timers *timers;       /* borrowed: the loop's heap */
+    broker_dispatch_limits lim;
+    broker_call_expired_fn on_expired;
+    void *arg;
+    broker_function *functions;
+    broker_worker *workers;
+    broker_call *calls;
+    size_t nfunctions;
+    size_t nworkers;            /* live (not leaving) workers */
+    size_t queued;              /* calls waiting, all functions */
+    size_t in_flight;           /* calls at workers */
+    uint64_t stamp;
+};
+
+/* Sets up empty tables. on_expired answers expired calls (see the top of this file). */
+void broker_dispatch_init(broker_dispatch *d, ferry_timers *timers,
+                          const broker_dispatch_limits *lim, broker_call_expired_fn on_expired,
+                          void *arg);
+
+/* Frees every call, worker and function without answering anybody (shutdown). */
+void broker_dispatch_fini(broker_dispatch *d);
+
+/* ---- workers ---- */
+
+/*
+ * Registers the worker rid, or replaces what an earlier Ready said: its
+ * functions, idempotent flags and credit. Calls already in flight there
+ * count against the new credit. FERRY_EPROTO when ready is malformed (a
+ * function without a name); FERRY_ENOMEM. Either way nothing changed.
+ * Calls queued for a function nobody serves any more (the replacement
+ * dropped it) wait --unserved-wait from now_ms.
+ */
+ferry_err broker_dispatch_ready(broker_dispatch *d, const void *rid, size_t rid_len,
+                                const Ferry__Ready *ready, int64_t now_ms, broker_worker **out);
+
+/* The worker with routing id rid, or NULL. */
+broker_worker *broker_dispatch_worker(broker_dispatch *d, const void *rid, size_t rid_len);
+
+/* Calls the worker can take now. */
+uint32_t broker_dispatch_worker_room(const broker_worker *w);
+
+/*
+ * Stops dispatching to w (Goodbye, or it cannot be reached); it keeps its
+ * in-flight calls. Frees w (and returns 1) when nothing is in flight there;
+ * w must not be used then. Calls queued for a function w was the last to
+ * serve wait --unserved-wait from now_ms for another worker.
+ */
+int broker_dispatch_leave(broker_dispatch *d, broker_worker *w, int64_t now_ms);
+
+/* A send to w would block: keep it out of the rings until its next reply. */
+void broker_dispatch_block(broker_dispatch *d, broker_worker *w);
+
+/* w talked to us, so it reads its socket again: back into the rings if it has room. */
+void broker_dispatch_unblock(broker_dispatch *d, broker_worker *w);
+
+/* ---- calls ---- */
+
+/*
+ * Records a new call (state NEW, in the call table so duplicates show).
+ * timeout_ms 0 means the default; more than the cap is capped. Returns
+ * FERRY_EPROTO when (engine_id, call_id) is already queued or in flight,
+ * FERRY_ENOMEM. The caller places the call: broker_dispatch_sent,
+ * broker_dispatch_enqueue, or broker_dispatch_call_free.
+ */
+ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, size_t eid_len,
+                                   uint64_t call_id, const char *function, uint32_t timeout_ms,
+                                   int64_t now_ms, broker_call **out);
+
+/* The engine id of call (points into the call). */
+const uint8_t *broker_call_engine(const broker_call *call, size_t *len);
+
+/* The queued or in-flight call (engine_id, call_id), or NULL. */
+broker_call *broker_dispatch_find(broker_dispatch *d, const void *engine_id, size_t eid_len,
+                                  uint64_t call_id);
+
+/* A worker that serves fn and can take a call, rotating the ring; NULL when none. */
+broker_worker *broker_dispatch_pick(broker_dispatch *d, broker_function *fn);
+
+/*
+ * Marks a NEW call in flight at w (which must have room): takes one credit
+ * and arms the backstop. The caller has sent the frame (call->frame is empty
+ * or closed by then).
+ */
+void broker_dispatch_sent(broker_dispatch *d, broker_call *call, broker_worker *w);
+
+/*
+ * Queues a NEW call on its function: at the tail (arrival order), or at the
+ * head when front is set (a call taken from the queue that could not be
+ * sent). Takes ownership of *frame (moved into the call) on FERRY_OK.
+ * FERRY_EOVERLOADED when the queue is full (never for front).
+ */
+ferry_err broker_dispatch_enqueue(broker_dispatch *d, broker_call *call, zmq_msg_t *frame,
+                                  int front);
+
+/*
+ * Takes the oldest queued call of fn (NULL when none) and makes it NEW
+ * again; its frame stays in call->frame for the caller to send.
+ */
+broker_call *broker_dispatch_pop(broker_dispatch *d, broker_function *fn);
+
+/*
+ * Takes the next queued call w can run (NEW again, frame in call->frame),
+ * going round w's functions so that none starves; NULL when w has no room
+ * or nothing it serves is queued. O(1) while nothing is queued anywhere,
+ * else at most O(functions of w).
+ */
+broker_call *broker_dispatch_take(broker_dispatch *d, broker_worker *w);
+
+/*
+ * A reply for call arrived from its worker: the call leaves the worker,
+ * which gets its credit back; counts completed or failed for the function.
+ * The call is NEW afterwards; the caller forwards the reply, then frees it.
+ */
+void broker_dispatch_complete(broker_dispatch *d, broker_call *call, int failed);
+
+/*
+ * A reply from w matched no call in flight there. When w has lost calls
+ * (past their backstop) this is most likely one of them: its credit
+ * returns. Unblocks w. Returns 1 when a credit returned.
+ */
+int broker_dispatch_stray_reply(broker_dispatch *d, broker_worker *w);
+
+/* Counts a call the broker answered itself with an error (for the function's stats). */
+void broker_dispatch_count_failed(broker_dispatch *d, broker_call *call);
+
+/*
+ * Removes a NEW call from the call table and frees it, with its frame.
+ * Forgets its function when nobody ever served it and nothing else uses it.
+ */
+void broker_dispatch_call_free(broker_dispatch *d, broker_call *call);
+
+/* Frees w if it is leaving and has nothing in flight; returns 1 when it did. */
+int broker_dispatch_reap(broker_dispatch *d, broker_worker *w);
+
+/* The function called name, or NULL. */
+broker_function *broker_dispatch_function(broker_dispatch *d, const char *name);
+
+#endif

@@ -1,0 +1,635 @@
+/*
+ * broker_dispatch_test: the broker's call routing tables without sockets:
+ * picking workers by credit, round robin, queue bounds and order, worker
+ * replacement and departure, call lookup, and call timers driven by a
+ * private timer heap with a made-up clock.
+ */
+#include "dispatch.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define T0 1000000
+
+typedef struct {
+    ferry_timers timers;
+    broker_dispatch d;
+    int expired;
+    ferry_err last_reason;
+    uint64_t last_call_id;
+} fixture;
+
+static void on_expired(broker_call *call, ferry_err reason, void *arg)
+{
+    fixture *fx = arg;
+    fx->expired++;
+    fx->last_reason = reason;
+    fx->last_call_id = call->call_id;
+    assert_int_equal(call->state, BROKER_CALL_NEW);
+}
+
+static int setup_with(void **state, size_t queue_max)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    assert_non_null(fx);
+    ferry_timers_init(&fx->timers);
+    broker_dispatch_limits lim = {
+        .queue_max = queue_max,
+        .call_timeout_ms = 30000,
+        .unserved_wait_ms = 1000,
+        .grace_ms = 5000,
+    };
+    broker_dispatch_init(&fx->d, &fx->timers, &lim, on_expired, fx);
+    *state = fx;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, 100);
+}
+
+static int setup_small(void **state)
+{
+    return setup_with(state, 2);
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    broker_dispatch_fini(&fx->d);
+    assert_int_equal(ferry_timers_count(&fx->timers), 0);
+    ferry_timers_fini(&fx->timers);
+    free(fx);
+    return 0;
+}
+
+/* Registers worker id serving the NULL-terminated function list. */
+static broker_worker *ready(fixture *fx, const char *id, uint32_t credit, const char *const *fns)
+{
+    Ferry__FunctionSpec specs[8];
+    Ferry__FunctionSpec *ptrs[8];
+    size_t n = 0;
+    for (; fns && fns[n]; n++) {
+        ferry__function_spec__init(&specs[n]);
+        specs[n].name = (char *)fns[n];
+        specs[n].idempotent = 1;
+        ptrs[n] = &specs[n];
+    }
+    Ferry__Ready r = FERRY__READY__INIT;
+    r.functions = ptrs;
+    r.n_functions = n;
+    r.credit = credit;
+    broker_worker *w = NULL;
+    assert_int_equal(broker_dispatch_ready(&fx->d, id, strlen(id), &r, T0, &w), FERRY_OK);
+    assert_non_null(w);
+    return w;
+}
+
+static broker_call *new_call(fixture *fx, const char *engine, uint64_t id, const char *fn,
+                             uint32_t timeout_ms, int64_t now)
+{
+    broker_call *call = NULL;
+    assert_int_equal(broker_dispatch_call_new(&fx->d, engine, strlen(engine), id, fn, timeout_ms,
+                                              now, &call),
+                     FERRY_OK);
+    assert_non_null(call);
+    return call;
+}
+
+/* Picks a worker for call and marks it sent there, as the broker does. */
+static broker_worker *dispatch(fixture *fx, broker_call *call)
+{
+    broker_worker *w = broker_dispatch_pick(&fx->d, call->fn);
+    if (w)
+        broker_dispatch_sent(&fx->d, call, w);
+    return w;
+}
+
+static void test_pick_by_credit(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready(fx, "w-a", 2, fns);
+    broker_worker *b = ready(fx, "w-b", 1, fns);
+    assert_int_equal(fx->d.nworkers, 2);
+
+    broker_worker *got[3];
+    for (int i = 0; i < 3; i++)
+        got[i] = dispatch(fx, new_call(fx, "e1", (uint64_t)i + 1, "echo", 0, T0));
+    /* Round robin while both have credit, then whoever has some left. */
+    assert_ptr_equal(got[0], a);
+    assert_ptr_equal(got[1], b);
+    assert_ptr_equal(got[2], a);
+    assert_int_equal(broker_dispatch_worker_room(a), 0);
+    assert_int_equal(broker_dispatch_worker_room(b), 0);
+
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    assert_non_null(fn);
+    assert_null(broker_dispatch_pick(&fx->d, fn));
+    assert_int_equal(fn->in_flight, 3);
+    assert_int_equal(fx->d.in_flight, 3);
+
+    /* A reply returns one credit to its own worker only. */
+    broker_call *call = broker_dispatch_find(&fx->d, "e1", 2, 2);
+    assert_non_null(call);
+    assert_ptr_equal(call->worker, b);
+    broker_dispatch_complete(&fx->d, call, 0);
+    broker_dispatch_call_free(&fx->d, call);
+    assert_int_equal(broker_dispatch_worker_room(b), 1);
+    assert_ptr_equal(broker_dispatch_pick(&fx->d, fn), b);
+    assert_int_equal(fn->completed, 1);
+
+    /* A worker that serves something else is never picked. */
+    const char *other[] = {"sleep", NULL};
+    ready(fx, "w-c", 10, other);
+    for (int i = 0; i < 4; i++)
+        assert_ptr_equal(broker_dispatch_pick(&fx->d, fn), b);
+}
+
+static void test_zero_credit_never_picked(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 0, fns);
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    assert_int_equal(fn->workers, 1);
+    assert_null(broker_dispatch_pick(&fx->d, fn));
+    assert_int_equal(broker_dispatch_worker_room(w), 0);
+}
+
+static void test_fairness(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w[3] = {ready(fx, "w-0", 100, fns), ready(fx, "w-1", 100, fns),
+                           ready(fx, "w-2", 100, fns)};
+    int count[3] = {0};
+    for (uint64_t i = 0; i < 90; i++) {
+        broker_worker *got = dispatch(fx, new_call(fx, "e1", i, "echo", 0, T0));
+        for (int k = 0; k < 3; k++)
+            if (got == w[k])
+                count[k]++;
+    }
+    assert_int_equal(count[0], 30);
+    assert_int_equal(count[1], 30);
+    assert_int_equal(count[2], 30);
+
+    /* One worker out of credit: the others share what comes next. */
+    const char *busy_fns[] = {"echo", NULL};
+    broker_worker *busy = ready(fx, "w-0", 30, busy_fns); /* 30 in flight: no room */
+    assert_ptr_equal(busy, w[0]);
+    assert_int_equal(broker_dispatch_worker_room(busy), 0);
+    for (uint64_t i = 100; i < 110; i++)
+        assert_ptr_not_equal(dispatch(fx, new_call(fx, "e1", i, "echo", 0, T0)), busy);
+}
+
+static void test_queue_bound_and_order(void **state)
+{
+    fixture *fx = *state; /* queue_max 2 */
+    broker_call *c1 = new_call(fx, "e1", 1, "echo", 0, T0);
+    broker_call *c2 = new_call(fx, "e1", 2, "echo", 0, T0);
+    broker_call *c3 = new_call(fx, "e1", 3, "echo", 0, T0);
+    assert_null(broker_dispatch_pick(&fx->d, c1->fn));
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c1, NULL, 0), FERRY_OK);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c2, NULL, 0), FERRY_OK);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c3, NULL, 0), FERRY_EOVERLOADED);
+    assert_int_equal(c3->state, BROKER_CALL_NEW);
+    broker_dispatch_count_failed(&fx->d, c3);
+    broker_dispatch_call_free(&fx->d, c3);
+    assert_int_equal(fx->d.queued, 2);
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    assert_int_equal(fn->queued, 2);
+    assert_int_equal(fn->failed, 1);
+
+    /* A worker appears: it takes the queue in arrival order, up to its credit. */
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 1, fns);
+    broker_call *got = broker_dispatch_take(&fx->d, w);
+    assert_ptr_equal(got, c1);
+    assert_int_equal(got->state, BROKER_CALL_NEW);
+    broker_dispatch_sent(&fx->d, got, w);
+    assert_null(broker_dispatch_take(&fx->d, w)); /* no credit left */
+
+    /* Put back at the head (a send that failed) even when the queue is full. */
+    broker_call *c4 = new_call(fx, "e1", 4, "echo", 0, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c4, NULL, 0), FERRY_OK);
+    broker_call *head = broker_dispatch_pop(&fx->d, fn);
+    assert_ptr_equal(head, c2);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, head, NULL, 1), FERRY_OK);
+    assert_ptr_equal(fn->queue, c2);
+    assert_int_equal(fx->d.queued, 2);
+}
+
+static void test_frame_moves_into_queue(void **state)
+{
+    fixture *fx = *state;
+    broker_call *c = new_call(fx, "e1", 1, "echo", 0, T0);
+    zmq_msg_t frame;
+    assert_int_equal(zmq_msg_init_size(&frame, 5), 0);
+    memcpy(zmq_msg_data(&frame), "hello", 5);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c, &frame, 0), FERRY_OK);
+    assert_int_equal(zmq_msg_size(&frame), 0);
+    assert_int_equal(zmq_msg_size(&c->frame), 5);
+    assert_memory_equal(zmq_msg_data(&c->frame), "hello", 5);
+    zmq_msg_close(&frame);
+    /* fini frees the queued call and its frame (ASan checks). */
+}
+
+static void test_worker_replace(void **state)
+{
+    fixture *fx = *state;
+    const char *ab[] = {"a", "b", NULL};
+    broker_worker *w = ready(fx, "w-1", 2, ab);
+    broker_call *c = new_call(fx, "e1", 1, "a", 0, T0);
+    assert_ptr_equal(dispatch(fx, c), w);
+    assert_int_equal(broker_dispatch_worker_room(w), 1);
+
+    /* The second Ready replaces the first; the call in flight still counts. */
+    const char *bc[] = {"b", "c", NULL};
+    broker_worker *again = ready(fx, "w-1", 3, bc);
+    assert_ptr_equal(again, w);
+    assert_int_equal(fx->d.nworkers, 1);
+    assert_int_equal(w->nmembers, 2);
+    assert_int_equal(broker_dispatch_worker_room(w), 2);
+    broker_function *fa = broker_dispatch_function(&fx->d, "a");
+    broker_function *fb = broker_dispatch_function(&fx->d, "b");
+    broker_function *fc = broker_dispatch_function(&fx->d, "c");
+    assert_int_equal(fa->workers, 0);
+    assert_int_equal(fb->workers, 1);
+    assert_int_equal(fc->workers, 1);
+    assert_null(broker_dispatch_pick(&fx->d, fa));
+    assert_ptr_equal(broker_dispatch_pick(&fx->d, fc), w);
+
+    /* The old call is still in flight there and completes normally. */
+    assert_ptr_equal(broker_dispatch_find(&fx->d, "e1", 2, 1), c);
+    broker_dispatch_complete(&fx->d, c, 1);
+    broker_dispatch_call_free(&fx->d, c);
+    assert_int_equal(fa->failed, 1);
+    assert_int_equal(broker_dispatch_worker_room(w), 3);
+    assert_int_equal(fx->d.in_flight, 0);
+}
+
+static void test_ready_validation(void **state)
+{
+    fixture *fx = *state;
+    Ferry__FunctionSpec s1 = FERRY__FUNCTION_SPEC__INIT, s2 = FERRY__FUNCTION_SPEC__INIT;
+    s1.name = "echo";
+    s2.name = "";
+    Ferry__FunctionSpec *ptrs[3] = {&s1, &s2, NULL};
+    Ferry__Ready r = FERRY__READY__INIT;
+    r.functions = ptrs;
+    r.n_functions = 2;
+    r.credit = 1;
+    broker_worker *w;
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w", 1, &r, T0, &w), FERRY_EPROTO);
+    ptrs[1] = NULL;
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w", 1, &r, T0, &w), FERRY_EPROTO);
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w", 1, NULL, T0, &w), FERRY_EPROTO);
+    assert_int_equal(broker_dispatch_ready(&fx->d, "", 0, &r, T0, &w), FERRY_EPROTO);
+    assert_int_equal(fx->d.nworkers, 0);
+
+    /* The same function listed twice gives one place in its ring. */
+    ptrs[1] = &s1;
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w", 1, &r, T0, &w), FERRY_OK);
+    assert_int_equal(w->nmembers, 1);
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    assert_int_equal(fn->workers, 1);
+    assert_ptr_equal(fn->ring, fn->ring->next);
+
+    /* No functions at all is a worker that serves nothing. */
+    Ferry__Ready empty = FERRY__READY__INIT;
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w2", 2, &empty, T0, &w), FERRY_OK);
+    assert_int_equal(w->nmembers, 0);
+    assert_int_equal(fx->d.nworkers, 2);
+}
+
+static void test_call_lookup_and_duplicates(void **state)
+{
+    fixture *fx = *state;
+    broker_call *c = new_call(fx, "engine-1", 42, "echo", 0, T0);
+    broker_call *dup = NULL;
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "engine-1", 8, 42, "echo", 0, T0, &dup),
+                     FERRY_EPROTO);
+    assert_null(dup);
+    /* Same call id from another engine, and another id: distinct calls. */
+    broker_call *other = new_call(fx, "engine-2", 42, "echo", 0, T0);
+    broker_call *next = new_call(fx, "engine-1", 43, "echo", 0, T0);
+    assert_ptr_equal(broker_dispatch_find(&fx->d, "engine-1", 8, 42), c);
+    assert_ptr_equal(broker_dispatch_find(&fx->d, "engine-2", 8, 42), other);
+    assert_ptr_equal(broker_dispatch_find(&fx->d, "engine-1", 8, 43), next);
+    /* A prefix of an engine id is another engine. */
+    assert_null(broker_dispatch_find(&fx->d, "engine-", 7, 42));
+    assert_null(broker_dispatch_find(&fx->d, "", 0, 42));
+
+    size_t len;
+    const uint8_t *eid = broker_call_engine(c, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(eid, "engine-1", 8);
+
+    broker_dispatch_call_free(&fx->d, c);
+    assert_null(broker_dispatch_find(&fx->d, "engine-1", 8, 42));
+    /* Once answered, the same id may come again. */
+    broker_call *again = new_call(fx, "engine-1", 42, "echo", 0, T0);
+    assert_non_null(again);
+
+    /* Bad input is refused, not asserted. */
+    broker_call *bad;
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "e", 1, 1, "", 0, T0, &bad), FERRY_EPROTO);
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "", 0, 1, "echo", 0, T0, &bad),
+                     FERRY_EPROTO);
+}
+
+static void test_timeout_default_and_cap(void **state)
+{
+    fixture *fx = *state;
+    broker_call *a = new_call(fx, "e", 1, "echo", 0, T0);
+    broker_call *b = new_call(fx, "e", 2, "echo", 500, T0);
+    broker_call *c = new_call(fx, "e", 3, "echo", 99999999, T0);
+    assert_int_equal(a->timeout_ms, 30000);
+    assert_int_equal(b->timeout_ms, 500);
+    assert_int_equal(c->timeout_ms, 30000);
+    assert_int_equal(b->deadline_ms, T0 + 500);
+}
+
+static void test_unserved_gives_no_worker(void **state)
+{
+    fixture *fx = *state;
+    broker_call *c = new_call(fx, "e1", 7, "nobody", 0, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c, NULL, 0), FERRY_OK);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 999), 0);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 1000), 1);
+    assert_int_equal(fx->expired, 1);
+    assert_int_equal(fx->last_reason, FERRY_ENO_WORKER);
+    assert_int_equal(fx->last_call_id, 7);
+    assert_int_equal(fx->d.queued, 0);
+    /* Nobody ever served it: the function is forgotten with its last call. */
+    assert_null(broker_dispatch_function(&fx->d, "nobody"));
+    assert_int_equal(fx->d.nfunctions, 0);
+}
+
+static void test_short_deadline_unserved(void **state)
+{
+    fixture *fx = *state;
+    broker_call *c = new_call(fx, "e1", 1, "nobody", 200, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c, NULL, 0), FERRY_OK);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 200), 1);
+    assert_int_equal(fx->last_reason, FERRY_ENO_WORKER);
+}
+
+static void test_busy_worker_gives_timeout(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 1, fns);
+    broker_call *first = new_call(fx, "e1", 1, "echo", 0, T0);
+    assert_ptr_equal(dispatch(fx, first), w);
+    broker_call *c = new_call(fx, "e1", 2, "echo", 5000, T0);
+    broker_function *fn = c->fn;
+    assert_null(broker_dispatch_pick(&fx->d, fn));
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c, NULL, 0), FERRY_OK);
+    /* Someone serves it: no `no_worker` at the unserved wait, `timeout` at the deadline. */
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 4999), 0);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 5000), 1);
+    assert_int_equal(fx->expired, 1);
+    assert_int_equal(fx->last_reason, FERRY_ETIMEOUT);
+    assert_int_equal(fx->last_call_id, 2);
+    assert_int_equal(fn->failed, 1);
+    assert_int_equal(fn->queued, 0);
+    assert_int_equal(fn->in_flight, 1);
+}
+
+static void test_worker_appears_during_unserved_wait(void **state)
+{
+    fixture *fx = *state;
+    broker_call *c = new_call(fx, "e1", 1, "echo", 3000, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c, NULL, 0), FERRY_OK);
+    const char *fns[] = {"echo", NULL};
+    ready(fx, "w-a", 0, fns); /* serves it, but no credit */
+    /* The unserved-wait timer fires, finds a worker, and waits on to the deadline. */
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 1000), 1);
+    assert_int_equal(fx->expired, 0);
+    assert_int_equal(c->state, BROKER_CALL_QUEUED);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 3000), 1);
+    assert_int_equal(fx->expired, 1);
+    assert_int_equal(fx->last_reason, FERRY_ETIMEOUT);
+}
+
+static void test_last_worker_leaving_starts_unserved_wait(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 0, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 20000, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c, NULL, 0), FERRY_OK);
+    assert_int_equal(c->timer.when_ms, T0 + 20000);
+    /* Its only worker leaves at T0+5000: the call waits 1000 ms more, not 15000. */
+    assert_int_equal(broker_dispatch_leave(&fx->d, w, T0 + 5000), 1);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 5999), 0);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 6000), 1);
+    assert_int_equal(fx->expired, 1);
+    assert_int_equal(fx->last_reason, FERRY_ENO_WORKER);
+}
+
+static void test_replace_dropping_function_starts_unserved_wait(void **state)
+{
+    fixture *fx = *state;
+    const char *ab[] = {"a", "b", NULL};
+    const char *b_only[] = {"b", NULL};
+    ready(fx, "w-a", 0, ab);
+    broker_call *ca = new_call(fx, "e1", 1, "a", 20000, T0);
+    broker_call *cb = new_call(fx, "e1", 2, "b", 20000, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, ca, NULL, 0), FERRY_OK);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, cb, NULL, 0), FERRY_OK);
+    Ferry__FunctionSpec spec = FERRY__FUNCTION_SPEC__INIT;
+    spec.name = (char *)b_only[0];
+    Ferry__FunctionSpec *ptrs[] = {&spec};
+    Ferry__Ready r = FERRY__READY__INIT;
+    r.functions = ptrs;
+    r.n_functions = 1;
+    broker_worker *w;
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w-a", 3, &r, T0 + 100, &w), FERRY_OK);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 1100), 1);
+    assert_int_equal(fx->last_call_id, 1);
+    assert_int_equal(fx->last_reason, FERRY_ENO_WORKER);
+    assert_int_equal(cb->state, BROKER_CALL_QUEUED);
+}
+
+static void test_in_flight_backstop(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 2, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 1000, T0);
+    assert_ptr_equal(dispatch(fx, c), w);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 5999), 0);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 6000), 1);
+    assert_int_equal(fx->expired, 1);
+    assert_int_equal(fx->last_reason, FERRY_ETIMEOUT);
+    assert_null(broker_dispatch_find(&fx->d, "e1", 2, 1));
+    assert_int_equal(fx->d.in_flight, 0);
+    /* The credit stays consumed until a stray reply comes back. */
+    assert_int_equal(w->lost, 1);
+    assert_int_equal(broker_dispatch_worker_room(w), 1);
+    assert_int_equal(broker_dispatch_stray_reply(&fx->d, w), 1);
+    assert_int_equal(broker_dispatch_worker_room(w), 2);
+    assert_int_equal(broker_dispatch_stray_reply(&fx->d, w), 0);
+}
+
+static void test_lost_credit_reset_by_ready(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 1, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 100, T0);
+    assert_ptr_equal(dispatch(fx, c), w);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 5100), 1);
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    assert_null(broker_dispatch_pick(&fx->d, fn));
+    ready(fx, "w-a", 1, fns);
+    assert_ptr_equal(broker_dispatch_pick(&fx->d, fn), w);
+}
+
+static void test_goodbye(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready(fx, "w-a", 5, fns);
+    broker_worker *b = ready(fx, "w-b", 5, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 0, T0);
+    assert_ptr_equal(dispatch(fx, c), a);
+
+    /* a says goodbye: no more calls go there, its call in flight stays. */
+    assert_int_equal(broker_dispatch_leave(&fx->d, a, T0), 0);
+    assert_int_equal(fx->d.nworkers, 1);
+    broker_function *fn = c->fn;
+    assert_int_equal(fn->workers, 1);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(broker_dispatch_pick(&fx->d, fn), b);
+    assert_ptr_equal(broker_dispatch_worker(&fx->d, "w-a", 3), a);
+
+    /* Its last reply arrives: then it is gone. */
+    broker_dispatch_complete(&fx->d, c, 0);
+    broker_dispatch_call_free(&fx->d, c);
+    assert_int_equal(broker_dispatch_reap(&fx->d, a), 1);
+    assert_null(broker_dispatch_worker(&fx->d, "w-a", 3));
+
+    /* Goodbye with nothing in flight frees at once; so does the last server leaving. */
+    assert_int_equal(broker_dispatch_leave(&fx->d, b, T0), 1);
+    assert_int_equal(fx->d.nworkers, 0);
+    assert_int_equal(fn->workers, 0);
+    assert_null(fn->ring);
+    /* The function stays, with its stats, because workers served it. */
+    assert_ptr_equal(broker_dispatch_function(&fx->d, "echo"), fn);
+    assert_int_equal(fn->completed, 1);
+}
+
+static void test_ready_after_goodbye(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready(fx, "w-a", 2, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 0, T0);
+    assert_ptr_equal(dispatch(fx, c), a);
+    assert_int_equal(broker_dispatch_leave(&fx->d, a, T0), 0);
+    assert_int_equal(fx->d.nworkers, 0);
+    assert_ptr_equal(ready(fx, "w-a", 2, fns), a);
+    assert_int_equal(fx->d.nworkers, 1);
+    assert_int_equal(a->leaving, 0);
+    assert_int_equal(broker_dispatch_worker_room(a), 1);
+    assert_int_equal(c->fn->workers, 1);
+}
+
+static void test_backstop_reaps_leaving_worker(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready(fx, "w-a", 2, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 100, T0);
+    assert_ptr_equal(dispatch(fx, c), a);
+    assert_int_equal(broker_dispatch_leave(&fx->d, a, T0), 0);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 5100), 1);
+    assert_int_equal(fx->expired, 1);
+    assert_null(broker_dispatch_worker(&fx->d, "w-a", 3));
+}
+
+static void test_block_and_unblock(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready(fx, "w-a", 5, fns);
+    broker_worker *b = ready(fx, "w-b", 5, fns);
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    broker_dispatch_block(&fx->d, a);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(broker_dispatch_pick(&fx->d, fn), b);
+    broker_dispatch_unblock(&fx->d, a);
+    broker_worker *p1 = broker_dispatch_pick(&fx->d, fn);
+    broker_worker *p2 = broker_dispatch_pick(&fx->d, fn);
+    assert_true((p1 == a && p2 == b) || (p1 == b && p2 == a));
+}
+
+static void test_take_rotates_functions(void **state)
+{
+    fixture *fx = *state;
+    /* Calls for two functions queue while nobody serves them. */
+    for (uint64_t i = 0; i < 3; i++) {
+        broker_call *x = new_call(fx, "e1", i, "x", 0, T0);
+        assert_int_equal(broker_dispatch_enqueue(&fx->d, x, NULL, 0), FERRY_OK);
+        broker_call *y = new_call(fx, "e1", 100 + i, "y", 0, T0);
+        assert_int_equal(broker_dispatch_enqueue(&fx->d, y, NULL, 0), FERRY_OK);
+    }
+    const char *fns[] = {"x", "y", NULL};
+    broker_worker *w = ready(fx, "w", 4, fns);
+    const char *order[4];
+    for (int i = 0; i < 4; i++) {
+        broker_call *c = broker_dispatch_take(&fx->d, w);
+        assert_non_null(c);
+        order[i] = c->fn->name;
+        broker_dispatch_sent(&fx->d, c, w);
+    }
+    assert_null(broker_dispatch_take(&fx->d, w));
+    /* Both functions get their turn. */
+    assert_string_not_equal(order[0], order[1]);
+    assert_string_not_equal(order[2], order[3]);
+    assert_int_equal(fx->d.queued, 2);
+    assert_int_equal(fx->d.in_flight, 4);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_pick_by_credit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_credit_never_picked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fairness, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_bound_and_order, setup_small, teardown),
+        cmocka_unit_test_setup_teardown(test_frame_moves_into_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_replace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ready_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_lookup_and_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_default_and_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unserved_gives_no_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_deadline_unserved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_worker_gives_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_appears_during_unserved_wait, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_last_worker_leaving_starts_unserved_wait, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_replace_dropping_function_starts_unserved_wait, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_in_flight_backstop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_credit_reset_by_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goodbye, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ready_after_goodbye, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backstop_reaps_leaving_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_block_and_unblock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_rotates_functions, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
