@@ -34,6 +34,7 @@ typedef struct engine_call {
     engine_run *run;                 /* the script waiting on it */
     ferry_timer timer;               /* the call's timeout */
     uint32_t timeout_ms;             /* as sent in the Command */
+    uint32_t tag;                    /* handed back to the script with the answer */
     char function[64];               /* for messages; may be truncated */
     struct engine_call *prev, *next; /* in run->calls */
     UT_hash_handle hh;               /* in engine.calls by call_id */
@@ -153,8 +154,9 @@ static void on_call_timeout(ferry_timer *timer, void *arg)
     snprintf(msg, sizeof msg, "call to '%s' timed out after %u ms", c->function,
              (unsigned)c->timeout_ms);
     e->stats.calls_timed_out++;
+    engine_script_answer a = {
+        .code = ferry_err_code(FERRY_ETIMEOUT), .message = msg, .tag = c->tag};
     forget_call(e, c);
-    engine_script_answer a = {.code = ferry_err_code(FERRY_ETIMEOUT), .message = msg};
     step(e, run, engine_script_resume(run->s, &a));
 }
 
@@ -172,7 +174,7 @@ static void on_deadline(ferry_timer *timer, void *arg)
 
 /* engine_script_host.call: one ferry.call becomes one Command. */
 static ferry_err host_call(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
-                           size_t nargs, char *why, size_t whylen)
+                           size_t nargs, uint32_t tag, char *why, size_t whylen)
 {
     engine *e = ctx;
     engine_run *run = s->user;
@@ -191,6 +193,7 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     }
     c->call_id = ++e->next_call_id;
     c->run = run;
+    c->tag = tag;
     c->timeout_ms = (uint32_t)(left < e->cfg.call_timeout_ms ? left : e->cfg.call_timeout_ms);
     snprintf(c->function, sizeof c->function, "%s", function);
     ferry_timer_init(&c->timer, on_call_timeout, c);
@@ -301,9 +304,9 @@ static void on_reply(engine *e, const Ferry__Envelope *env)
         return;
     }
     engine_run *run = c->run;
+    engine_script_answer a = {.reply = r, .tag = c->tag};
     forget_call(e, c);
     e->stats.calls_answered++;
-    engine_script_answer a = {.reply = r};
     step(e, run, engine_script_resume(run->s, &a));
 }
 
@@ -342,14 +345,6 @@ static void handle(engine *e, ferry_frames *f)
     ferry_envelope_free(env);
 }
 
-static void set_socket_events(ferry_loop *loop, void *socket, short events)
-{
-    /* ferry_loop has no call for this; it snapshots items on every turn. */
-    for (int i = 0; i < loop->nitems; i++)
-        if (loop->items[i].socket == socket)
-            loop->items[i].events = events;
-}
-
 static void send_hello(engine *e)
 {
     Ferry__Hello hello = FERRY__HELLO__INIT;
@@ -362,11 +357,34 @@ static void send_hello(engine *e)
     ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
     if (err == FERRY_OK) {
         e->hello_sent = 1;
-        set_socket_events(e->loop, e->dealer, ZMQ_POLLIN);
+        ferry_loop_set_socket(e->loop, e->dealer, ZMQ_POLLIN);
+        ferry_loop_set_socket(e->loop, e->push, 0);
         ferry_info("hello_sent", "id=%s slots=%ld running=%zu", e->id, e->cfg.slots, e->running);
     } else if (err != FERRY_EOVERLOADED) {
         ferry_warn("hello_failed", "error=%s", ferry_err_code(err));
     }
+}
+
+/*
+ * Hello goes out only once both connections are up (with ZMQ_IMMEDIATE,
+ * POLLOUT means connected), so the broker never hands this engine a script
+ * whose calls cannot leave yet.
+ */
+static void maybe_hello(engine *e)
+{
+    zmq_pollitem_t items[2] = {{.socket = e->dealer, .events = ZMQ_POLLOUT},
+                               {.socket = e->push, .events = ZMQ_POLLOUT}};
+    if (e->hello_sent || zmq_poll(items, 2, 0) < 0)
+        return;
+    if ((items[0].revents & ZMQ_POLLOUT) && (items[1].revents & ZMQ_POLLOUT))
+        send_hello(e);
+}
+
+static void on_push(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    maybe_hello(arg);
 }
 
 static void on_dealer(ferry_loop *loop, short revents, void *arg)
@@ -374,7 +392,7 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
     (void)loop;
     engine *e = arg;
     if ((revents & ZMQ_POLLOUT) && !e->hello_sent)
-        send_hello(e);
+        maybe_hello(e);
     if (!(revents & ZMQ_POLLIN))
         return;
     for (int i = 0; i < RECV_BATCH; i++) {
@@ -424,7 +442,8 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         goto fail;
     /* POLLOUT tells when the broker connection is up (ZMQ_IMMEDIATE): then Hello. */
     if (ferry_loop_add_socket(loop, e->dealer, ZMQ_POLLIN | ZMQ_POLLOUT, on_dealer, e) !=
-        FERRY_OK) {
+            FERRY_OK ||
+        ferry_loop_add_socket(loop, e->push, ZMQ_POLLOUT, on_push, e) != FERRY_OK) {
         snprintf(err, errlen, "too many sockets in the loop");
         goto fail;
     }
@@ -451,12 +470,8 @@ void engine_destroy(engine **ep)
         finish(e, run);
     }
     assert(!e->calls && e->running == 0);
-    for (int i = 0; i < e->loop->nitems; i++) {
-        if (e->loop->items[i].socket == e->dealer) {
-            e->loop->items[i] = e->loop->items[--e->loop->nitems];
-            break;
-        }
-    }
+    ferry_loop_remove_socket(e->loop, e->dealer);
+    ferry_loop_remove_socket(e->loop, e->push);
     const engine_stats *st = &e->stats;
     ferry_info("engine_stopped",
                "id=%s scripts=%llu failed=%llu refused=%llu calls=%llu timed_out=%llu "

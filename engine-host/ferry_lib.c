@@ -111,6 +111,22 @@ static int call_done(lua_State *L, int status, lua_KContext ctx)
     return (int)r->n_values;
 }
 
+/* Raises a clear error when the script cannot be suspended where it stands. */
+static void check_yieldable(lua_State *L, engine_script *s, const char *what)
+{
+    if (L != s->co)
+        engine_lib_error(L, "bad_argument",
+                         "%s cannot yield here: it was called inside a coroutine of the "
+                         "script's own, which is not supported yet",
+                         what);
+    if (!lua_isyieldable(L))
+        engine_lib_error(L, "bad_argument",
+                         "%s cannot yield here: a C function is in the way (a table.sort "
+                         "comparator, a string.gsub callback or a metamethod Lua cannot "
+                         "suspend)",
+                         what);
+}
+
 static int l_call(lua_State *L)
 {
     engine_script *s = script_of(L);
@@ -120,15 +136,7 @@ static int l_call(lua_State *L)
     const char *name = lua_tolstring(L, 1, &len);
     if (len == 0 || strlen(name) != len || !engine_value_utf8_valid(name, len))
         return luaL_argerror(L, 1, "function name must be non-empty UTF-8 without zero bytes");
-    if (L != s->co)
-        return engine_lib_error(L, "bad_argument",
-                                "ferry.call cannot yield here: it was called inside a coroutine "
-                                "of the script's own, which is not supported yet");
-    if (!lua_isyieldable(L))
-        return engine_lib_error(L, "bad_argument",
-                                "ferry.call cannot yield here: a C function is in the way (a "
-                                "table.sort comparator, a string.gsub callback or a metamethod "
-                                "Lua cannot suspend)");
+    check_yieldable(L, s, "ferry.call");
     Ferry__Value **args;
     size_t nargs;
     char why[512];
@@ -137,11 +145,157 @@ static int l_call(lua_State *L)
     if (err)
         return engine_lib_error(L, ferry_err_code(err), "%s", why);
     why[0] = '\0';
-    err = s->host->call(s->host->ctx, s, name, args, nargs, why, sizeof why);
+    err = s->host->call(s->host->ctx, s, name, args, nargs, 0, why, sizeof why);
     if (err)
         return engine_lib_error(L, ferry_err_code(err), "%s", why[0] ? why : ferry_err_desc(err));
     s->pending++;
     return lua_yieldk(L, 0, 0, call_done);
+}
+
+/*
+ * ferry.all: every call goes out before any answer is awaited. Stack while
+ * waiting: [1] the results table, [2] the first failure so far (or nil).
+ * Each answer resumes the coroutine into all_done, which files it under its
+ * tag (the call's position) and yields again until none is pending. Only
+ * then is a failure raised, so no answer is left to arrive later.
+ */
+static void all_file_error(lua_State *L, int slot, uint32_t index, const char *code,
+                           const char *message)
+{
+    if (!lua_isnil(L, slot)) {
+        lua_getfield(L, slot, "index");
+        lua_Integer first = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        if (first <= (lua_Integer)index)
+            return;
+    }
+    engine_lib_push_error(L, code, message);
+    lua_pushinteger(L, (lua_Integer)index);
+    lua_setfield(L, -2, "index");
+    lua_replace(L, slot);
+}
+
+static int all_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    engine_script *s = script_of(L);
+    const engine_script_answer *a = s->answer;
+    assert(a && a->tag >= 1 && a->tag <= (uint32_t)ctx);
+    lua_settop(L, 2);
+    const Ferry__Reply *r = a->reply;
+    if (!r) {
+        all_file_error(L, 2, a->tag, a->code, a->message ? a->message : "");
+    } else if (r->error) {
+        const char *code = r->error->code && *r->error->code ? r->error->code : "call_error";
+        all_file_error(L, 2, a->tag, code, r->error->message ? r->error->message : "");
+    } else {
+        char why[256];
+        int ok = r->n_values < INT_MAX;
+        lua_createtable(L, ok ? (int)r->n_values : 0, 1);
+        for (size_t i = 0; ok && i < r->n_values; i++) {
+            ok = engine_value_push(L, r->values[i], why, sizeof why);
+            if (ok)
+                lua_rawseti(L, -2, (lua_Integer)i + 1);
+            else
+                all_file_error(L, 2, a->tag, "bad_value", why);
+        }
+        lua_pushinteger(L, (lua_Integer)r->n_values);
+        lua_setfield(L, -2, "n");
+        lua_rawseti(L, 1, (lua_Integer)a->tag);
+    }
+    if (s->pending > 0)
+        return lua_yieldk(L, 0, ctx, all_done);
+    if (!lua_isnil(L, 2)) {
+        lua_pushvalue(L, 2);
+        return lua_error(L);
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* The number of values in call table i: its n field when an integer, else its length. */
+static lua_Integer call_len(lua_State *L, int i)
+{
+    lua_pushliteral(L, "n");
+    lua_rawget(L, i);
+    lua_Integer len = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, i);
+    lua_pop(L, 1);
+    return len;
+}
+
+static int l_all(lua_State *L)
+{
+    engine_script *s = script_of(L);
+    int n = lua_gettop(L);
+    if (n > ENGINE_LIB_ALL_MAX)
+        return engine_lib_error(L, "bad_argument", "ferry.all: at most %d calls at once, not %d",
+                                ENGINE_LIB_ALL_MAX, n);
+    lua_Integer widest = 1;
+    for (int i = 1; i <= n; i++) {
+        luaL_checktype(L, i, LUA_TTABLE);
+        if (lua_rawgeti(L, i, 1) != LUA_TSTRING)
+            return luaL_argerror(L, i, "{name, args...} expected (name is a string)");
+        lua_pop(L, 1);
+        lua_Integer len = call_len(L, i);
+        if (len < 1 || len > ENGINE_LIB_ALL_MAX_ARGS)
+            return luaL_argerror(L, i, "a call holds a name and at most 250 arguments");
+        widest = len > widest ? len : widest;
+    }
+    check_yieldable(L, s, "ferry.all");
+
+    /* Scratch space lives on the stack (n+1 .. n+4) so it stays alive. */
+    size_t cnt = n > 0 ? (size_t)n : 1;
+    Ferry__Value ***args = lua_newuserdatauv(L, cnt * sizeof *args, 0);
+    size_t *nargs = lua_newuserdatauv(L, cnt * sizeof *nargs, 0);
+    ferry_err *errs = lua_newuserdatauv(L, cnt * sizeof *errs, 0);
+    char(*whys)[256] = lua_newuserdatauv(L, cnt * sizeof *whys, 0);
+    lua_createtable(L, n, 0); /* n+5: results */
+    lua_pushnil(L);           /* n+6: first failure */
+    luaL_checkstack(L, (int)widest, "ferry.all: too many arguments");
+
+    /* Pack every call before sending any, so a bad value sends nothing.
+     * Nothing in this loop or the next raises, so no packed value leaks. */
+    for (int i = 1; i <= n; i++) {
+        int len = (int)call_len(L, i);
+        for (int k = 2; k <= len; k++)
+            lua_rawgeti(L, i, k);
+        char path[48];
+        snprintf(path, sizeof path, "calls[%d]", i);
+        char why[512];
+        ferry_err err = engine_value_pack(L, lua_gettop(L) - len + 2, len - 1, path,
+                                          ENGINE_VALUE_BUDGET, &args[i - 1], &nargs[i - 1], why,
+                                          sizeof why);
+        lua_pop(L, len - 1);
+        if (err) {
+            for (int k = 1; k < i; k++)
+                ferry_values_free(args[k - 1], nargs[k - 1]);
+            return engine_lib_error(L, ferry_err_code(err), "%s", why);
+        }
+    }
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, i, 1); /* the name stays referenced by its call table */
+        const char *name = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        whys[i - 1][0] = '\0';
+        errs[i - 1] = s->host->call(s->host->ctx, s, name, args[i - 1], nargs[i - 1],
+                                    (uint32_t)i, whys[i - 1], sizeof whys[i - 1]);
+        if (errs[i - 1] == FERRY_OK)
+            s->pending++;
+    }
+    /* A call that could not be sent counts as answered with its error. */
+    for (int i = 1; i <= n; i++)
+        if (errs[i - 1] != FERRY_OK)
+            all_file_error(L, n + 6, (uint32_t)i, ferry_err_code(errs[i - 1]),
+                           whys[i - 1][0] ? whys[i - 1] : ferry_err_desc(errs[i - 1]));
+    lua_copy(L, n + 5, 1);
+    lua_copy(L, n + 6, 2);
+    lua_settop(L, 2);
+    if (s->pending > 0)
+        return lua_yieldk(L, 0, n, all_done);
+    if (!lua_isnil(L, 2))
+        return lua_error(L);
+    lua_settop(L, 1);
+    return 1;
 }
 
 /* Appends to the script's output; at the limit keeps what fits and raises. */
@@ -222,6 +376,8 @@ void engine_lib_open(lua_State *L)
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, l_call);
     lua_setfield(L, -2, "call");
+    lua_pushcfunction(L, l_all);
+    lua_setfield(L, -2, "all");
     lua_newtable(L);
     lua_setfield(L, -2, "args");
     lua_setglobal(L, "ferry");

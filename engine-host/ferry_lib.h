@@ -3,6 +3,12 @@
  *
  *   ferry.call(name, ...)  sends an async call and returns what it returned;
  *                          on failure raises an error object
+ *   ferry.all({name, ...}, ...)
+ *                          sends every call at once, waits for all, returns a
+ *                          table whose i-th entry packs call i's return values
+ *                          ({v1, v2, n = 2}); when any failed, raises the error
+ *                          object of the first failed call (by position, with
+ *                          field index) once every call has answered
  *   ferry.args             the arguments the client submitted (a table)
  *   print(...)             captured into the script's output, up to a limit
  *   xpcall(f, h, ...)      Lua's, but h is skipped once the deadline passed
@@ -19,6 +25,8 @@
 #include <stddef.h>
 
 #define ENGINE_LIB_ERROR_TYPE "ferry.error"
+#define ENGINE_LIB_ALL_MAX 10000    /* calls in one ferry.all */
+#define ENGINE_LIB_ALL_MAX_ARGS 250 /* name + arguments in one call table */
 
 /*
  * Installs the ferry table (ferry.args an empty table), the capturing print,

@@ -34,11 +34,12 @@ typedef struct {
      * Sends one ferry.call of s: function with args (takes ownership of args
      * on every path). FERRY_OK means the call is on its way and the host will
      * answer it exactly once through engine_script_resume, never from inside
-     * this function. Anything else is raised in the script at once as an error
+     * this function, with tag copied into the answer (ferry.all numbers its
+     * calls with it). Anything else is raised in the script at once as an error
      * object with that code and the reason written into why.
      */
     ferry_err (*call)(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
-                      size_t nargs, char *why, size_t whylen);
+                      size_t nargs, uint32_t tag, char *why, size_t whylen);
     void *ctx;
 } engine_script_host;
 
@@ -58,6 +59,7 @@ typedef struct {
     const Ferry__Reply *reply; /* borrowed for the duration of engine_script_resume */
     const char *code;          /* local error code ("timeout") when reply is NULL */
     const char *message;
+    uint32_t tag;              /* the tag the call was sent with */
 } engine_script_answer;
 
 struct engine_script {

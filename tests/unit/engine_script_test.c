@@ -26,9 +26,10 @@ typedef struct {
 } fake_host;
 
 static ferry_err fake_call(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
-                           size_t nargs, char *why, size_t whylen)
+                           size_t nargs, uint32_t tag, char *why, size_t whylen)
 {
     (void)s;
+    (void)tag;
     fake_host *f = ctx;
     if (f->refuse) {
         ferry_values_free(args, nargs);
