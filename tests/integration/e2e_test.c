@@ -268,6 +268,55 @@ static void test_errors_are_clear(void **state)
     stack_passed(s);
 }
 
+static void test_all_runs_calls_together(void **state)
+{
+    ferry_stack *s = *state;
+    ferry_result r;
+    int64_t start = ferry_now_ms();
+    assert_int_equal(stack_run(s,
+                               "local calls = {}\n"
+                               "for i = 1, 10 do calls[i] = {'sleep', 300} end\n"
+                               "calls[11] = {'echo', 1, nil, 'x', n = 4}\n"
+                               "local r = ferry.all(table.unpack(calls))\n"
+                               "return #r, r[10][1], r[11].n, r[11][1], r[11][2], r[11][3]",
+                               NULL, 0, 10000, &r),
+                     FERRY_OK);
+    int64_t took = ferry_now_ms() - start;
+    if (!r.result->ok)
+        fail_msg("%s: %s", r.result->error->code, r.result->error->message);
+    assert_int_equal(r.result->n_values, 6);
+    assert_int_equal(r.result->values[0]->integer, 11);
+    assert_true(r.result->values[1]->boolean);
+    assert_int_equal(r.result->values[2]->integer, 3);
+    assert_int_equal(r.result->values[3]->integer, 1);
+    assert_string_equal(ferry_value_kind(r.result->values[4]), "nil");
+    assert_memory_equal(r.result->values[5]->string.data, "x", 1);
+    /* Ten sleeps of 300 ms one after another would take 3 s. */
+    assert_true(took < 2500);
+    ferry_result_fini(&r);
+
+    /* The first failure by position is raised, after every call answered. */
+    assert_int_equal(stack_run(s,
+                               "local ok, e = pcall(ferry.all, {'sleep', 100}, {'sleep', 'x'},"
+                               " {'echo', print})\n"
+                               "local ok2, e2 = pcall(ferry.all, {'echo', 1}, {'missing'},"
+                               " {'sleep', 'x'})\n"
+                               "return ok, e.code, ok2, e2.code, e2.index, ferry.call('echo', 'on')",
+                               NULL, 0, 10000, &r),
+                     FERRY_OK);
+    if (!r.result->ok)
+        fail_msg("%s: %s", r.result->error->code, r.result->error->message);
+    assert_false(r.result->values[0]->boolean);
+    /* A value that cannot be sent stops the whole ferry.all before anything is sent. */
+    assert_memory_equal(r.result->values[1]->string.data, "bad_value", 9);
+    assert_false(r.result->values[2]->boolean);
+    assert_memory_equal(r.result->values[3]->string.data, "no_worker", 9);
+    assert_int_equal(r.result->values[4]->integer, 2);
+    assert_memory_equal(r.result->values[5]->string.data, "on", 2);
+    ferry_result_fini(&r);
+    stack_passed(s);
+}
+
 static void test_cli_exit_codes_and_json(void **state)
 {
     ferry_stack *s = *state;
@@ -339,6 +388,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_each_script_gets_its_own_replies, setup_two,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_errors_are_clear, setup_one, teardown),
+        cmocka_unit_test_setup_teardown(test_all_runs_calls_together, setup_one, teardown),
         cmocka_unit_test_setup_teardown(test_cli_exit_codes_and_json, setup_one, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

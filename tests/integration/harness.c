@@ -32,6 +32,25 @@ int stack_init(ferry_stack *s)
     return 0;
 }
 
+/* environ without FERRY_* settings, plus extra: a malloc'd array (free only the array). */
+static char **child_env(char *extra)
+{
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **envp = malloc((n + 2) * sizeof *envp);
+    if (!envp)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "FERRY_", 6) != 0)
+            envp[k++] = environ[i];
+    envp[k++] = extra;
+    envp[k] = NULL;
+    return envp;
+}
+
 int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra)
 {
     if (s->nprocs == STACK_MAX_PROCS)
@@ -70,22 +89,27 @@ int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra)
         argv[n++] = extra[i];
     argv[n] = NULL;
 
+    /* Everything the child needs is made before fork: between fork and exec
+     * a child of this multi-threaded process may only make async-signal-safe
+     * calls (no malloc, so no setenv). */
+    char level[64];
+    snprintf(level, sizeof level, "FERRY_LOG_LEVEL=%s",
+             getenv("FERRY_TEST_LOG_LEVEL") ? getenv("FERRY_TEST_LOG_LEVEL") : "info");
+    char **envp = child_env(level);
+    int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    pid_t pid = envp && fd >= 0 ? fork() : -1;
     if (pid == 0) {
-        int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        setenv("FERRY_LOG_LEVEL", getenv("FERRY_TEST_LOG_LEVEL") ? getenv("FERRY_TEST_LOG_LEVEL")
-                                                                 : "info", 1);
-        execv(path, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execve(path, (char *const *)argv, envp);
         _exit(127);
     }
+    if (fd >= 0)
+        close(fd);
+    free(envp);
+    if (pid < 0)
+        return -1;
     p->pid = pid;
     s->nprocs++;
     return idx;
@@ -233,6 +257,10 @@ int stack_stop(ferry_stack *s)
     if (!s->passed || !clean)
         for (int i = 0; i < s->nprocs; i++)
             dump_log(&s->procs[i]);
+    if (getenv("FERRY_TEST_KEEP")) {
+        fprintf(stderr, "harness: kept %s\n", s->dir);
+        return clean ? 0 : -1;
+    }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
     if (system(cmd) != 0)
@@ -270,21 +298,24 @@ int stack_cli(ferry_stack *s, const char *const *argv, char **out, char **err, i
     int efd = open(epath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (ofd < 0 || efd < 0)
         return -1;
+    char clients[256];
+    snprintf(clients, sizeof clients, "FERRY_CLIENTS=%s", s->clients);
+    char **envp = child_env(clients);
+    const char *args[64];
+    int n = 0;
+    args[n++] = path;
+    for (int i = 0; argv[i] && n < 63; i++)
+        args[n++] = argv[i];
+    args[n] = NULL;
     fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = envp ? fork() : -1;
     if (pid == 0) {
         dup2(ofd, 1);
         dup2(efd, 2);
-        setenv("FERRY_CLIENTS", s->clients, 1);
-        const char *args[64];
-        int n = 0;
-        args[n++] = path;
-        for (int i = 0; argv[i] && n < 63; i++)
-            args[n++] = argv[i];
-        args[n] = NULL;
-        execv(path, (char *const *)args);
+        execve(path, (char *const *)args, envp);
         _exit(127);
     }
+    free(envp);
     int status = pid > 0 ? wait_child(pid, timeout_ms) : -1;
     if (pid > 0 && status == -1) {
         kill(pid, SIGKILL);

@@ -1,0 +1,445 @@
+/*
+ * worker_call: one call, from its Command to its one Reply.
+ *
+ * A call lives in the worker's list of live calls from its Command until it
+ * is answered and no library callback of it is on the stack. Its deadline
+ * and ferry_call_after timers are embedded in it (no allocation per timer, no
+ * scan of calls): ten thousand sleeping calls are ten thousand heap entries.
+ *
+ * The states (worker_internal.h) keep the "exactly one Reply" promise:
+ * QUEUED and RUNNING calls owe the engine a Reply; the deadline sends
+ * `timeout` and moves a running call to TIMED_OUT, where the handler's
+ * answer still frees the call but sends nothing. The free waits while a
+ * handler, continuation or cancel callback of the call runs (depth), so those
+ * may answer and still look at the call, and a second answer is caught.
+ */
+#include "worker_internal.h"
+
+#include "ferry_clock.h"
+#include "ferry_log.h"
+#include "ferry_wire.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utlist.h>
+
+static void on_deadline(ferry_timer *timer, void *arg);
+static void on_after(ferry_timer *timer, void *arg);
+
+static void call_free(ferry_call *call)
+{
+    ferry_worker *w = call->worker;
+    ferry_timer_stop(&w->loop.timers, &call->deadline);
+    ferry_timer_stop(&w->loop.timers, &call->after);
+    DL_DELETE(w->calls, call);
+    ferry_envelope_free(call->env);
+    free(call);
+}
+
+static void enter(ferry_call *call)
+{
+    call->depth++;
+}
+
+/* Ends a library callback of call; frees it when that was the last one and it was answered. */
+static void leave(ferry_call *call)
+{
+    assert(call->depth > 0);
+    if (--call->depth == 0 && call->answered)
+        call_free(call);
+}
+
+/* A slot of fn came free: start queued calls from the loop, not from this stack
+ * (an answer inside a handler would otherwise start the next handler in it). */
+static void slot_freed(worker_function *fn)
+{
+    assert(fn->running > 0);
+    fn->running--;
+    if (fn->waiting && !ferry_timer_active(&fn->pump) &&
+        ferry_loop_timer(&fn->worker->loop, &fn->pump, 0) != FERRY_OK)
+        ferry_error("pump_failed", "function=%s error=out_of_memory", fn->name);
+}
+
+static void run(ferry_call *call)
+{
+    worker_function *fn = call->fn;
+    call->state = CALL_RUNNING;
+    fn->running++;
+    enter(call);
+    fn->handler(call, fn->udata);
+    leave(call);
+}
+
+void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *env)
+{
+    const Ferry__Command *cmd = env->command;
+    ferry_call *call = calloc(1, sizeof *call);
+    if (!call) {
+        worker_send_error(w, cmd->engine_id, cmd->call_id, ferry_err_code(FERRY_ENOMEM),
+                          "worker %s is out of memory", w->id);
+        ferry_envelope_free(env);
+        return;
+    }
+    call->worker = w;
+    call->fn = fn;
+    call->env = env;
+    call->cmd = cmd;
+    ferry_timer_init(&call->deadline, on_deadline, call);
+    ferry_timer_init(&call->after, on_after, call);
+    if (cmd->timeout_ms > 0) {
+        call->deadline_ms = ferry_now_ms() + cmd->timeout_ms;
+        if (ferry_timer_start(&w->loop.timers, &call->deadline, call->deadline_ms) != FERRY_OK) {
+            worker_send_error(w, cmd->engine_id, cmd->call_id, ferry_err_code(FERRY_ENOMEM),
+                              "worker %s is out of memory", w->id);
+            ferry_envelope_free(env);
+            free(call);
+            return;
+        }
+    }
+    DL_APPEND(w->calls, call);
+    w->stats.received++;
+    w->stats.in_flight++;
+    if (fn->max_concurrency && fn->running >= fn->max_concurrency) {
+        call->state = CALL_QUEUED;
+        DL_APPEND2(fn->waiting, call, qprev, qnext);
+        w->stats.queued++;
+        return;
+    }
+    run(call);
+}
+
+void worker_call_pump(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    worker_function *fn = arg;
+    ferry_worker *w = fn->worker;
+    while (fn->waiting && (!fn->max_concurrency || fn->running < fn->max_concurrency)) {
+        ferry_call *call = fn->waiting;
+        DL_DELETE2(fn->waiting, call, qprev, qnext);
+        w->stats.queued--;
+        run(call);
+    }
+}
+
+static void on_deadline(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    ferry_call *call = arg;
+    ferry_worker *w = call->worker;
+    assert(call->state == CALL_QUEUED || call->state == CALL_RUNNING);
+    w->stats.in_flight--;
+    w->stats.timed_out++;
+    worker_send_error(w, call->cmd->engine_id, call->cmd->call_id, ferry_err_code(FERRY_ETIMEOUT),
+                      call->state == CALL_QUEUED
+                          ? "'%s' did not get a slot within %u ms at %s (max_concurrency)"
+                          : "'%s' did not answer within %u ms at %s",
+                      call->fn->name, call->cmd->timeout_ms, w->id);
+    ferry_debug("call_timeout", "function=%s call_id=%llu queued=%d", call->fn->name,
+                (unsigned long long)call->cmd->call_id, call->state == CALL_QUEUED);
+    if (call->state == CALL_QUEUED) {
+        /* The handler never saw it: nobody else holds the pointer. */
+        DL_DELETE2(call->fn->waiting, call, qprev, qnext);
+        w->stats.queued--;
+        call_free(call);
+        return;
+    }
+    call->state = CALL_TIMED_OUT;
+    w->stats.zombies++;
+    if (call->cancel_fn) {
+        enter(call);
+        call->cancel_fn(call, FERRY_ETIMEOUT, call->cancel_arg);
+        leave(call); /* may free call: nothing after this */
+    }
+}
+
+static void on_after(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    ferry_call *call = arg;
+    assert(!call->answered);
+    enter(call);
+    call->after_fn(call, call->after_arg);
+    leave(call);
+}
+
+void worker_call_cancel_all(ferry_worker *w)
+{
+    /* Each round removes the head at least; a cancel callback may answer others. */
+    while (w->calls) {
+        ferry_call *call = w->calls;
+        assert(call->depth == 0 && "ferry_worker_destroy called from a callback of a call");
+        if (call->state == CALL_QUEUED) {
+            DL_DELETE2(call->fn->waiting, call, qprev, qnext);
+            w->stats.queued--;
+            w->stats.in_flight--;
+            call_free(call);
+            continue;
+        }
+        if (call->state == CALL_RUNNING)
+            w->stats.in_flight--;
+        else if (call->state == CALL_TIMED_OUT)
+            w->stats.zombies--;
+        call->state = CALL_CANCELLED;
+        ferry_timer_stop(&w->loop.timers, &call->deadline);
+        ferry_timer_stop(&w->loop.timers, &call->after);
+        enter(call);
+        if (call->cancel_fn)
+            call->cancel_fn(call, FERRY_EWORKER_LOST, call->cancel_arg);
+        if (!call->answered) {
+            /* Freed unanswered: the function slot goes with it. */
+            call->answered = 1;
+            call->fn->running--;
+        }
+        leave(call);
+    }
+}
+
+/* ---- answers ------------------------------------------------------------------ */
+
+/* The one answer: error_code NULL for values. Takes ownership of values. */
+static ferry_err answer(ferry_call *call, Ferry__Value **values, size_t n, const char *error_code,
+                        const char *message)
+{
+    ferry_worker *w = call->worker;
+    if (call->answered) {
+        ferry_error("double_answer", "function=%s call_id=%llu", call->fn->name,
+                    (unsigned long long)call->cmd->call_id);
+        ferry_values_free(values, n);
+        return FERRY_EUSAGE;
+    }
+    assert(call->state != CALL_QUEUED);
+    call->answered = 1;
+    ferry_timer_stop(&w->loop.timers, &call->deadline);
+    ferry_timer_stop(&w->loop.timers, &call->after);
+    ferry_err err;
+    switch (call->state) {
+    case CALL_RUNNING: {
+        char oom[128];
+        for (size_t i = 0; i < n && !error_code; i++) {
+            if (!values[i]) {
+                snprintf(oom, sizeof oom, "'%s' ran out of memory building its result",
+                         call->fn->name);
+                error_code = ferry_err_code(FERRY_ENOMEM);
+                message = oom;
+            }
+        }
+        w->stats.in_flight--;
+        err = worker_send_reply(w, call->cmd->engine_id, call->cmd->call_id, values, n, error_code,
+                                message);
+        break;
+    }
+    case CALL_TIMED_OUT:
+        w->stats.zombies--;
+        w->stats.late++;
+        err = FERRY_ETIMEOUT;
+        break;
+    default:
+        err = FERRY_EWORKER_LOST;
+        break;
+    }
+    ferry_values_free(values, n);
+    if (call->state != CALL_CANCELLED)
+        slot_freed(call->fn);
+    else
+        call->fn->running--;
+    if (call->depth == 0)
+        call_free(call);
+    return err;
+}
+
+ferry_err ferry_call_return(ferry_call *call, Ferry__Value **values, size_t n)
+{
+    assert(call && (values || n == 0));
+    return answer(call, values, n, NULL, NULL);
+}
+
+ferry_err ferry_call_return_values(ferry_call *call, size_t n, ...)
+{
+    assert(call);
+    Ferry__Value **values = n ? malloc(n * sizeof *values) : NULL;
+    va_list ap;
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++) {
+        Ferry__Value *v = va_arg(ap, Ferry__Value *);
+        if (values)
+            values[i] = v;
+        else
+            ferry_value_free(v);
+    }
+    va_end(ap);
+    if (n && !values)
+        return ferry_call_fail(call, FERRY_ENOMEM, "'%s' ran out of memory building its result",
+                               call->fn->name);
+    return answer(call, values, n, NULL, NULL);
+}
+
+static ferry_err vfail(ferry_call *call, const char *code, const char *fmt, va_list ap)
+{
+    char message[1024];
+    vsnprintf(message, sizeof message, fmt, ap);
+    worker_utf8_fix(message);
+    return answer(call, NULL, 0, code, message);
+}
+
+ferry_err ferry_call_fail(ferry_call *call, ferry_err code, const char *fmt, ...)
+{
+    assert(call && code != FERRY_OK);
+    va_list ap;
+    va_start(ap, fmt);
+    ferry_err err = vfail(call, ferry_err_code(code), fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+ferry_err ferry_call_fail_code(ferry_call *call, const char *code, const char *fmt, ...)
+{
+    assert(call && code && *code);
+    va_list ap;
+    va_start(ap, fmt);
+    ferry_err err = vfail(call, code, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+ferry_err ferry_call_fail_arg(ferry_call *call, size_t i, const char *expected)
+{
+    const Ferry__Value *v = ferry_call_arg(call, i);
+    return ferry_call_fail(call, FERRY_EBADARG, "bad argument #%zu to '%s' (%s expected, got %s)",
+                           i + 1, call->fn->name, expected, v ? ferry_value_kind(v) : "no value");
+}
+
+/* ---- continuation and cancellation ------------------------------------------------ */
+
+ferry_err ferry_call_after(ferry_call *call, int64_t ms, ferry_handler fn, void *arg)
+{
+    assert(call && fn);
+    if (call->answered)
+        return FERRY_EUSAGE;
+    call->after_fn = fn;
+    call->after_arg = arg;
+    return ferry_loop_timer(&call->worker->loop, &call->after, ms < 0 ? 0 : ms);
+}
+
+void ferry_call_after_stop(ferry_call *call)
+{
+    ferry_timer_stop(&call->worker->loop.timers, &call->after);
+}
+
+void ferry_call_on_cancel(ferry_call *call, ferry_cancel_fn fn, void *arg)
+{
+    call->cancel_fn = fn;
+    call->cancel_arg = arg;
+}
+
+/* ---- accessors ------------------------------------------------------------------ */
+
+const char *ferry_call_function(const ferry_call *call)
+{
+    return call->fn->name;
+}
+
+uint64_t ferry_call_id(const ferry_call *call)
+{
+    return call->cmd->call_id;
+}
+
+ferry_worker *ferry_call_worker(const ferry_call *call)
+{
+    return call->worker;
+}
+
+int64_t ferry_call_remaining_ms(const ferry_call *call)
+{
+    if (!call->deadline_ms)
+        return -1;
+    int64_t left = call->deadline_ms - ferry_now_ms();
+    return left > 0 ? left : 0;
+}
+
+int ferry_call_timed_out(const ferry_call *call)
+{
+    return call->state == CALL_TIMED_OUT;
+}
+
+void ferry_call_set_data(ferry_call *call, void *data)
+{
+    call->data = data;
+}
+
+void *ferry_call_data(const ferry_call *call)
+{
+    return call->data;
+}
+
+size_t ferry_call_nargs(const ferry_call *call)
+{
+    return call->cmd->n_args;
+}
+
+const Ferry__Value *ferry_call_arg(const ferry_call *call, size_t i)
+{
+    return i < call->cmd->n_args ? call->cmd->args[i] : NULL;
+}
+
+static Ferry__Value__KindCase kind_of(const Ferry__Value *v)
+{
+    return v ? v->kind_case : FERRY__VALUE__KIND__NOT_SET;
+}
+
+ferry_err ferry_call_arg_int(const ferry_call *call, size_t i, int64_t *out)
+{
+    const Ferry__Value *v = ferry_call_arg(call, i);
+    switch (kind_of(v)) {
+    case FERRY__VALUE__KIND_INTEGER:
+        *out = v->integer;
+        return FERRY_OK;
+    case FERRY__VALUE__KIND_NUMBER:
+        /* As lua_tointegerx: a float converts only when it is a whole number in range. */
+        if (v->number >= -9223372036854775808.0 && v->number < 9223372036854775808.0 &&
+            v->number == floor(v->number)) {
+            *out = (int64_t)v->number;
+            return FERRY_OK;
+        }
+        return FERRY_EBADARG;
+    default:
+        return FERRY_EBADARG;
+    }
+}
+
+ferry_err ferry_call_arg_number(const ferry_call *call, size_t i, double *out)
+{
+    const Ferry__Value *v = ferry_call_arg(call, i);
+    switch (kind_of(v)) {
+    case FERRY__VALUE__KIND_INTEGER:
+        *out = (double)v->integer;
+        return FERRY_OK;
+    case FERRY__VALUE__KIND_NUMBER:
+        *out = v->number;
+        return FERRY_OK;
+    default:
+        return FERRY_EBADARG;
+    }
+}
+
+ferry_err ferry_call_arg_string(const ferry_call *call, size_t i, const char **data, size_t *len)
+{
+    const Ferry__Value *v = ferry_call_arg(call, i);
+    if (kind_of(v) != FERRY__VALUE__KIND_STRING)
+        return FERRY_EBADARG;
+    *data = v->string.len ? (const char *)v->string.data : "";
+    *len = v->string.len;
+    return FERRY_OK;
+}
+
+ferry_err ferry_call_arg_bool(const ferry_call *call, size_t i, int *out)
+{
+    const Ferry__Value *v = ferry_call_arg(call, i);
+    if (kind_of(v) != FERRY__VALUE__KIND_BOOLEAN)
+        return FERRY_EBADARG;
+    *out = v->boolean != 0;
+    return FERRY_OK;
+}

@@ -1,0 +1,147 @@
+/*
+ * worker_internal.h: what the files of the worker library share.
+ *
+ * worker.c owns the process side (sockets, loop, function table, Ready,
+ * heartbeats), worker_dispatch.c turns received frames into calls, and
+ * worker_call.c runs one call from its Command to its Reply. Tests include
+ * this header to drive a worker without sockets (worker_new_offline).
+ */
+#ifndef WORKER_INTERNAL_H
+#define WORKER_INTERNAL_H
+
+#include "ferry/worker.h"
+
+#include <uthash.h>
+
+typedef enum {
+    WORKER_RUNNING,  /* takes calls */
+    WORKER_STOPPING, /* destroy is cancelling calls: answers send nothing */
+} worker_state;
+
+typedef enum {
+    CALL_QUEUED,    /* waiting for a slot of its function; handler not run yet */
+    CALL_RUNNING,   /* handler started, answer owed and expected by the engine */
+    CALL_TIMED_OUT, /* `timeout` replied; handler still owes an answer, which is discarded */
+    CALL_CANCELLED, /* worker shutting down; an answer is discarded */
+} call_state;
+
+typedef struct worker_function {
+    char *name; /* owned; the hash key */
+    ferry_handler handler;
+    void *udata;
+    int idempotent;
+    unsigned max_concurrency; /* 0: no limit of its own */
+    unsigned running;         /* handlers started and not answered (timed out ones too) */
+    ferry_call *waiting;      /* FIFO (utlist DL through qprev/qnext) of CALL_QUEUED calls */
+    ferry_timer pump;         /* starts waiting calls outside any handler's stack */
+    ferry_worker *worker;
+    UT_hash_handle hh;
+} worker_function;
+
+struct ferry_call {
+    ferry_worker *worker;
+    worker_function *fn;       /* borrowed from the function table, which outlives calls */
+    Ferry__Envelope *env;      /* owned: the decoded Command; args point into it */
+    const Ferry__Command *cmd; /* env->command */
+    call_state state;
+    int answered;        /* the one answer was given */
+    int depth;           /* library callbacks of this call on the stack; free waits */
+    int64_t deadline_ms; /* ferry_now_ms() clock; 0: none */
+    ferry_timer deadline;
+    ferry_timer after; /* ferry_call_after */
+    ferry_handler after_fn;
+    void *after_arg;
+    ferry_cancel_fn cancel_fn;
+    void *cancel_arg;
+    void *data;                /* ferry_call_set_data */
+    ferry_call *prev, *next;   /* every live call of the worker (for shutdown) */
+    ferry_call *qprev, *qnext; /* the function's waiting queue while CALL_QUEUED */
+};
+
+/* One watched fd. The loop calls through the slot (owned by the worker, never
+ * freed while it lives), so an unwatch inside the same iteration is safe. */
+typedef struct {
+    ferry_worker *worker;
+    int fd; /* -1: free slot */
+    ferry_fd_fn fn;
+    void *arg;
+} worker_watch;
+
+typedef struct {
+    int64_t last_ms;
+    uint64_t suppressed;
+} worker_limit;
+
+/* Where replies and Ready go: the DEALER, or a test's capture. */
+typedef ferry_err (*worker_send_fn)(ferry_worker *w, const Ferry__Envelope *env, void *arg);
+
+struct ferry_worker {
+    ferry_loop loop;
+    worker_state state;
+    char id[FERRY_ROUTING_ID_MAX + 1];
+    unsigned concurrency;
+    int64_t max_msg;
+    int heartbeat_ms;
+    void *ctx; /* NULL when offline */
+    void *dealer;
+    void *monitor; /* PAIR receiving the DEALER's connection events */
+    worker_send_fn send;
+    void *send_arg;
+    worker_function *functions; /* uthash by name */
+    ferry_call *calls;          /* every live call */
+    int connected;              /* a broker session is up: Ready can go */
+    int ready_pending;          /* Ready must be (re)sent */
+    int ready_backoff_ms;
+    ferry_timer ready_retry;
+    ferry_timer heartbeat;
+    worker_watch watches[FERRY_LOOP_MAX_ITEMS];
+    ferry_worker_stats stats;
+    worker_limit lim_frames; /* ferry_log_limited states for peer-triggered noise */
+    worker_limit lim_message;
+    worker_limit lim_command;
+    worker_limit lim_lost;
+};
+
+/*
+ * A worker without sockets: everything it would send goes to send(w, env,
+ * arg) instead, and frames come in through worker_dispatch_frame. For tests
+ * and embedding. cfg may be NULL. NULL when memory runs out.
+ */
+ferry_worker *worker_new_offline(const ferry_worker_config *cfg, worker_send_fn send, void *arg);
+
+/* Looks a function up by name (NULL when not served). */
+worker_function *worker_function_find(ferry_worker *w, const char *name);
+
+/*
+ * Sends Reply{engine_id, call_id, values | error}. error_code NULL means a
+ * result. Does not take ownership of anything. Turns a Reply larger than
+ * max_msg into a `call_error` Reply. Counts it (completed or failed); logs
+ * and counts a refused send.
+ */
+ferry_err worker_send_reply(ferry_worker *w, ProtobufCBinaryData engine_id, uint64_t call_id,
+                            Ferry__Value **values, size_t n, const char *error_code,
+                            const char *message);
+
+/* worker_send_reply for an error with a printf-formatted message. */
+ferry_err worker_send_error(ferry_worker *w, ProtobufCBinaryData engine_id, uint64_t call_id,
+                            const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Replaces every byte of s that is not part of valid UTF-8 with '?': Error.message
+ * is a proto3 string, which strict decoders refuse otherwise (a function name
+ * from the wire, a message cut at the buffer's end). */
+void worker_utf8_fix(char *s);
+
+/* Handles one received frame: decode, validate, run or refuse the Command. */
+void worker_dispatch_frame(ferry_worker *w, const void *data, size_t len);
+
+/* Starts a call of fn for the decoded Command in env. Takes ownership of env. */
+void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *env);
+
+/* Moves queued calls of fn into free slots (the pump timer's callback). */
+void worker_call_pump(ferry_timer *timer, void *arg);
+
+/* Cancels every live call (FERRY_EWORKER_LOST) and frees them all. */
+void worker_call_cancel_all(ferry_worker *w);
+
+#endif
