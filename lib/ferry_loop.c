@@ -106,6 +106,7 @@ void ferry_loop_remove_socket(ferry_loop *loop, void *socket)
     for (int i = 0; i < loop->nitems; i++) {
         if (loop->items[i].socket == socket) {
             loop->items[i] = loop->items[--loop->nitems];
+            loop->removals++;
             return;
         }
     }
@@ -116,6 +117,7 @@ void ferry_loop_remove_fd(ferry_loop *loop, int fd)
     for (int i = 0; i < loop->nitems; i++) {
         if (!loop->items[i].socket && loop->items[i].fd == fd) {
             loop->items[i] = loop->items[--loop->nitems];
+            loop->removals++;
             return;
         }
     }
@@ -129,6 +131,17 @@ void ferry_loop_stop(ferry_loop *loop)
 ferry_err ferry_loop_timer(ferry_loop *loop, ferry_timer *timer, int64_t after_ms)
 {
     return ferry_timer_start(&loop->timers, timer, ferry_now_ms() + after_ms);
+}
+
+static int still_watched(const ferry_loop *loop, const ferry_loop_item *it)
+{
+    for (int i = 0; i < loop->nitems; i++) {
+        const ferry_loop_item *cur = &loop->items[i];
+        if (cur->socket == it->socket && cur->fd == it->fd && cur->fn == it->fn &&
+            cur->arg == it->arg)
+            return 1;
+    }
+    return 0;
 }
 
 ferry_err ferry_loop_run(ferry_loop *loop)
@@ -179,10 +192,15 @@ ferry_err ferry_loop_run(ferry_loop *loop)
             ferry_error("poll_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
             return FERRY_EIO;
         }
+        unsigned removals = loop->removals;
         for (int i = 0; i < n && rc > 0; i++) {
             if (!polls[i].revents)
                 continue;
             rc--;
+            /* An earlier callback of this turn may have removed this item
+             * (and freed its arg): call only what is still watched. */
+            if (loop->removals != removals && !still_watched(loop, &snapshot[i]))
+                continue;
             snapshot[i].fn(loop, polls[i].revents, snapshot[i].arg);
         }
         ferry_timers_run(&loop->timers, ferry_now_ms());

@@ -35,6 +35,7 @@ struct ferry_loop {
     ferry_loop_item items[FERRY_LOOP_MAX_ITEMS];
     int nitems;
     int stopping;
+    unsigned removals; /* bumped by every removal: callbacks of removed items are skipped */
     int64_t now_ms; /* cached clock, refreshed after every poll */
     ferry_signal_fn on_signal;
     void *signal_arg;

@@ -51,10 +51,11 @@ void *ferry_socket_open(void *ctx, const ferry_socket_opts *o, char *err, size_t
     if (o->routing_id &&
         zmq_setsockopt(s, ZMQ_ROUTING_ID, o->routing_id, strlen(o->routing_id)) != 0)
         goto fail;
+    /* Every socket, connecting ones too: nothing a peer sends may be larger. */
+    int64_t max = o->max_msg > 0 ? o->max_msg : FERRY_DEFAULT_MAX_MSG;
+    if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0)
+        goto fail;
     if (o->bind) {
-        int64_t max = o->max_msg > 0 ? o->max_msg : FERRY_DEFAULT_MAX_MSG;
-        if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0)
-            goto fail;
         what = "bind";
         if (zmq_bind(s, o->endpoint) != 0)
             goto fail;

@@ -39,7 +39,7 @@ typedef struct {
     const char *endpoint;
     int bind;           /* bind when true, connect otherwise */
     const char *routing_id; /* DEALER identity, or NULL */
-    int64_t max_msg;    /* ZMQ_MAXMSGSIZE on bound sockets; 0: FERRY_DEFAULT_MAX_MSG */
+    int64_t max_msg;    /* ZMQ_MAXMSGSIZE (largest inbound message); 0: FERRY_DEFAULT_MAX_MSG */
     int hwm;            /* send and receive high-water mark; 0: libzmq's default */
     int linger_ms;      /* ZMQ_LINGER; 0 drops unsent messages on close */
 } ferry_socket_opts;
