@@ -60,7 +60,9 @@ int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra)
     char name[sizeof p->name];
     snprintf(name, sizeof name, "%s.%d", binary, idx);
     memcpy(p->name, name, sizeof name);
-    snprintf(p->log, sizeof p->log, "%s/%s.log", s->dir, name);
+    char log[sizeof p->log];
+    snprintf(log, sizeof log, "%s/%s.log", s->dir, name);
+    memcpy(p->log, log, sizeof log);
     char path[512];
     snprintf(path, sizeof path, "%s/%s", FERRY_BIN_DIR, binary);
 
