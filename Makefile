@@ -2,12 +2,15 @@
 # missing (Debian packages), configure and build first.
 
 PACKAGES := build-essential cmake pkg-config libzmq3-dev liblua5.4-dev libprotobuf-c-dev \
-            protobuf-c-compiler libcmocka-dev uthash-dev
+            protobuf-c-compiler libcmocka-dev uthash-dev libcurl4-openssl-dev \
+            python3 python3-zmq python3-protobuf protobuf-compiler clang libclang-rt-dev
 BUILD    ?= build
 ASAN     ?= build-asan
+FUZZ     ?= build-fuzz
+FUZZ_SECONDS ?= 30
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build demo test test-release test-asan clean format
+.PHONY: all deps build demo test test-release test-asan test-fuzz test-docker bench clean format
 
 all: build
 
@@ -21,7 +24,7 @@ build: deps
 demo: build
 	scripts/demo.sh $(BUILD)/bin
 
-test: test-release test-asan
+test: test-release test-asan test-fuzz test-docker
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure
@@ -33,8 +36,18 @@ test-asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(ASAN) --output-on-failure
 
+# libFuzzer on the envelope and value decoders, for a bounded time.
+test-fuzz: deps
+	cmake -S fuzz -B $(FUZZ) -DCMAKE_C_COMPILER=clang -DFUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(FUZZ) -j$(JOBS) --target fuzz-run
+
+# The Docker image and Compose stack, for real: installs docker.io and docker-compose,
+# starts dockerd if none runs (and stops it again), builds, scales, tears down.
+test-docker: build
+	docker/test.sh $(BUILD)/bin
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)

@@ -8,12 +8,26 @@
  * the engine whose routing id is the Reply's engine_id. Scripts: the Submit
  * and the Result are re-encoded, because the broker sets script_id and
  * request_id in them.
+ *
+ * Liveness: every message from a worker or engine stamps its last_seen_ms.
+ * One sweep timer, twice per heartbeat interval, sends a Heartbeat to each
+ * peer that was sent nothing for an interval and declares lost each peer
+ * silent for more than liveness intervals: O(peers) per sweep, nothing per
+ * message. So a peer hears from us at least every 1.5 intervals, and a
+ * silent one is found within half an interval of its limit.
+ * A send that finds a peer's connection gone (EHOSTUNREACH, thanks to
+ * ZMQ_ROUTER_MANDATORY) declares it lost at once. A monitor on the engines
+ * and workers ROUTERs makes that quick for a peer that dies: the event does
+ * not say which peer went, so a probe shortly after it sends a Heartbeat to
+ * every peer of that socket (O(peers), on a disconnection only), and the
+ * one whose connection is gone fails.
  */
 #include "broker.h"
 
 #include "ferry_clock.h"
 #include "ferry_log.h"
 #include "ferry_wire.h"
+#include "utlist.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -69,6 +83,18 @@ static void drop(broker *b, broker_drop kind, const char *fields, ...)
 
 /* ---- answers the broker makes itself ---- */
 
+static void lose_engine(broker *b, broker_engine *e, const char *why);
+
+/* A send to the engine eid failed: when it is unreachable and registered, it is gone. */
+static void engine_unreachable(broker *b, const void *eid, size_t eid_len, ferry_err err)
+{
+    if (err != FERRY_EUNREACHABLE)
+        return;
+    broker_engine *e = broker_scripts_engine(&b->scripts, eid, eid_len);
+    if (e)
+        lose_engine(b, e, "unreachable");
+}
+
 static ferry_err send_call_error(broker *b, const void *eid, size_t eid_len, uint64_t call_id,
                                  ferry_err code, const char *message)
 {
@@ -90,6 +116,7 @@ static ferry_err send_call_error(broker *b, const void *eid, size_t eid_len, uin
         drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s call_id=%llu error=%s",
              id_text(eid, eid_len, id, sizeof id), (unsigned long long)call_id,
              ferry_err_code(err));
+        engine_unreachable(b, eid, eid_len, err);
     }
     return err;
 }
@@ -134,24 +161,57 @@ static void answer_script(broker *b, broker_script *script, ferry_err code, cons
 
 /* ---- calls ---- */
 
+static void place_call(broker *b, broker_call *call, int front);
+
+/* w is gone: its in-flight calls are sent once more elsewhere when they may
+ * be, else answered `worker_lost` (dispatch.h); w is freed. */
+static void lose_worker(broker *b, broker_worker *w, const char *why)
+{
+    char id[64];
+    id_text(w->rid, w->rid_len, id, sizeof id);
+    int64_t now = ferry_now_ms();
+    ferry_warn("worker_lost", "worker=%s reason=%s in_flight=%u silent_ms=%lld", id, why,
+               w->in_flight, (long long)(now - w->last_seen_ms));
+    broker_call *retry = NULL;
+    broker_dispatch_worker_lost(&b->dispatch, w, now, &retry);
+    while (retry) {
+        broker_call *call = retry;
+        DL_DELETE(retry, call);
+        call->prev = call->next = NULL;
+        place_call(b, call, 1);
+    }
+}
+
 /*
  * Forwards the call's frame to w. 1 when it went (the call is in flight);
- * 0 when w cannot take it, after taking w out of the rotation: unreachable
- * workers leave (w may be freed then), full ones are blocked until they
- * answer.
+ * 0 when w cannot take it, after taking w out of the rotation: an
+ * unreachable worker is lost (and freed), a full one is blocked until it
+ * answers. A call that may be re-sent should w be lost keeps a copy of its
+ * frame (a reference, not a copy of the bytes, for all but tiny frames).
  */
 static int send_call(broker *b, broker_call *call, broker_worker *w)
 {
-    ferry_err err = ferry_wire_forward(b->workers, w->rid, w->rid_len, &call->frame);
+    zmq_msg_t out;
+    zmq_msg_init(&out);
+    int keep = broker_dispatch_may_retry(call, w);
+    if (keep && zmq_msg_copy(&out, &call->frame) != 0)
+        keep = 0;
+    if (!keep)
+        zmq_msg_move(&out, &call->frame);
+    ferry_err err = ferry_wire_forward(b->workers, w->rid, w->rid_len, &out);
     if (err == FERRY_OK) {
+        w->last_sent_ms = b->loop.now_ms;
         broker_dispatch_sent(&b->dispatch, call, w);
         return 1;
     }
+    if (keep)
+        zmq_msg_close(&out);
+    else
+        zmq_msg_move(&call->frame, &out);
     char id[64];
     id_text(w->rid, w->rid_len, id, sizeof id);
     if (err == FERRY_EUNREACHABLE) {
-        ferry_warn("worker_unreachable", "worker=%s in_flight=%u", id, w->in_flight);
-        broker_dispatch_leave(&b->dispatch, w, b->loop.now_ms);
+        lose_worker(b, w, "unreachable");
     } else {
         ferry_log_limited(&b->io_log.last_ms, &b->io_log.suppressed, FERRY_LOG_WARN,
                           "worker_blocked", "worker=%s error=%s", id, ferry_err_code(err));
@@ -197,6 +257,9 @@ static void on_call_expired(broker_call *call, ferry_err reason, void *arg)
     char msg[300];
     if (reason == FERRY_ENO_WORKER)
         snprintf(msg, sizeof msg, "no worker serves function '%.200s'", call->fn->name);
+    else if (reason == FERRY_EWORKER_LOST)
+        snprintf(msg, sizeof msg, "the worker running '%.200s' was lost%s", call->fn->name,
+                 call->retried ? " (the second one to run this call)" : "");
     else
         snprintf(msg, sizeof msg, "call to '%.200s' got no answer within %u ms", call->fn->name,
                  call->timeout_ms);
@@ -224,7 +287,9 @@ static void on_command(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     }
     if (err) {
         send_call_error(b, cmd->engine_id.data, cmd->engine_id.len, cmd->call_id,
-                        FERRY_EOVERLOADED, "broker out of memory");
+                        FERRY_EOVERLOADED,
+                        err == FERRY_EOVERLOADED ? "broker function table is full"
+                                                 : "broker out of memory");
         return;
     }
     zmq_msg_move(&call->frame, &f->frames[0]);
@@ -245,6 +310,11 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     if (err == FERRY_EPROTO) {
         drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"function without a name\"",
              id);
+        return;
+    }
+    if (err == FERRY_EOVERLOADED) {
+        drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"worker or function table "
+             "full\"", id);
         return;
     }
     if (err) {
@@ -268,6 +338,8 @@ static void on_reply(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+    if (w)
+        w->last_seen_ms = b->loop.now_ms;
     broker_call *call = broker_dispatch_find(&b->dispatch, r->engine_id.data, r->engine_id.len,
                                              r->call_id);
     if (!w || !call || call->state != BROKER_CALL_IN_FLIGHT || call->worker != w) {
@@ -284,13 +356,15 @@ static void on_reply(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     broker_dispatch_complete(&b->dispatch, call, r->error != NULL);
     ferry_err err = ferry_wire_forward(b->engines, r->engine_id.data, r->engine_id.len,
                                        &f->frames[1]);
-    if (err == FERRY_OK)
+    broker_dispatch_call_free(&b->dispatch, call);
+    if (err == FERRY_OK) {
         b->completed++;
-    else
+    } else {
         drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s call_id=%llu error=%s",
              id_text(r->engine_id.data, r->engine_id.len, eid, sizeof eid),
              (unsigned long long)r->call_id, ferry_err_code(err));
-    broker_dispatch_call_free(&b->dispatch, call);
+        engine_unreachable(b, r->engine_id.data, r->engine_id.len, err);
+    }
     if (!broker_dispatch_reap(&b->dispatch, w))
         drain_worker(b, w);
 }
@@ -298,11 +372,22 @@ static void on_reply(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 static void on_worker_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 {
     (void)envp;
-    /* Liveness is not tracked yet. A worker that talks reads its socket, so
-     * one blocked by a full pipe may take calls again. */
     broker_worker *w =
         broker_dispatch_worker(&b->dispatch, ferry_frame_data(f, 0), ferry_frame_size(f, 0));
-    if (w && w->blocked && !w->leaving) {
+    if (!w) {
+        /* Lost here, or registered with a broker before a restart: it sends
+         * Ready again once it misses our heartbeats. */
+        char id[64];
+        ferry_log_limited(&b->unknown_log.last_ms, &b->unknown_log.suppressed, FERRY_LOG_DEBUG,
+                          "unknown_heartbeat", "socket=workers peer=%s",
+                          id_text(ferry_frame_data(f, 0), ferry_frame_size(f, 0), id,
+                                  sizeof id));
+        return;
+    }
+    w->last_seen_ms = b->loop.now_ms;
+    /* A worker that talks reads its socket, so one blocked by a full pipe
+     * may take calls again. */
+    if (w->blocked && !w->leaving) {
         broker_dispatch_unblock(&b->dispatch, w);
         drain_worker(b, w);
     }
@@ -321,6 +406,7 @@ static void on_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     ferry_info("worker_goodbye", "worker=%s in_flight=%u", id, w->in_flight);
+    w->last_seen_ms = b->loop.now_ms;
     broker_dispatch_leave(&b->dispatch, w, b->loop.now_ms);
 }
 
@@ -341,20 +427,30 @@ static int send_script(broker *b, broker_script *script, broker_engine *e)
     sub->timeout_ms = left < 1 ? 1 : (uint32_t)left;
     ferry_err err = ferry_wire_send(b->engines, e->rid, e->rid_len, script->submit);
     if (err == FERRY_OK) {
+        e->last_sent_ms = b->loop.now_ms;
         broker_scripts_started(&b->scripts, script, e);
         return 1;
     }
     char id[64];
     id_text(e->rid, e->rid_len, id, sizeof id);
     if (err == FERRY_EUNREACHABLE) {
-        ferry_warn("engine_lost", "engine=%s running=%u", id, e->running);
-        broker_scripts_engine_lost(&b->scripts, e);
+        lose_engine(b, e, "unreachable");
     } else {
         ferry_log_limited(&b->io_log.last_ms, &b->io_log.suppressed, FERRY_LOG_WARN,
                           "engine_blocked", "engine=%s error=%s", id, ferry_err_code(err));
         broker_scripts_block(&b->scripts, e);
     }
     return 0;
+}
+
+/* e is gone: the clients of its running scripts get `engine_lost`; e is freed. */
+static void lose_engine(broker *b, broker_engine *e, const char *why)
+{
+    char id[64];
+    id_text(e->rid, e->rid_len, id, sizeof id);
+    ferry_warn("engine_lost", "engine=%s reason=%s running=%u silent_ms=%lld", id, why,
+               e->running, (long long)(ferry_now_ms() - e->last_seen_ms));
+    broker_scripts_engine_lost(&b->scripts, e);
 }
 
 static void place_script(broker *b, broker_script *script, int front)
@@ -405,7 +501,12 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     broker_engine *e;
-    ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, h->slots, h->running, &e);
+    ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, h->slots, h->running,
+                                         b->loop.now_ms, &e);
+    if (err == FERRY_EOVERLOADED) {
+        drop(b, BROKER_DROP_INVALID, "what=hello engine=%s reason=\"engine table full\"", id);
+        return;
+    }
     if (err) {
         ferry_error("engine_hello_failed", "engine=%s error=%s", id, ferry_err_code(err));
         return;
@@ -417,10 +518,21 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 static void on_engine_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 {
     (void)envp;
-    /* Liveness is not tracked yet; a blocked engine that talks reads again. */
     broker_engine *e =
         broker_scripts_engine(&b->scripts, ferry_frame_data(f, 0), ferry_frame_size(f, 0));
-    if (e && e->blocked) {
+    if (!e) {
+        /* Lost here, or registered with a broker before a restart: it says
+         * Hello again once it misses our heartbeats. */
+        char id[64];
+        ferry_log_limited(&b->unknown_log.last_ms, &b->unknown_log.suppressed, FERRY_LOG_DEBUG,
+                          "unknown_heartbeat", "socket=engines peer=%s",
+                          id_text(ferry_frame_data(f, 0), ferry_frame_size(f, 0), id,
+                                  sizeof id));
+        return;
+    }
+    e->last_seen_ms = b->loop.now_ms;
+    /* A blocked engine that talks reads again. */
+    if (e->blocked) {
         broker_scripts_unblock(&b->scripts, e);
         drain_scripts(b);
     }
@@ -437,6 +549,8 @@ static void on_result(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     broker_engine *e = broker_scripts_engine(&b->scripts, rid, rid_len);
+    if (e)
+        e->last_seen_ms = b->loop.now_ms;
     broker_script *script = broker_scripts_find(&b->scripts, r->script_id);
     if (!e || !script || script->state != BROKER_SCRIPT_RUNNING || script->engine != e) {
         drop(b, BROKER_DROP_UNKNOWN, "what=result engine=%s script_id=%llu%s",
@@ -492,6 +606,65 @@ static int by_name(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+static int by_string(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int by_worker_id(const void *a, const void *b)
+{
+    const Ferry__WorkerStats *x = *(Ferry__WorkerStats *const *)a;
+    const Ferry__WorkerStats *y = *(Ferry__WorkerStats *const *)b;
+    size_t n = x->id.len < y->id.len ? x->id.len : y->id.len;
+    int c = n ? memcmp(x->id.data, y->id.data, n) : 0;
+    return c ? c : (x->id.len > y->id.len) - (x->id.len < y->id.len);
+}
+
+/* Memory behind Stats.worker_list: the messages point into d's tables and into these. */
+typedef struct {
+    Ferry__WorkerStats *ws;
+    Ferry__WorkerStats **ptrs;
+    char **names; /* every worker's function names, one run per worker */
+} worker_list;
+
+/* Fills st->worker_list (by id, each with its functions sorted); leaves it empty when
+ * memory runs out. Free wl's arrays after the send. */
+static void fill_worker_list(broker_dispatch *d, Ferry__Stats *st, worker_list *wl)
+{
+    size_t n = HASH_COUNT(d->workers), nnames = 0;
+    for (broker_worker *w = d->workers; w; w = w->hh.next)
+        nnames += w->nmembers;
+    memset(wl, 0, sizeof *wl);
+    if (n == 0)
+        return;
+    wl->ws = malloc(n * sizeof *wl->ws);
+    wl->ptrs = malloc(n * sizeof *wl->ptrs);
+    wl->names = malloc((nnames ? nnames : 1) * sizeof *wl->names);
+    if (!wl->ws || !wl->ptrs || !wl->names)
+        return;
+    size_t i = 0, k = 0;
+    for (broker_worker *w = d->workers; w; w = w->hh.next, i++) {
+        Ferry__WorkerStats *x = &wl->ws[i];
+        ferry__worker_stats__init(x);
+        x->id.data = w->rid;
+        x->id.len = w->rid_len;
+        x->functions = &wl->names[k];
+        for (size_t m = 0; m < w->nmembers; m++)
+            wl->names[k++] = w->members[m].fn->name;
+        x->n_functions = w->nmembers;
+        qsort(x->functions, x->n_functions, sizeof *x->functions, by_string);
+        x->credit = w->credit;
+        x->in_flight = w->in_flight;
+        x->completed = w->completed;
+        x->failed = w->failed;
+        x->leaving = w->leaving != 0;
+        wl->ptrs[i] = x;
+    }
+    qsort(wl->ptrs, n, sizeof *wl->ptrs, by_worker_id);
+    st->worker_list = wl->ptrs;
+    st->n_worker_list = n;
+}
+
 static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 {
     const void *rid = ferry_frame_data(f, 0);
@@ -509,6 +682,9 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     st.scripts_running = b->scripts.running;
     st.scripts_completed = b->scripts_completed;
     st.dropped = b->dropped;
+    st.workers_lost = d->workers_lost;
+    st.engines_lost = b->scripts.engines_lost;
+    st.calls_retried = d->calls_retried;
 
     size_t n = d->nfunctions;
     Ferry__FunctionStats *fs = n ? malloc(n * sizeof *fs) : NULL;
@@ -530,6 +706,8 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         st.functions = ptrs;
         st.n_functions = n;
     } /* else out of memory: the totals still go out */
+    worker_list wl;
+    fill_worker_list(d, &st, &wl);
 
     Ferry__Envelope env;
     ferry_envelope_init(&env);
@@ -543,6 +721,9 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     }
     free(fs);
     free(ptrs);
+    free(wl.ws);
+    free(wl.ptrs);
+    free(wl.names);
 }
 
 /* ---- receiving ---- */
@@ -673,6 +854,105 @@ static void on_clients_ready(ferry_loop *loop, short revents, void *arg)
     drain_socket(b, b->clients, &clients_kind);
 }
 
+/* ---- liveness ---- */
+
+static ferry_err send_heartbeat(void *socket, const void *rid, size_t rid_len)
+{
+    Ferry__Heartbeat hb = FERRY__HEARTBEAT__INIT;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    return ferry_wire_send(socket, rid, rid_len, &env);
+}
+
+/*
+ * Heartbeats to the peers that were sent nothing for an interval (to all of
+ * them with probe set), and the end of those silent past liveness intervals
+ * or found unreachable. Losing a worker re-places its calls, which may find
+ * another worker unreachable and free it too: the walk over workers starts
+ * again after each loss (peers already seen to were stamped, so they are
+ * passed).
+ */
+static void sweep(broker *b, int probe)
+{
+    int64_t now = ferry_now_ms();
+    int64_t interval = b->cfg.heartbeat_ms > 0 ? b->cfg.heartbeat_ms : 1000;
+    int64_t silence = b->cfg.heartbeat_ms > 0 ? interval * b->cfg.liveness : INT64_MAX;
+    int64_t quiet = probe ? 0 : interval; /* heartbeat whoever was sent nothing this long */
+    int again = 1;
+    while (again) {
+        again = 0;
+        for (broker_worker *w = b->dispatch.workers; w; w = w->hh.next) {
+            if (now - w->last_seen_ms > silence) {
+                lose_worker(b, w, "silent");
+                again = 1;
+                break;
+            }
+            if (now - w->last_sent_ms < quiet || (probe && w->last_sent_ms == now))
+                continue;
+            ferry_err err = send_heartbeat(b->workers, w->rid, w->rid_len);
+            if (err == FERRY_OK) {
+                w->last_sent_ms = now;
+            } else if (err == FERRY_EUNREACHABLE) {
+                lose_worker(b, w, "unreachable");
+                again = 1;
+                break;
+            }
+            /* else its pipe is full: it has plenty to read already. */
+        }
+    }
+    broker_engine *e, *etmp;
+    HASH_ITER(hh, b->scripts.engines, e, etmp)
+    {
+        /* Losing an engine answers clients only: no other engine is freed. */
+        if (now - e->last_seen_ms > silence) {
+            lose_engine(b, e, "silent");
+            continue;
+        }
+        if (now - e->last_sent_ms < quiet)
+            continue;
+        ferry_err err = send_heartbeat(b->engines, e->rid, e->rid_len);
+        if (err == FERRY_OK)
+            e->last_sent_ms = now;
+        else if (err == FERRY_EUNREACHABLE)
+            lose_engine(b, e, "unreachable");
+    }
+}
+
+/* Twice per heartbeat interval. */
+static void on_sweep(ferry_timer *timer, void *arg)
+{
+    broker *b = arg;
+    sweep(b, 0);
+    int64_t half = b->cfg.heartbeat_ms / 2;
+    (void)ferry_loop_timer(&b->loop, timer, half > 0 ? half : 1);
+}
+
+static void on_probe(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    sweep(arg, 1);
+}
+
+/* A connection to an engine or worker dropped. The socket drops the peer's
+ * route a moment later (the pipe's termination travels between threads):
+ * the probe waits BROKER_PROBE_MS for it. */
+static void on_peer_monitor(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = arg;
+    uint16_t event;
+    int dropped = 0;
+    while (ferry_monitor_recv(b->workers_mon, &event) == FERRY_OK)
+        dropped |= event == ZMQ_EVENT_DISCONNECTED;
+    while (ferry_monitor_recv(b->engines_mon, &event) == FERRY_OK)
+        dropped |= event == ZMQ_EVENT_DISCONNECTED;
+    if (dropped && !ferry_timer_active(&b->probe))
+        (void)ferry_loop_timer(&b->loop, &b->probe, BROKER_PROBE_MS);
+}
+
 /* ---- lifecycle ---- */
 
 void broker_config_defaults(broker_config *cfg)
@@ -689,6 +969,11 @@ void broker_config_defaults(broker_config *cfg)
         .unserved_wait_ms = 1000,
         .max_msg = FERRY_DEFAULT_MAX_MSG,
         .hwm = 100000,
+        .heartbeat_ms = 1000,
+        .liveness = 3,
+        .workers_max = 10000,
+        .engines_max = 10000,
+        .functions_max = 10000,
     };
 }
 
@@ -697,17 +982,22 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
     memset(b, 0, sizeof *b);
     b->cfg = *cfg;
     ferry_loop_init(&b->loop);
+    ferry_timer_init(&b->sweep, on_sweep, b);
+    ferry_timer_init(&b->probe, on_probe, b);
     broker_dispatch_limits dl = {
         .queue_max = (size_t)cfg->queue_max,
         .call_timeout_ms = (uint32_t)cfg->call_timeout_ms,
         .unserved_wait_ms = (uint32_t)cfg->unserved_wait_ms,
         .grace_ms = BROKER_GRACE_MS,
+        .workers_max = (size_t)cfg->workers_max,
+        .functions_max = (size_t)cfg->functions_max,
     };
     broker_dispatch_init(&b->dispatch, &b->loop.timers, &dl, on_call_expired, b);
     broker_scripts_limits sl = {
         .queue_max = (size_t)cfg->scripts_max,
         .timeout_ms = (uint32_t)cfg->script_timeout_ms,
         .grace_ms = BROKER_GRACE_MS,
+        .engines_max = (size_t)cfg->engines_max,
     };
     broker_scripts_init(&b->scripts, &b->loop.timers, &sl, on_script_expired, b);
 
@@ -753,6 +1043,19 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
             return e;
         }
     }
+    char why[256];
+    b->workers_mon = ferry_monitor_open(b->zctx, b->workers, ZMQ_EVENT_DISCONNECTED, why,
+                                        sizeof why);
+    b->engines_mon = b->workers_mon ? ferry_monitor_open(b->zctx, b->engines,
+                                                         ZMQ_EVENT_DISCONNECTED, why, sizeof why)
+                                    : NULL;
+    if (!b->engines_mon ||
+        ferry_loop_add_socket(&b->loop, b->workers_mon, ZMQ_POLLIN, on_peer_monitor, b) ||
+        ferry_loop_add_socket(&b->loop, b->engines_mon, ZMQ_POLLIN, on_peer_monitor, b)) {
+        snprintf(err, errlen, "monitor: %s", b->engines_mon ? "too many sockets" : why);
+        broker_close(b);
+        return FERRY_EIO;
+    }
     return FERRY_OK;
 }
 
@@ -761,16 +1064,27 @@ ferry_err broker_run(broker *b)
     const broker_config *c = &b->cfg;
     ferry_info("broker_started",
                "clients=%s commands=%s engines=%s workers=%s queue_max=%ld scripts_max=%ld "
-               "call_timeout_ms=%ld script_timeout_ms=%ld unserved_wait_ms=%ld",
+               "call_timeout_ms=%ld script_timeout_ms=%ld unserved_wait_ms=%ld heartbeat_ms=%ld "
+               "liveness=%ld",
                c->clients, c->commands, c->engines, c->workers, c->queue_max, c->scripts_max,
-               c->call_timeout_ms, c->script_timeout_ms, c->unserved_wait_ms);
+               c->call_timeout_ms, c->script_timeout_ms, c->unserved_wait_ms, c->heartbeat_ms,
+               c->liveness);
+    if (c->heartbeat_ms > 0 &&
+        ferry_loop_timer(&b->loop, &b->sweep, c->heartbeat_ms / 2 > 0 ? c->heartbeat_ms / 2 : 1) !=
+            FERRY_OK)
+        return FERRY_ENOMEM;
     ferry_err err = ferry_loop_run(&b->loop);
+    ferry_timer_stop(&b->loop.timers, &b->sweep);
+    ferry_timer_stop(&b->loop.timers, &b->probe);
     ferry_info("broker_stopping",
                "queued=%zu in_flight=%zu scripts_queued=%zu scripts_running=%zu completed=%llu "
-               "scripts_completed=%llu dropped=%llu",
+               "scripts_completed=%llu dropped=%llu workers_lost=%llu engines_lost=%llu "
+               "calls_retried=%llu",
                b->dispatch.queued, b->dispatch.in_flight, b->scripts.queued, b->scripts.running,
                (unsigned long long)b->completed, (unsigned long long)b->scripts_completed,
-               (unsigned long long)b->dropped);
+               (unsigned long long)b->dropped, (unsigned long long)b->dispatch.workers_lost,
+               (unsigned long long)b->scripts.engines_lost,
+               (unsigned long long)b->dispatch.calls_retried);
     return err;
 }
 
@@ -780,6 +1094,8 @@ void broker_close(broker *b)
     broker_dispatch_fini(&b->dispatch);
     broker_scripts_fini(&b->scripts);
     ferry_loop_fini(&b->loop);
+    ferry_monitor_close(b->workers, &b->workers_mon);
+    ferry_monitor_close(b->engines, &b->engines_mon);
     ferry_socket_close(&b->clients);
     ferry_socket_close(&b->commands);
     ferry_socket_close(&b->engines);

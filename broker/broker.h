@@ -10,9 +10,11 @@
  * Anything a peer sends that does not fit (frame count, undecodable,
  * version, a body this socket does not carry, missing fields, unknown ids)
  * is dropped, counted in `dropped` and logged at most once a second per
- * kind. Out of memory: the message at hand is answered `overloaded` where
- * the protocol has an answer for it, else dropped and counted; the broker
- * keeps running.
+ * kind. Peers (engines, workers) are declared lost after --liveness
+ * heartbeat intervals of silence, or as soon as a send finds them gone.
+ * Out of memory: the message at hand is answered `overloaded` where the
+ * protocol has an answer for it, else dropped and counted; the broker keeps
+ * running.
  */
 #ifndef BROKER_BROKER_H
 #define BROKER_BROKER_H
@@ -27,6 +29,7 @@
 
 #define BROKER_BATCH 256       /* messages per socket per wakeup, for fairness */
 #define BROKER_GRACE_MS 5000   /* backstop past a deadline for in-flight calls and scripts */
+#define BROKER_PROBE_MS 10     /* from a peer's disconnection to the probe that finds who */
 
 typedef struct {
     const char *clients;  /* ROUTER endpoints to bind, and the PULL one */
@@ -40,6 +43,11 @@ typedef struct {
     long unserved_wait_ms;  /* how long a call waits for a worker serving its function */
     long max_msg;           /* ZMQ_MAXMSGSIZE on every socket */
     long hwm;               /* send and receive high-water mark on every socket */
+    long heartbeat_ms;      /* heartbeat interval towards engines and workers; 0: none */
+    long liveness;          /* intervals of silence before a peer is declared lost */
+    long workers_max;       /* registered workers */
+    long engines_max;       /* registered engines */
+    long functions_max;     /* known function names */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -74,6 +82,11 @@ typedef struct broker {
     uint64_t scripts_completed; /* engine results delivered to clients */
     broker_log_site drops[BROKER_DROP_COUNT];
     broker_log_site io_log;
+    broker_log_site unknown_log; /* heartbeats from peers we do not know */
+    ferry_timer sweep;           /* heartbeats out, liveness of peers; twice per heartbeat_ms */
+    ferry_timer probe;           /* a heartbeat to every peer, soon after a disconnection */
+    void *workers_mon;           /* PAIRs with the disconnections of the workers and */
+    void *engines_mon;           /* engines sockets */
 } broker;
 
 /* The defaults of every flag (endpoints included). */

@@ -35,13 +35,19 @@ static function_rec *rec_of(broker_function *fn)
     return (function_rec *)fn;
 }
 
-static broker_function *get_function(broker_dispatch *d, const char *name, int create)
+/* The function called name; with create, made when missing (NULL when memory
+ * runs out or, with *full set, when the table is at --functions-max). */
+static broker_function *get_function(broker_dispatch *d, const char *name, int create, int *full)
 {
     broker_function *fn = NULL;
     size_t len = strlen(name);
     HASH_FIND(hh, d->functions, name, len, fn);
     if (fn || !create)
         return fn;
+    if (d->lim.functions_max && d->nfunctions >= d->lim.functions_max) {
+        *full = 1;
+        return NULL;
+    }
     function_rec *rec = calloc(1, sizeof *rec);
     if (!rec)
         return NULL;
@@ -207,9 +213,13 @@ ferry_err broker_dispatch_ready(broker_dispatch *d, const void *rid, size_t rid_
         if (!members)
             return FERRY_ENOMEM;
     }
+    broker_worker *w = broker_dispatch_worker(d, rid, rid_len);
+    int full = !w && d->lim.workers_max && HASH_COUNT(d->workers) >= d->lim.workers_max;
+    if (full)
+        goto nomem;
     uint64_t stamp = ++d->stamp;
     for (size_t i = 0; i < ready->n_functions; i++) {
-        broker_function *fn = get_function(d, ready->functions[i]->name, 1);
+        broker_function *fn = get_function(d, ready->functions[i]->name, 1, &full);
         if (!fn)
             goto nomem;
         if (fn->stamp == stamp) /* listed twice: one member is enough */
@@ -220,7 +230,6 @@ ferry_err broker_dispatch_ready(broker_dispatch *d, const void *rid, size_t rid_
         n++;
     }
 
-    broker_worker *w = broker_dispatch_worker(d, rid, rid_len);
     broker_member *old = NULL;
     size_t nold = 0;
     if (!w) {
@@ -249,8 +258,12 @@ ferry_err broker_dispatch_ready(broker_dispatch *d, const void *rid, size_t rid_
     w->nmembers = n;
     w->next_member = 0;
     w->credit = ready->credit;
-    w->lost = 0; /* a fresh announcement: what it no longer runs is forgotten */
+    /* A fresh announcement: what it no longer runs is forgotten; what it
+     * runs beyond our calls there (a broker before a restart gave it those)
+     * keeps its credit until their stray replies come back. */
+    w->lost = ready->running > w->in_flight ? ready->running - w->in_flight : 0;
     w->blocked = 0;
+    w->last_seen_ms = now_ms;
     update_rings(w);
     start_unserved_waits(d, old, nold, now_ms);
     free(old);
@@ -261,7 +274,7 @@ nomem:
     for (size_t i = 0; i < n; i++)
         forget_if_unused(d, members[i].fn);
     free(members);
-    return FERRY_ENOMEM;
+    return full ? FERRY_EOVERLOADED : FERRY_ENOMEM;
 }
 
 int broker_dispatch_reap(broker_dispatch *d, broker_worker *w)
@@ -300,6 +313,50 @@ void broker_dispatch_unblock(broker_dispatch *d, broker_worker *w)
     update_rings(w);
 }
 
+int broker_dispatch_may_retry(const broker_call *call, const broker_worker *w)
+{
+    if (call->retried)
+        return 0;
+    for (size_t i = 0; i < w->nmembers; i++)
+        if (w->members[i].fn == call->fn)
+            return w->members[i].idempotent;
+    return 0;
+}
+
+static broker_worker *unflight(broker_dispatch *d, broker_call *call);
+
+void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t now_ms,
+                                 broker_call **retry)
+{
+    /* Out of the rings first, so that nothing placed from here on picks w. */
+    if (!w->leaving) {
+        detach_members(d, w);
+        w->leaving = 1;
+        assert(d->nworkers > 0);
+        d->nworkers--;
+        start_unserved_waits(d, w->members, w->nmembers, now_ms);
+    }
+    d->workers_lost++;
+    while (w->calls) {
+        broker_call *call = w->calls;
+        unflight(d, call);
+        if (zmq_msg_size(&call->frame) > 0 && !call->retried) {
+            call->retried = 1;
+            /* Should nobody else serve it, the wait for a worker starts now. */
+            call->queued_ms = now_ms;
+            d->calls_retried++;
+            DL_APPEND(*retry, call);
+            continue;
+        }
+        call->fn->failed++;
+        d->on_expired(call, FERRY_EWORKER_LOST, d->arg);
+        broker_dispatch_call_free(d, call);
+    }
+    int reaped = broker_dispatch_reap(d, w);
+    assert(reaped);
+    (void)reaped;
+}
+
 /* ---- calls ---- */
 
 ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, size_t eid_len,
@@ -317,10 +374,11 @@ ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, si
     if (!call)
         return FERRY_ENOMEM;
     memset(call, 0, sizeof *call);
-    call->fn = get_function(d, function, 1);
+    int full = 0;
+    call->fn = get_function(d, function, 1, &full);
     if (!call->fn) {
         free(call);
-        return FERRY_ENOMEM;
+        return full ? FERRY_EOVERLOADED : FERRY_ENOMEM;
     }
     rec_of(call->fn)->ncalls++;
     memcpy(call->key, key, keylen);
@@ -371,8 +429,6 @@ void broker_dispatch_sent(broker_dispatch *d, broker_call *call, broker_worker *
 {
     assert(call->state == BROKER_CALL_NEW);
     assert(broker_dispatch_worker_room(w) > 0);
-    zmq_msg_close(&call->frame);
-    zmq_msg_init(&call->frame);
     call->state = BROKER_CALL_IN_FLIGHT;
     call->worker = w;
     DL_APPEND(w->calls, call);
@@ -473,10 +529,13 @@ static broker_worker *unflight(broker_dispatch *d, broker_call *call)
 void broker_dispatch_complete(broker_dispatch *d, broker_call *call, int failed)
 {
     broker_worker *w = unflight(d, call);
-    if (failed)
+    if (failed) {
         call->fn->failed++;
-    else
+        w->failed++;
+    } else {
         call->fn->completed++;
+        w->completed++;
+    }
     w->blocked = 0; /* it answers, so it reads */
     update_rings(w);
 }
@@ -517,7 +576,7 @@ void broker_dispatch_call_free(broker_dispatch *d, broker_call *call)
 
 broker_function *broker_dispatch_function(broker_dispatch *d, const char *name)
 {
-    return get_function(d, name, 0);
+    return get_function(d, name, 0, NULL);
 }
 
 static void call_timer(ferry_timer *t, void *arg)

@@ -17,6 +17,12 @@
  * answers. When one fires the call leaves every table and the owner's
  * expire callback answers the engine; then the call is freed.
  *
+ * A worker that is lost (silent past its liveness, or unreachable) takes its
+ * in-flight calls with it: each one whose function it declared idempotent,
+ * and that was not re-sent before, goes back to its owner to be placed once
+ * more (the broker keeps the Command frame of such calls while they are in
+ * flight); the others are answered `worker_lost`.
+ *
  * Who may call: one thread (the broker loop). Sockets live in broker.c.
  */
 #ifndef BROKER_DISPATCH_H
@@ -50,12 +56,14 @@ struct broker_call {
     broker_function *fn;       /* borrowed; a function outlives its calls */
     broker_worker *worker;     /* set while in flight */
     broker_call *prev, *next;  /* fn->queue while queued, worker->calls while in flight */
-    zmq_msg_t frame;           /* the original Command frame while queued; empty otherwise */
+    zmq_msg_t frame;           /* the original Command frame while queued, and while in
+                                * flight when it may be re-sent (see may_retry); else empty */
     ferry_timer timer;         /* queued: deadline/unserved wait; in flight: backstop */
-    int64_t queued_ms;         /* when it arrived */
+    int64_t queued_ms;         /* when it arrived (or came back from a lost worker) */
     int64_t deadline_ms;
     uint32_t timeout_ms;       /* effective timeout (after default and cap) */
     uint64_t call_id;
+    int retried;               /* re-sent once after its worker was lost: never again */
     size_t keylen;
     uint8_t key[];             /* [len][engine_id...][call_id, 8 bytes little endian] */
 };
@@ -78,11 +86,15 @@ struct broker_worker {
     size_t next_member;         /* where the next drain starts, for fairness between functions */
     uint32_t credit;            /* announced in Ready */
     uint32_t in_flight;         /* calls in d->calls at this worker */
-    uint32_t lost;              /* calls that passed their backstop unanswered: credit kept
-                                 * consumed until a stray reply or the next Ready */
-    int leaving;                /* Goodbye (or unreachable): no new calls; freed when idle */
+    uint32_t lost;              /* calls it runs that we hold no record of (past their
+                                 * backstop, or announced in Ready.running): their credit
+                                 * stays consumed until a stray reply or the next Ready */
+    int leaving;                /* Goodbye: no new calls; freed when idle */
     int blocked;                /* a send would block: no new calls until its next reply */
+    int64_t last_seen_ms;       /* last message from it: liveness */
+    int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
     broker_call *calls;         /* in-flight calls (utlist DL) */
+    uint64_t completed, failed; /* its replies, for stats */
 };
 
 struct broker_function {
@@ -103,6 +115,8 @@ typedef struct {
     uint32_t call_timeout_ms;  /* default when a Command says 0, cap otherwise */
     uint32_t unserved_wait_ms; /* wait for a worker serving the function to appear */
     uint32_t grace_ms;         /* in-flight backstop past the deadline */
+    size_t workers_max;        /* registered workers; 0: no bound */
+    size_t functions_max;      /* known function names; 0: no bound */
 } broker_dispatch_limits;
 
 struct broker_dispatch {
@@ -117,6 +131,8 @@ struct broker_dispatch {
     size_t nworkers;            /* live (not leaving) workers */
     size_t queued;              /* calls waiting, all functions */
     size_t in_flight;           /* calls at workers */
+    uint64_t workers_lost;      /* workers declared lost (broker_dispatch_worker_lost) */
+    uint64_t calls_retried;     /* in-flight calls of lost workers sent once more */
     uint64_t stamp;
 };
 
@@ -133,10 +149,13 @@ void broker_dispatch_fini(broker_dispatch *d);
 /*
  * Registers the worker rid, or replaces what an earlier Ready said: its
  * functions, idempotent flags and credit. Calls already in flight there
- * count against the new credit. FERRY_EPROTO when ready is malformed (a
- * function without a name); FERRY_ENOMEM. Either way nothing changed.
- * Calls queued for a function nobody serves any more (the replacement
- * dropped it) wait --unserved-wait from now_ms.
+ * count against the new credit, and so do the calls it says it still runs
+ * beyond those (ready->running: calls of a broker before a restart), until a
+ * stray reply returns each. FERRY_EPROTO when ready is malformed (a
+ * function without a name); FERRY_EOVERLOADED when the worker or function
+ * table is full; FERRY_ENOMEM. Either way nothing changed. Calls queued for
+ * a function nobody serves any more (the replacement dropped it) wait
+ * --unserved-wait from now_ms. Sets last_seen_ms of the worker to now_ms.
  */
 ferry_err broker_dispatch_ready(broker_dispatch *d, const void *rid, size_t rid_len,
                                 const Ferry__Ready *ready, int64_t now_ms, broker_worker **out);
@@ -148,12 +167,33 @@ broker_worker *broker_dispatch_worker(broker_dispatch *d, const void *rid, size_
 uint32_t broker_dispatch_worker_room(const broker_worker *w);
 
 /*
- * Stops dispatching to w (Goodbye, or it cannot be reached); it keeps its
- * in-flight calls. Frees w (and returns 1) when nothing is in flight there;
- * w must not be used then. Calls queued for a function w was the last to
+ * Stops dispatching to w (it said Goodbye); it keeps its in-flight calls.
+ * Frees w (and returns 1) when nothing is in flight there; w must not be
+ * used then. Calls queued for a function w was the last to
  * serve wait --unserved-wait from now_ms for another worker.
  */
 int broker_dispatch_leave(broker_dispatch *d, broker_worker *w, int64_t now_ms);
+
+/*
+ * w is gone: silent past its liveness, or unreachable. w leaves every table
+ * and is freed. Each call in flight there that may be re-sent
+ * (broker_dispatch_may_retry at the time it was sent: its frame is in
+ * call->frame) is marked retried, made NEW and chained through prev/next
+ * onto *retry (utlist DL) for the caller to place again, in the order they
+ * were sent. The others are counted failed, go to the expire callback with
+ * FERRY_EWORKER_LOST and are freed. Calls queued for a function w was the
+ * last to serve wait --unserved-wait from now_ms.
+ */
+void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t now_ms,
+                                 broker_call **retry);
+
+/*
+ * True when call, about to be sent to w, may be sent once more should w be
+ * lost: w declared its function idempotent and the call was not re-sent
+ * before. The caller then keeps the Command frame in call->frame.
+ * O(functions of w).
+ */
+int broker_dispatch_may_retry(const broker_call *call, const broker_worker *w);
 
 /* A send to w would block: keep it out of the rings until its next reply. */
 void broker_dispatch_block(broker_dispatch *d, broker_worker *w);
@@ -167,7 +207,8 @@ void broker_dispatch_unblock(broker_dispatch *d, broker_worker *w);
  * Records a new call (state NEW, in the call table so duplicates show).
  * timeout_ms 0 means the default; more than the cap is capped. Returns
  * FERRY_EPROTO when (engine_id, call_id) is already queued or in flight,
- * FERRY_ENOMEM. The caller places the call: broker_dispatch_sent,
+ * FERRY_EOVERLOADED when its function is new and the function table is
+ * full, FERRY_ENOMEM. The caller places the call: broker_dispatch_sent,
  * broker_dispatch_enqueue, or broker_dispatch_call_free.
  */
 ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, size_t eid_len,
@@ -186,8 +227,9 @@ broker_worker *broker_dispatch_pick(broker_dispatch *d, broker_function *fn);
 
 /*
  * Marks a NEW call in flight at w (which must have room): takes one credit
- * and arms the backstop. The caller has sent the frame (call->frame is empty
- * or closed by then).
+ * and arms the backstop. The caller has sent the frame; call->frame holds a
+ * copy when the call may be re-sent (broker_dispatch_may_retry), else it is
+ * empty.
  */
 void broker_dispatch_sent(broker_dispatch *d, broker_call *call, broker_worker *w);
 

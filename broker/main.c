@@ -42,6 +42,17 @@ int main(int argc, char **argv)
         {"hwm", "FERRY_HWM", FERRY_OPT_INT, &cfg.hwm,
          "messages queued per peer and direction before sends report overloaded", 1,
          10000000},
+        {"heartbeat-ms", "FERRY_HEARTBEAT_MS", FERRY_OPT_INT, &cfg.heartbeat_ms,
+         "heartbeat interval towards engines and workers, in ms (use the same everywhere)", 10,
+         3600000},
+        {"liveness", "FERRY_LIVENESS", FERRY_OPT_INT, &cfg.liveness,
+         "heartbeat intervals of silence before an engine or worker is declared lost", 2, 1000},
+        {"workers-max", "FERRY_WORKERS_MAX", FERRY_OPT_INT, &cfg.workers_max,
+         "workers registered at once; more are refused", 1, 10000000},
+        {"engines-max", "FERRY_ENGINES_MAX", FERRY_OPT_INT, &cfg.engines_max,
+         "engines registered at once; more are refused", 1, 10000000},
+        {"functions-max", "FERRY_FUNCTIONS_MAX", FERRY_OPT_INT, &cfg.functions_max,
+         "function names known at once; calls to more are answered overloaded", 1, 10000000},
     };
     const ferry_cli cli = {
         .program = "ferry-broker",

@@ -75,13 +75,16 @@ broker_engine *broker_scripts_engine(broker_scripts *s, const void *rid, size_t 
 }
 
 ferry_err broker_scripts_hello(broker_scripts *s, const void *rid, size_t rid_len,
-                               uint32_t slots, uint32_t running, broker_engine **out)
+                               uint32_t slots, uint32_t running, int64_t now_ms,
+                               broker_engine **out)
 {
     *out = NULL;
     if (rid_len == 0 || rid_len > FERRY_ROUTING_ID_MAX)
         return FERRY_EPROTO;
     broker_engine *e = broker_scripts_engine(s, rid, rid_len);
     if (!e) {
+        if (s->lim.engines_max && s->nengines >= s->lim.engines_max)
+            return FERRY_EOVERLOADED;
         e = calloc(1, sizeof *e);
         if (!e)
             return FERRY_ENOMEM;
@@ -95,6 +98,7 @@ ferry_err broker_scripts_hello(broker_scripts *s, const void *rid, size_t rid_le
      * (a broker restart): those slots stay taken until their Results. */
     e->untracked = running > e->running ? running - e->running : 0;
     e->blocked = 0;
+    e->last_seen_ms = now_ms;
     update_ring(s, e);
     *out = e;
     return FERRY_OK;
@@ -150,6 +154,7 @@ void broker_scripts_engine_lost(broker_scripts *s, broker_engine *e)
         CDL_DELETE(s->ring, e);
     HASH_DEL(s->engines, e);
     s->nengines--;
+    s->engines_lost++;
     free(e);
 }
 

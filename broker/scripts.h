@@ -63,6 +63,8 @@ struct broker_engine {
                                  * Hello, or past their backstop; each stray Result frees one */
     int blocked;                /* a send would block: no scripts until its next Result */
     int in_ring;
+    int64_t last_seen_ms;       /* last message from it: liveness */
+    int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
     broker_engine *prev, *next; /* s->ring while it has a free slot */
     broker_script *scripts;     /* running there (utlist DL) */
 };
@@ -73,6 +75,7 @@ typedef struct {
     size_t queue_max;     /* scripts waiting for an engine slot */
     uint32_t timeout_ms;  /* default when a Submit says 0, cap otherwise */
     uint32_t grace_ms;    /* running backstop past the deadline */
+    size_t engines_max;   /* registered engines; 0: no bound */
 } broker_scripts_limits;
 
 struct broker_scripts {
@@ -87,6 +90,7 @@ struct broker_scripts {
     size_t nengines;
     size_t queued;
     size_t running;
+    uint64_t engines_lost; /* engines declared lost (broker_scripts_engine_lost) */
     uint64_t next_id;
 };
 
@@ -102,10 +106,13 @@ void broker_scripts_fini(broker_scripts *s);
 /*
  * Registers the engine rid, or updates it: slots, and how many scripts it
  * runs (those the broker has no record of keep their slots until their
- * Results come back). FERRY_EPROTO for a bad rid, FERRY_ENOMEM.
+ * Results come back). FERRY_EPROTO for a bad rid, FERRY_EOVERLOADED when
+ * the engine is new and the table is at engines_max, FERRY_ENOMEM. Sets
+ * last_seen_ms of the engine to now_ms.
  */
 ferry_err broker_scripts_hello(broker_scripts *s, const void *rid, size_t rid_len,
-                               uint32_t slots, uint32_t running, broker_engine **out);
+                               uint32_t slots, uint32_t running, int64_t now_ms,
+                               broker_engine **out);
 
 /* The engine with routing id rid, or NULL. */
 broker_engine *broker_scripts_engine(broker_scripts *s, const void *rid, size_t rid_len);
@@ -123,8 +130,9 @@ void broker_scripts_block(broker_scripts *s, broker_engine *e);
 void broker_scripts_unblock(broker_scripts *s, broker_engine *e);
 
 /*
- * e is gone: each script running there leaves the tables, goes to the
- * expire callback with FERRY_EENGINE_LOST and is freed; then e is freed.
+ * e is gone (silent past its liveness, unreachable): each script running
+ * there leaves the tables, goes to the expire callback with
+ * FERRY_EENGINE_LOST and is freed; then e is freed.
  */
 void broker_scripts_engine_lost(broker_scripts *s, broker_engine *e);
 

@@ -200,6 +200,55 @@ out:
     return code;
 }
 
+/* A routing id as text: printable ASCII kept, anything else as '?' (ids are bytes). */
+static void id_text(const ProtobufCBinaryData *id, char *out, size_t outlen)
+{
+    size_t n = id->len < outlen - 1 ? id->len : outlen - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = id->data[i] >= 0x20 && id->data[i] < 0x7f ? (char)id->data[i] : '?';
+    out[n] = '\0';
+}
+
+/* Appends "worker_list": [...] for --json. */
+static void json_workers(ferry_buf *b, const Ferry__Stats *s)
+{
+    ferry_buf_puts(b, "\"worker_list\": [");
+    for (size_t i = 0; i < s->n_worker_list; i++) {
+        const Ferry__WorkerStats *w = s->worker_list[i];
+        ferry_buf_puts(b, i ? ", {\"id\": " : "{\"id\": ");
+        ferry_json_string(b, w->id.data, w->id.len);
+        ferry_buf_puts(b, ", \"functions\": [");
+        for (size_t k = 0; k < w->n_functions; k++) {
+            if (k)
+                ferry_buf_puts(b, ", ");
+            ferry_json_string(b, w->functions[k], strlen(w->functions[k]));
+        }
+        ferry_buf_printf(b,
+                         "], \"credit\": %u, \"in_flight\": %u, \"completed\": %llu,"
+                         " \"failed\": %llu, \"leaving\": %s}",
+                         w->credit, w->in_flight, (unsigned long long)w->completed,
+                         (unsigned long long)w->failed, w->leaving ? "true" : "false");
+    }
+    ferry_buf_puts(b, "]");
+}
+
+static void print_workers(const Ferry__Stats *s)
+{
+    if (s->n_worker_list)
+        printf("\n%-32s %7s %9s %10s %8s  %s\n", "worker", "credit", "in_flight", "completed",
+               "failed", "functions");
+    for (size_t i = 0; i < s->n_worker_list; i++) {
+        const Ferry__WorkerStats *w = s->worker_list[i];
+        char id[256];
+        id_text(&w->id, id, sizeof id);
+        printf("%-32s %7u %9u %10llu %8llu  ", id, w->credit, w->in_flight,
+               (unsigned long long)w->completed, (unsigned long long)w->failed);
+        for (size_t k = 0; k < w->n_functions; k++)
+            printf("%s%s", k ? ", " : "", w->functions[k]);
+        printf("%s\n", w->leaving ? " (leaving)" : "");
+    }
+}
+
 static void print_stats(const Ferry__Stats *s)
 {
     if (json) {
@@ -225,7 +274,9 @@ static void print_stats(const Ferry__Stats *s)
                              (unsigned long long)f->in_flight, (unsigned long long)f->completed,
                              (unsigned long long)f->failed);
         }
-        ferry_buf_puts(&b, "}}\n");
+        ferry_buf_puts(&b, "}, ");
+        json_workers(&b, s);
+        ferry_buf_puts(&b, "}\n");
         fwrite(b.data, 1, b.len, stdout);
         ferry_buf_fini(&b);
         return;
@@ -247,6 +298,7 @@ static void print_stats(const Ferry__Stats *s)
                (unsigned long long)f->queued, (unsigned long long)f->in_flight,
                (unsigned long long)f->completed, (unsigned long long)f->failed);
     }
+    print_workers(s);
 }
 
 static int cmd_stats(int argc, char **argv)

@@ -51,19 +51,28 @@ struct engine_run {
 struct engine {
     engine_config cfg;
     ferry_loop *loop;
-    void *push;   /* Commands to the broker */
-    void *dealer; /* Hello, Results out; Submit, Reply, Heartbeat in */
+    void *push;       /* Commands to the broker */
+    void *dealer;     /* Hello, Results, Heartbeats out; Submit, Reply, Heartbeat in */
+    void *dealer_mon; /* connection events of the DEALER */
+    void *push_mon;   /* and of the PUSH */
     char id[FERRY_ROUTING_ID_MAX + 1];
     size_t id_len;
-    int hello_sent;
+    int hello_sent;        /* registered with the broker of this session: calls may go */
+    int dealer_down;       /* its connection dropped and no new one is up yet */
+    int push_down;         /* the same for the PUSH */
+    int64_t down_ms;       /* when the last connection dropped */
+    int64_t last_heard_ms; /* last message from the broker */
+    int64_t last_sent_ms;  /* last message to it on the DEALER */
+    ferry_timer tick;      /* twice per heartbeat_ms: heartbeat out, broker liveness */
     size_t running;
+    size_t ncalls;
     engine_run *runs;   /* every running script */
     engine_call *calls; /* every pending call, by call_id */
     uint64_t next_call_id;
     engine_script_host host;
     engine_stats stats;
-    int64_t bad_log_ms, late_log_ms, lost_log_ms; /* rate limits for peer-driven logs */
-    uint64_t bad_log_n, late_log_n, lost_log_n;
+    int64_t bad_log_ms, late_log_ms, lost_log_ms, refused_log_ms; /* rate limits for logs */
+    uint64_t bad_log_n, late_log_n, lost_log_n, refused_log_n;
 };
 
 /* Batch of messages taken from the DEALER per wakeup: the poll is
@@ -87,7 +96,9 @@ static void send_envelope_result(engine *e, const Ferry__Result *res)
     e->stats.scripts_completed++;
     if (!res->ok)
         e->stats.scripts_failed++;
-    if (err) {
+    if (err == FERRY_OK)
+        e->last_sent_ms = e->loop->now_ms;
+    else {
         e->stats.results_lost++;
         ferry_log_limited(&e->lost_log_ms, &e->lost_log_n, FERRY_LOG_WARN, "result_lost",
                           "script_id=%llu error=%s", (unsigned long long)res->script_id,
@@ -111,6 +122,7 @@ static void send_error_result(engine *e, uint64_t script_id, ferry_err code, con
 static void forget_call(engine *e, engine_call *c)
 {
     HASH_DEL(e->calls, c);
+    e->ncalls--;
     DL_DELETE(c->run->calls, c);
     ferry_timer_stop(&e->loop->timers, &c->timer);
     free(c);
@@ -185,6 +197,21 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
         err = FERRY_ETIMEOUT;
         goto out;
     }
+    if (!e->hello_sent) {
+        /* Its answer could not come back: fail now rather than at the timeout. */
+        snprintf(why, whylen, "the engine is not connected to a broker (reconnecting)");
+        err = FERRY_EBROKER_LOST;
+        e->stats.calls_refused++;
+        goto out;
+    }
+    if (e->cfg.calls_max > 0 && e->ncalls >= (size_t)e->cfg.calls_max) {
+        snprintf(why, whylen, "the engine has %zu calls in flight, its limit", e->ncalls);
+        err = FERRY_EOVERLOADED;
+        e->stats.calls_refused++;
+        ferry_log_limited(&e->refused_log_ms, &e->refused_log_n, FERRY_LOG_WARN,
+                          "calls_max_reached", "in_flight=%zu", e->ncalls);
+        goto out;
+    }
     engine_call *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(why, whylen, "out of memory");
@@ -230,6 +257,7 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     }
     HASH_ADD(hh, e->calls, call_id, sizeof c->call_id, c);
     DL_APPEND(run->calls, c);
+    e->ncalls++;
     e->stats.calls_sent++;
 out:
     ferry_values_free(args, nargs);
@@ -255,7 +283,8 @@ static void on_submit(engine *e, const Ferry__Envelope *env)
         timeout = sub->timeout_ms;
     engine_script_limits limits = {.timeout_ms = timeout,
                                    .max_output = (size_t)e->cfg.max_output,
-                                   .max_memory = (size_t)e->cfg.max_memory};
+                                   .max_memory = (size_t)e->cfg.max_memory,
+                                   .max_instructions = (uint64_t)e->cfg.max_instructions};
     engine_run *run = calloc(1, sizeof *run);
     engine_script *s = engine_script_new(&e->host, &limits, sub->script_id);
     if (!run || !s) {
@@ -312,6 +341,7 @@ static void on_reply(engine *e, const Ferry__Envelope *env)
 
 static void on_heartbeat(engine *e, const Ferry__Envelope *env)
 {
+    /* Any message stamps last_heard_ms (on_dealer): nothing more to do. */
     (void)e;
     (void)env;
 }
@@ -357,6 +387,8 @@ static void send_hello(engine *e)
     ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
     if (err == FERRY_OK) {
         e->hello_sent = 1;
+        /* The broker gets a whole liveness period to show it is there. */
+        e->last_sent_ms = e->last_heard_ms = ferry_now_ms();
         ferry_loop_set_socket(e->loop, e->dealer, ZMQ_POLLIN);
         ferry_loop_set_socket(e->loop, e->push, 0);
         ferry_info("hello_sent", "id=%s slots=%ld running=%zu", e->id, e->cfg.slots, e->running);
@@ -368,16 +400,144 @@ static void send_hello(engine *e)
 /*
  * Hello goes out only once both connections are up (with ZMQ_IMMEDIATE,
  * POLLOUT means connected), so the broker never hands this engine a script
- * whose calls cannot leave yet.
+ * whose calls cannot leave yet. After a connection dropped, POLLOUT may
+ * still hold for a moment on the dying pipe: Hello waits for the monitor to
+ * report the new connection.
  */
 static void maybe_hello(engine *e)
 {
     zmq_pollitem_t items[2] = {{.socket = e->dealer, .events = ZMQ_POLLOUT},
                                {.socket = e->push, .events = ZMQ_POLLOUT}};
-    if (e->hello_sent || zmq_poll(items, 2, 0) < 0)
+    if (e->hello_sent || e->dealer_down || e->push_down || zmq_poll(items, 2, 0) < 0)
         return;
-    if ((items[0].revents & ZMQ_POLLOUT) && (items[1].revents & ZMQ_POLLOUT))
+    int dealer_up = (items[0].revents & ZMQ_POLLOUT) != 0;
+    int push_up = (items[1].revents & ZMQ_POLLOUT) != 0;
+    if (dealer_up && push_up) {
         send_hello(e);
+        return;
+    }
+    /* Watch only the connection still missing: the poll is level-triggered,
+     * so a POLLOUT that already holds would wake the loop without end. */
+    ferry_loop_set_socket(e->loop, e->dealer, ZMQ_POLLIN | (dealer_up ? 0 : ZMQ_POLLOUT));
+    ferry_loop_set_socket(e->loop, e->push, push_up ? 0 : ZMQ_POLLOUT);
+}
+
+/*
+ * The broker is gone or unresponsive: answer every call in flight
+ * `broker_lost` (their Replies cannot be relied on any more; one that still
+ * comes is dropped as late), refuse new calls until Hello went out again,
+ * and wait for both connections to send it.
+ */
+static void broker_lost(engine *e, const char *why)
+{
+    e->hello_sent = 0; /* first: scripts resumed below get broker_lost for new calls */
+    e->stats.broker_losses++;
+    ferry_loop_set_socket(e->loop, e->dealer, ZMQ_POLLIN | ZMQ_POLLOUT);
+    ferry_loop_set_socket(e->loop, e->push, ZMQ_POLLOUT);
+    size_t failed = 0;
+    int64_t silent = ferry_now_ms() - e->last_heard_ms;
+    /* Resuming a script may end it (and forget its other calls) but cannot
+     * add calls: the head of the table is always a call still owed. */
+    while (e->calls) {
+        engine_call *c = e->calls;
+        engine_run *run = c->run;
+        char msg[192];
+        snprintf(msg, sizeof msg, "the broker was lost (%s) while the call to '%s' was in flight",
+                 why, c->function);
+        engine_script_answer a = {
+            .code = ferry_err_code(FERRY_EBROKER_LOST), .message = msg, .tag = c->tag};
+        forget_call(e, c);
+        e->stats.calls_broker_lost++;
+        failed++;
+        step(e, run, engine_script_resume(run->s, &a));
+    }
+    ferry_warn("broker_lost", "reason=%s silent_ms=%lld calls_failed=%zu running=%zu", why,
+               (long long)silent, failed, e->running);
+}
+
+static void send_heartbeat(engine *e)
+{
+    Ferry__Heartbeat hb = FERRY__HEARTBEAT__INIT;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    if (ferry_wire_send(e->dealer, NULL, 0, &env) == FERRY_OK)
+        e->last_sent_ms = ferry_now_ms();
+}
+
+/*
+ * engine_script_host.tick: called by a script that holds the thread for long
+ * (at most every 100 ms), so that a long computation does not make the
+ * broker declare this engine lost.
+ */
+static void host_tick(void *ctx)
+{
+    engine *e = ctx;
+    if (e->hello_sent && e->cfg.heartbeat_ms > 0 &&
+        ferry_now_ms() - e->last_sent_ms >= e->cfg.heartbeat_ms)
+        send_heartbeat(e);
+}
+
+/* True when the broker's messages wait unread (the loop was held up by a script). */
+static int dealer_has_input(engine *e)
+{
+    int events = 0;
+    size_t len = sizeof events;
+    return zmq_getsockopt(e->dealer, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}
+
+/* Twice per heartbeat interval: the broker's liveness, our heartbeat, a Hello
+ * that is still owed (in case no POLLOUT woke us for it). */
+static void on_tick(ferry_timer *timer, void *arg)
+{
+    engine *e = arg;
+    int64_t now = ferry_now_ms();
+    int64_t interval = e->cfg.heartbeat_ms;
+    if (e->hello_sent && now - e->last_heard_ms > interval * e->cfg.liveness &&
+        !dealer_has_input(e))
+        broker_lost(e, "silent");
+    if ((e->dealer_down || e->push_down) && now - e->down_ms > interval * e->cfg.liveness) {
+        /* No word of a new connection: trust POLLOUT alone from now on. */
+        ferry_warn("reconnect_unseen", "dealer_down=%d push_down=%d", e->dealer_down, e->push_down);
+        e->dealer_down = e->push_down = 0;
+    }
+    if (!e->hello_sent)
+        maybe_hello(e);
+    /* Checked every half interval: the broker hears from us at least every 1.5. */
+    else if (now - e->last_sent_ms >= interval)
+        send_heartbeat(e);
+    (void)ferry_loop_timer(e->loop, timer, interval / 2 > 0 ? interval / 2 : 1);
+}
+
+/* A connection event of one socket (down points at its flag). A dropped
+ * connection loses the broker at once: Replies to our calls cannot come
+ * over it, and Commands still queued on it are gone. */
+static void connection_event(engine *e, uint16_t event, int *down, const char *which)
+{
+    if (event == ZMQ_EVENT_DISCONNECTED) {
+        *down = 1;
+        e->down_ms = ferry_now_ms();
+        ferry_info("broker_disconnected", "socket=%s hello_sent=%d", which, e->hello_sent);
+        if (e->hello_sent)
+            broker_lost(e, "disconnected");
+    } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        ferry_info("broker_connected", "socket=%s hello_sent=%d", which, e->hello_sent);
+        *down = 0;
+        maybe_hello(e);
+    }
+}
+
+static void on_monitor(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    engine *e = arg;
+    uint16_t event;
+    while (ferry_monitor_recv(e->dealer_mon, &event) == FERRY_OK)
+        connection_event(e, event, &e->dealer_down, "engines");
+    while (ferry_monitor_recv(e->push_mon, &event) == FERRY_OK)
+        connection_event(e, event, &e->push_down, "commands");
 }
 
 static void on_push(ferry_loop *loop, short revents, void *arg)
@@ -405,6 +565,9 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
                 ferry_warn("recv_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
             break;
         }
+        /* Any traffic from the broker shows it is alive. (Not the loop's
+         * cached clock: a long script run may have made it stale.) */
+        e->last_heard_ms = ferry_now_ms();
         handle(e, &f);
         ferry_frames_close(&f);
     }
@@ -422,7 +585,7 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     }
     e->cfg = *cfg;
     e->loop = loop;
-    e->host = (engine_script_host){.call = host_call, .ctx = e};
+    e->host = (engine_script_host){.call = host_call, .tick = host_tick, .ctx = e};
     ferry_make_id("engine", e->id, sizeof e->id);
     e->id_len = strlen(e->id);
 
@@ -440,11 +603,25 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     e->dealer = ferry_socket_open(zctx, &dealer, err, errlen);
     if (!e->dealer)
         goto fail;
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED;
+    e->dealer_mon = ferry_monitor_open(zctx, e->dealer, events, err, errlen);
+    if (!e->dealer_mon)
+        goto fail;
+    e->push_mon = ferry_monitor_open(zctx, e->push, events, err, errlen);
+    if (!e->push_mon)
+        goto fail;
     /* POLLOUT tells when the broker connection is up (ZMQ_IMMEDIATE): then Hello. */
     if (ferry_loop_add_socket(loop, e->dealer, ZMQ_POLLIN | ZMQ_POLLOUT, on_dealer, e) !=
             FERRY_OK ||
-        ferry_loop_add_socket(loop, e->push, ZMQ_POLLOUT, on_push, e) != FERRY_OK) {
+        ferry_loop_add_socket(loop, e->push, ZMQ_POLLOUT, on_push, e) != FERRY_OK ||
+        ferry_loop_add_socket(loop, e->dealer_mon, ZMQ_POLLIN, on_monitor, e) != FERRY_OK ||
+        ferry_loop_add_socket(loop, e->push_mon, ZMQ_POLLIN, on_monitor, e) != FERRY_OK) {
         snprintf(err, errlen, "too many sockets in the loop");
+        goto fail;
+    }
+    ferry_timer_init(&e->tick, on_tick, e);
+    if (cfg->heartbeat_ms > 0 && ferry_loop_timer(loop, &e->tick, cfg->heartbeat_ms) != FERRY_OK) {
+        snprintf(err, errlen, "out of memory");
         goto fail;
     }
     ferry_info("engine_started", "id=%s commands=%s engines=%s slots=%ld", e->id, cfg->commands,
@@ -452,6 +629,12 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     *out = e;
     return FERRY_OK;
 fail:
+    ferry_loop_remove_socket(loop, e->dealer);
+    ferry_loop_remove_socket(loop, e->push);
+    ferry_loop_remove_socket(loop, e->dealer_mon);
+    ferry_loop_remove_socket(loop, e->push_mon);
+    ferry_monitor_close(e->dealer, &e->dealer_mon);
+    ferry_monitor_close(e->push, &e->push_mon);
     ferry_socket_close(&e->dealer);
     ferry_socket_close(&e->push);
     free(e);
@@ -470,17 +653,24 @@ void engine_destroy(engine **ep)
         finish(e, run);
     }
     assert(!e->calls && e->running == 0);
+    ferry_timer_stop(&e->loop->timers, &e->tick);
     ferry_loop_remove_socket(e->loop, e->dealer);
     ferry_loop_remove_socket(e->loop, e->push);
+    ferry_loop_remove_socket(e->loop, e->dealer_mon);
+    ferry_loop_remove_socket(e->loop, e->push_mon);
+    ferry_monitor_close(e->dealer, &e->dealer_mon);
+    ferry_monitor_close(e->push, &e->push_mon);
     const engine_stats *st = &e->stats;
     ferry_info("engine_stopped",
                "id=%s scripts=%llu failed=%llu refused=%llu calls=%llu timed_out=%llu "
-               "late_replies=%llu dropped=%llu results_lost=%llu",
+               "late_replies=%llu dropped=%llu results_lost=%llu calls_refused=%llu "
+               "calls_broker_lost=%llu broker_losses=%llu",
                e->id, (unsigned long long)st->scripts_completed,
                (unsigned long long)st->scripts_failed, (unsigned long long)st->scripts_refused,
                (unsigned long long)st->calls_sent, (unsigned long long)st->calls_timed_out,
                (unsigned long long)st->late_replies, (unsigned long long)st->dropped,
-               (unsigned long long)st->results_lost);
+               (unsigned long long)st->results_lost, (unsigned long long)st->calls_refused,
+               (unsigned long long)st->calls_broker_lost, (unsigned long long)st->broker_losses);
     ferry_socket_close(&e->dealer);
     ferry_socket_close(&e->push);
     free(e);

@@ -7,6 +7,14 @@
  * lua_State (script.h) and matches every Reply to the waiting script by
  * call_id in O(1). Every call and every script has a timer, so each call gets
  * exactly one answer and no script waits forever.
+ *
+ * Liveness of the broker: the engine sends a Heartbeat on the DEALER when it
+ * sent nothing else for an interval (looking twice per interval) and treats
+ * any message from the broker as one. When the DEALER's connection drops, or the broker is silent
+ * for liveness intervals, the broker is lost: every call in flight is
+ * answered `broker_lost` (the scripts go on and may catch it), new calls
+ * fail the same way at once, and Hello goes out again (with the scripts
+ * still running) as soon as both connections are up.
  */
 #ifndef ENGINE_ENGINE_H
 #define ENGINE_ENGINE_H
@@ -25,7 +33,12 @@ typedef struct {
     long call_timeout_ms;   /* largest timeout of one call */
     long max_output;        /* bytes of print output per script */
     long max_memory;        /* bytes per lua_State */
+    long max_instructions;  /* VM instructions plus metered C steps per script; 0: no limit */
     long hwm;               /* send/receive high-water marks */
+    long heartbeat_ms;      /* heartbeat interval towards the broker; 0: no heartbeats and
+                             * no liveness check (the connection monitor still works) */
+    long liveness;          /* intervals of broker silence before it is declared lost */
+    long calls_max;         /* calls in flight at once, all scripts; 0: no bound */
 } engine_config;
 
 typedef struct {
@@ -39,6 +52,9 @@ typedef struct {
     uint64_t late_replies;    /* replies for calls no longer waited for */
     uint64_t dropped;         /* bad messages */
     uint64_t results_lost;    /* results the DEALER would not take */
+    uint64_t calls_refused;   /* ferry.calls refused at once: calls_max, or no broker */
+    uint64_t calls_broker_lost; /* calls in flight answered broker_lost */
+    uint64_t broker_losses;   /* times the broker was declared lost */
 } engine_stats;
 
 typedef struct engine engine;

@@ -142,7 +142,8 @@ static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
  * protobuf-c unpacks nested messages by recursion with no bound, so a small
  * message nested a hundred thousand deep would overflow the stack of any
  * process that decodes it. This walk refuses nesting deeper than
- * FERRY_MAX_NESTING (and malformed framing) before unpack sees the bytes.
+ * FERRY_MAX_NESTING (and malformed framing, and field number 0) before
+ * unpack sees the bytes.
  */
 static int nesting_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
                       int depth)
@@ -152,7 +153,9 @@ static int nesting_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, 
     const uint8_t *end = p + len;
     while (p < end) {
         uint64_t key, n;
-        if (!read_varint(&p, end, &key))
+        /* Field number 0 is never valid; protobuf-c takes it when its key is
+         * not minimally encoded, then packs a key it refuses to read back. */
+        if (!read_varint(&p, end, &key) || key >> 3 == 0)
             return 0;
         switch (key & 7) {
         case 0:
@@ -246,6 +249,48 @@ ferry_err ferry_wire_forward(void *socket, const void *rid, size_t rid_len, zmq_
     if (zmq_msg_send(body, socket, ZMQ_DONTWAIT) < 0)
         return from_zmq_errno(zmq_errno());
     return FERRY_OK;
+}
+
+void *ferry_monitor_open(void *ctx, void *socket, int events, char *err, size_t errlen)
+{
+    /* The socket's address names the endpoint: unique within the context. */
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://ferry-monitor-%p", socket);
+    if (zmq_socket_monitor(socket, ep, events) != 0) {
+        snprintf(err, errlen, "cannot monitor a socket: %s", zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    ferry_socket_opts o = {.type = ZMQ_PAIR, .endpoint = ep};
+    void *m = ferry_socket_open(ctx, &o, err, errlen);
+    if (!m)
+        zmq_socket_monitor(socket, NULL, 0);
+    return m;
+}
+
+void ferry_monitor_close(void *socket, void **monitor)
+{
+    if (!*monitor)
+        return;
+    if (socket)
+        zmq_socket_monitor(socket, NULL, 0);
+    ferry_socket_close(monitor);
+}
+
+ferry_err ferry_monitor_recv(void *monitor, uint16_t *event)
+{
+    for (;;) {
+        ferry_frames f;
+        ferry_err err = ferry_frames_recv(monitor, &f);
+        if (err != FERRY_OK)
+            return err;
+        /* Frame 1: 16-bit event number and 32-bit value; frame 2: the endpoint. */
+        int ok = f.count >= 1 && ferry_frame_size(&f, 0) >= 6;
+        if (ok)
+            memcpy(event, ferry_frame_data(&f, 0), sizeof *event);
+        ferry_frames_close(&f);
+        if (ok)
+            return FERRY_OK;
+    }
 }
 
 void ferry_make_id(const char *prefix, char *out, size_t outlen)

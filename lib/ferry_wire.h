@@ -19,6 +19,7 @@
 #include "ferry_err.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <zmq.h>
 
 #define FERRY_PROTOCOL_VERSION 1
@@ -98,6 +99,24 @@ ferry_err ferry_wire_send(void *socket, const void *rid, size_t rid_len,
  * ownership of body only on FERRY_OK; otherwise body is untouched.
  */
 ferry_err ferry_wire_forward(void *socket, const void *rid, size_t rid_len, zmq_msg_t *body);
+
+/*
+ * Watches the connections of socket: returns a PAIR socket (to add to the
+ * loop) on which each ZMQ_EVENT_* in events arrives; read them with
+ * ferry_monitor_recv. NULL with a message in err on failure. Close it with
+ * ferry_monitor_close before closing socket.
+ */
+void *ferry_monitor_open(void *ctx, void *socket, int events, char *err, size_t errlen);
+
+/* Stops monitoring socket and closes *monitor (NULL-safe); nulls the pointer. */
+void ferry_monitor_close(void *socket, void **monitor);
+
+/*
+ * Receives one connection event without blocking: FERRY_OK with *event set
+ * (ZMQ_EVENT_CONNECTED, ZMQ_EVENT_DISCONNECTED, ...), FERRY_ETIMEOUT when
+ * none is waiting.
+ */
+ferry_err ferry_monitor_recv(void *monitor, uint16_t *event);
 
 /* Writes "<prefix>-<hostname>-<pid>-<8 random hex>" into out: unique per process start. */
 void ferry_make_id(const char *prefix, char *out, size_t outlen);

@@ -6,6 +6,16 @@
  * broker restart, network break) gets a fresh Ready without waiting for a
  * heartbeat to notice; a heartbeat timer; the table of functions; and the
  * loop that also serves the handlers' own timers and file descriptors.
+ *
+ * The heartbeat timer also watches the broker: any message from it counts,
+ * and after liveness periods of silence (a broker that restarted without the
+ * connection dropping, or one that declared us lost and forgot us) Ready goes
+ * out again. Calls in flight go on: their Replies reach whoever is there,
+ * and Ready.running tells a new broker how much of our credit they hold.
+ *
+ * SIGTERM drains: Goodbye (the broker sends no more calls), the calls in
+ * flight finish for up to drain_ms, then the loop stops; heartbeats go on
+ * meanwhile so the broker does not take us for lost.
  */
 #include "worker_internal.h"
 
@@ -28,6 +38,7 @@
 
 static void on_heartbeat(ferry_timer *timer, void *arg);
 static void on_ready_retry(ferry_timer *timer, void *arg);
+static void on_drain_timeout(ferry_timer *timer, void *arg);
 
 static ferry_worker *worker_alloc(const ferry_worker_config *cfg)
 {
@@ -48,6 +59,9 @@ static ferry_worker *worker_alloc(const ferry_worker_config *cfg)
         w->concurrency = FERRY_WORKER_MAX_CONCURRENCY;
     w->max_msg = cfg->max_msg > 0 ? cfg->max_msg : FERRY_DEFAULT_MAX_MSG;
     w->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : FERRY_WORKER_DEFAULT_HEARTBEAT_MS;
+    w->liveness = cfg->liveness > 0 ? cfg->liveness : FERRY_WORKER_DEFAULT_LIVENESS;
+    w->drain_ms = cfg->drain_ms ? cfg->drain_ms : FERRY_WORKER_DEFAULT_DRAIN_MS;
+    ferry_timer_init(&w->drain, on_drain_timeout, w);
     w->ready_pending = 1;
     w->ready_backoff_ms = READY_RETRY_MIN_MS;
     ferry_timer_init(&w->ready_retry, on_ready_retry, w);
@@ -75,7 +89,10 @@ ferry_worker *worker_new_offline(const ferry_worker_config *cfg, worker_send_fn 
 static ferry_err send_dealer(ferry_worker *w, const Ferry__Envelope *env, void *arg)
 {
     (void)arg;
-    return ferry_wire_send(w->dealer, NULL, 0, env);
+    ferry_err err = ferry_wire_send(w->dealer, NULL, 0, env);
+    if (err == FERRY_OK)
+        w->last_sent_ms = w->loop.now_ms;
+    return err;
 }
 
 ferry_err worker_send_reply(ferry_worker *w, ProtobufCBinaryData engine_id, uint64_t call_id,
@@ -182,6 +199,11 @@ ferry_err worker_send_error(ferry_worker *w, ProtobufCBinaryData engine_id, uint
  * capped at the heartbeat period; outside one, the next session sends it. */
 static void send_ready(ferry_worker *w)
 {
+    if (w->state != WORKER_RUNNING) {
+        /* Leaving: a broker that does not know us yet need not learn of us. */
+        w->ready_pending = 0;
+        return;
+    }
     size_t n = HASH_COUNT(w->functions);
     Ferry__FunctionSpec *specs = calloc(n ? n : 1, sizeof *specs);
     Ferry__FunctionSpec **ptrs = calloc(n ? n : 1, sizeof *ptrs);
@@ -198,6 +220,8 @@ static void send_ready(ferry_worker *w)
         ready.functions = ptrs;
         ready.n_functions = n;
         ready.credit = w->concurrency;
+        /* After a broker restart, the calls of the old one still hold credit here. */
+        ready.running = (uint32_t)w->stats.in_flight;
         Ferry__Envelope env;
         ferry_envelope_init(&env);
         env.body_case = FERRY__ENVELOPE__BODY_READY;
@@ -209,8 +233,11 @@ static void send_ready(ferry_worker *w)
     if (err == FERRY_OK) {
         w->ready_pending = 0;
         w->ready_backoff_ms = READY_RETRY_MIN_MS;
+        /* The broker gets a whole liveness period to show it is there. */
+        w->last_heard_ms = ferry_now_ms();
         ferry_timer_stop(&w->loop.timers, &w->ready_retry);
-        ferry_info("ready_sent", "id=%s functions=%zu credit=%u", w->id, n, w->concurrency);
+        ferry_info("ready_sent", "id=%s functions=%zu credit=%u running=%zu", w->id, n,
+                   w->concurrency, w->stats.in_flight);
         return;
     }
     w->ready_pending = 1;
@@ -235,13 +262,24 @@ static void on_ready_retry(ferry_timer *timer, void *arg)
 static void on_heartbeat(ferry_timer *timer, void *arg)
 {
     ferry_worker *w = arg;
+    int64_t now = ferry_now_ms();
+    if (!w->ready_pending && now - w->last_heard_ms > (int64_t)w->heartbeat_ms * w->liveness) {
+        /* Registered, yet the broker says nothing: it restarted without our
+         * connection noticing, or took us for lost. Say who we are again. */
+        ferry_warn("broker_lost", "silent_ms=%lld in_flight=%zu",
+                   (long long)(now - w->last_heard_ms), w->stats.in_flight);
+        w->last_heard_ms = now;
+        w->ready_pending = 1;
+        send_ready(w);
+    }
     Ferry__Heartbeat hb = FERRY__HEARTBEAT__INIT;
     Ferry__Envelope env;
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
-    /* Not before Ready, and refused while no broker is connected: nothing to tell then. */
-    if (!w->ready_pending)
+    /* Not before Ready, and refused while no broker is connected: nothing to tell then.
+     * Checked every half period: the broker hears from us at least every 1.5. */
+    if (!w->ready_pending && now - w->last_sent_ms >= w->heartbeat_ms)
         (void)w->send(w, &env, w->send_arg);
     ferry_debug("worker_stats",
                 "in_flight=%zu queued=%zu zombies=%zu completed=%llu failed=%llu "
@@ -249,7 +287,7 @@ static void on_heartbeat(ferry_timer *timer, void *arg)
                 w->stats.in_flight, w->stats.queued, w->stats.zombies,
                 (unsigned long long)w->stats.completed, (unsigned long long)w->stats.failed,
                 (unsigned long long)w->stats.timed_out);
-    ferry_loop_timer(&w->loop, timer, w->heartbeat_ms);
+    ferry_loop_timer(&w->loop, timer, w->heartbeat_ms / 2 > 0 ? w->heartbeat_ms / 2 : 1);
 }
 
 /* ---- receiving ------------------------------------------------------------- */
@@ -282,6 +320,8 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
         } else {
             worker_dispatch_frame(w, ferry_frame_data(&f, 0), ferry_frame_size(&f, 0));
         }
+        /* Any traffic from the broker shows it is alive. */
+        w->last_heard_ms = w->loop.now_ms;
         ferry_frames_close(&f);
     }
 }
@@ -292,31 +332,20 @@ static void on_monitor(ferry_loop *loop, short revents, void *arg)
     (void)loop;
     (void)revents;
     ferry_worker *w = arg;
-    for (;;) {
-        ferry_frames f;
-        if (ferry_frames_recv(w->monitor, &f) != FERRY_OK)
-            return;
-        if (f.count >= 1 && ferry_frame_size(&f, 0) >= 6) {
-            uint16_t event;
-            memcpy(&event, ferry_frame_data(&f, 0), sizeof event);
-            int have_ep = f.count >= 2;
-            int eplen = have_ep ? (int)ferry_frame_size(&f, 1) : 0;
-            const char *ep = have_ep ? ferry_frame_data(&f, 1) : "";
-            if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-                w->connected = 1;
-                w->ready_pending = 1;
-                w->ready_backoff_ms = READY_RETRY_MIN_MS;
-                ferry_info("broker_connected", "endpoint=%.*s", eplen, ep);
-                send_ready(w);
-            } else if (event == ZMQ_EVENT_DISCONNECTED) {
-                w->connected = 0;
-                w->ready_pending = 1;
-                ferry_timer_stop(&w->loop.timers, &w->ready_retry);
-                ferry_warn("broker_disconnected", "endpoint=%.*s in_flight=%zu", eplen, ep,
-                           w->stats.in_flight);
-            }
+    uint16_t event;
+    while (ferry_monitor_recv(w->monitor, &event) == FERRY_OK) {
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            w->connected = 1;
+            w->ready_pending = 1;
+            w->ready_backoff_ms = READY_RETRY_MIN_MS;
+            ferry_info("broker_connected", "draining=%d", w->state == WORKER_DRAINING);
+            send_ready(w);
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            w->connected = 0;
+            w->ready_pending = 1;
+            ferry_timer_stop(&w->loop.timers, &w->ready_retry);
+            ferry_warn("broker_disconnected", "in_flight=%zu", w->stats.in_flight);
         }
-        ferry_frames_close(&f);
     }
 }
 
@@ -351,15 +380,8 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
     w->dealer = ferry_socket_open(w->ctx, &opts, err, errlen);
     if (!w->dealer)
         goto fail;
-    char monitor_ep[64];
-    snprintf(monitor_ep, sizeof monitor_ep, "inproc://ferry-worker-monitor-%p", (void *)w);
-    if (zmq_socket_monitor(w->dealer, monitor_ep,
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0) {
-        snprintf(err, errlen, "cannot monitor the workers socket: %s", zmq_strerror(zmq_errno()));
-        goto fail;
-    }
-    ferry_socket_opts mopts = {.type = ZMQ_PAIR, .endpoint = monitor_ep};
-    w->monitor = ferry_socket_open(w->ctx, &mopts, err, errlen);
+    w->monitor = ferry_monitor_open(
+        w->ctx, w->dealer, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED, err, errlen);
     if (!w->monitor)
         goto fail;
     if (ferry_loop_add_socket(&w->loop, w->dealer, ZMQ_POLLIN, on_dealer, w) != FERRY_OK ||
@@ -391,9 +413,8 @@ void ferry_worker_destroy(ferry_worker **wp)
     }
     ferry_timer_stop(&w->loop.timers, &w->heartbeat);
     ferry_timer_stop(&w->loop.timers, &w->ready_retry);
-    if (w->dealer && w->monitor)
-        zmq_socket_monitor(w->dealer, NULL, 0);
-    ferry_socket_close(&w->monitor);
+    ferry_timer_stop(&w->loop.timers, &w->drain);
+    ferry_monitor_close(w->dealer, &w->monitor);
     ferry_socket_close(&w->dealer);
     if (w->ctx)
         zmq_ctx_term(w->ctx);
@@ -436,12 +457,57 @@ worker_function *worker_function_find(ferry_worker *w, const char *name)
     return f;
 }
 
+static void on_drain_timeout(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    ferry_worker *w = arg;
+    /* What is still in flight ends when the broker finds us gone: re-run
+     * elsewhere when idempotent, else answered worker_lost. */
+    ferry_warn("drain_timeout", "drain_ms=%d in_flight=%zu", w->drain_ms, w->stats.in_flight);
+    ferry_loop_stop(&w->loop);
+}
+
+void worker_call_done(ferry_worker *w)
+{
+    if (w->state == WORKER_DRAINING && w->stats.in_flight == 0) {
+        ferry_info("drained", "id=%s", w->id);
+        ferry_loop_stop(&w->loop);
+    }
+}
+
+void worker_drain(ferry_worker *w)
+{
+    if (w->state != WORKER_RUNNING || w->drain_ms < 0) {
+        ferry_loop_stop(&w->loop);
+        return;
+    }
+    w->state = WORKER_DRAINING;
+    ferry_timer_stop(&w->loop.timers, &w->ready_retry);
+    /* The broker stops sending at Goodbye; Commands already on their way still
+     * come, and run: refusing them would only turn work into errors. */
+    Ferry__Goodbye bye = FERRY__GOODBYE__INIT;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_GOODBYE;
+    env.goodbye = &bye;
+    ferry_err err = w->ready_pending ? FERRY_EUNREACHABLE : w->send(w, &env, w->send_arg);
+    ferry_info("draining", "id=%s in_flight=%zu drain_ms=%d goodbye=%s", w->id, w->stats.in_flight,
+               w->drain_ms, ferry_err_code(err));
+    if (w->stats.in_flight == 0) {
+        ferry_loop_stop(&w->loop);
+        return;
+    }
+    if (ferry_loop_timer(&w->loop, &w->drain, w->drain_ms) != FERRY_OK)
+        ferry_loop_stop(&w->loop);
+}
+
 static void on_signal(ferry_loop *loop, int signo, void *arg)
 {
+    (void)loop;
     ferry_worker *w = arg;
-    /* Where a drain will go: Goodbye, refuse new calls, stop once in_flight is 0. */
-    ferry_info("signal", "signo=%d in_flight=%zu", signo, w->stats.in_flight);
-    ferry_loop_stop(loop);
+    ferry_info("signal", "signo=%d in_flight=%zu draining=%d", signo, w->stats.in_flight,
+               w->state == WORKER_DRAINING);
+    worker_drain(w);
 }
 
 ferry_err ferry_worker_run(ferry_worker *w)

@@ -140,6 +140,7 @@ static void on_deadline(ferry_timer *timer, void *arg)
                       call->fn->name, call->cmd->timeout_ms, w->id);
     ferry_debug("call_timeout", "function=%s call_id=%llu queued=%d", call->fn->name,
                 (unsigned long long)call->cmd->call_id, call->state == CALL_QUEUED);
+    worker_call_done(w);
     if (call->state == CALL_QUEUED) {
         /* The handler never saw it: nobody else holds the pointer. */
         DL_DELETE2(call->fn->waiting, call, qprev, qnext);
@@ -230,6 +231,7 @@ static ferry_err answer(ferry_call *call, Ferry__Value **values, size_t n, const
         w->stats.in_flight--;
         err = worker_send_reply(w, call->cmd->engine_id, call->cmd->call_id, values, n, error_code,
                                 message);
+        worker_call_done(w);
         break;
     }
     case CALL_TIMED_OUT:

@@ -15,6 +15,8 @@
 
 typedef enum {
     WORKER_RUNNING,  /* takes calls */
+    WORKER_DRAINING, /* said Goodbye: finishes its calls (and those still on their way), then
+                      * stops the loop */
     WORKER_STOPPING, /* destroy is cancelling calls: answers send nothing */
 } worker_state;
 
@@ -82,6 +84,11 @@ struct ferry_worker {
     unsigned concurrency;
     int64_t max_msg;
     int heartbeat_ms;
+    int liveness;
+    int drain_ms;
+    int64_t last_heard_ms; /* last message from the broker */
+    int64_t last_sent_ms;  /* last message to it */
+    ferry_timer drain;     /* the drain's time limit */
     void *ctx; /* NULL when offline */
     void *dealer;
     void *monitor; /* PAIR receiving the DEALER's connection events */
@@ -143,5 +150,12 @@ void worker_call_pump(ferry_timer *timer, void *arg);
 
 /* Cancels every live call (FERRY_EWORKER_LOST) and frees them all. */
 void worker_call_cancel_all(ferry_worker *w);
+
+/* A call stopped being in flight: a draining worker whose last one it was stops. */
+void worker_call_done(ferry_worker *w);
+
+/* What the first SIGINT/SIGTERM does (and tests call): Goodbye, then stop once no call is
+ * in flight, or after drain_ms. A second call, or drain_ms < 0, stops at once. */
+void worker_drain(ferry_worker *w);
 
 #endif

@@ -602,6 +602,211 @@ static void test_take_rotates_functions(void **state)
     assert_int_equal(fx->d.in_flight, 4);
 }
 
+/* Registers worker id: functions named "name" are idempotent, "name!" not. */
+static broker_worker *ready_running(fixture *fx, const char *id, uint32_t credit,
+                                    uint32_t running, const char *const *fns)
+{
+    Ferry__FunctionSpec specs[8];
+    Ferry__FunctionSpec *ptrs[8];
+    char names[8][32];
+    size_t n = 0;
+    for (; fns && fns[n]; n++) {
+        ferry__function_spec__init(&specs[n]);
+        size_t len = strlen(fns[n]);
+        int bang = len > 0 && fns[n][len - 1] == '!';
+        snprintf(names[n], sizeof names[n], "%.*s", (int)(len - (size_t)bang), fns[n]);
+        specs[n].name = names[n];
+        specs[n].idempotent = !bang;
+        ptrs[n] = &specs[n];
+    }
+    Ferry__Ready r = FERRY__READY__INIT;
+    r.functions = ptrs;
+    r.n_functions = n;
+    r.credit = credit;
+    r.running = running;
+    broker_worker *w = NULL;
+    assert_int_equal(broker_dispatch_ready(&fx->d, id, strlen(id), &r, T0, &w), FERRY_OK);
+    return w;
+}
+
+/* What the broker's send does: keep a frame for a call that may be re-sent. */
+static broker_worker *dispatch_keeping(fixture *fx, broker_call *call)
+{
+    broker_worker *w = broker_dispatch_pick(&fx->d, call->fn);
+    assert_non_null(w);
+    if (broker_dispatch_may_retry(call, w)) {
+        zmq_msg_close(&call->frame);
+        assert_int_equal(zmq_msg_init_size(&call->frame, 3), 0);
+        memcpy(zmq_msg_data(&call->frame), "cmd", 3);
+    }
+    broker_dispatch_sent(&fx->d, call, w);
+    return w;
+}
+
+static void test_worker_lost_retries_idempotent_once(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", "charge!", NULL};
+    broker_worker *a = ready_running(fx, "w-a", 4, 0, fns);
+    broker_call *c1 = new_call(fx, "e1", 1, "echo", 0, T0);
+    broker_call *c2 = new_call(fx, "e1", 2, "charge", 0, T0);
+    assert_true(broker_dispatch_may_retry(c1, a));
+    assert_false(broker_dispatch_may_retry(c2, a));
+    assert_ptr_equal(dispatch_keeping(fx, c1), a);
+    assert_ptr_equal(dispatch_keeping(fx, c2), a);
+
+    broker_call *retry = NULL;
+    broker_dispatch_worker_lost(&fx->d, a, T0 + 10, &retry);
+    assert_null(broker_dispatch_worker(&fx->d, "w-a", 3));
+    assert_int_equal(fx->d.workers_lost, 1);
+    assert_int_equal(fx->d.nworkers, 0);
+    assert_int_equal(fx->d.in_flight, 0);
+    /* The non-idempotent one is answered worker_lost and gone. */
+    assert_int_equal(fx->expired, 1);
+    assert_int_equal(fx->last_reason, FERRY_EWORKER_LOST);
+    assert_int_equal(fx->last_call_id, 2);
+    assert_null(broker_dispatch_find(&fx->d, "e1", 2, 2));
+    /* The idempotent one comes back to be placed again, frame and all. */
+    assert_ptr_equal(retry, c1);
+    assert_null(c1->next);
+    assert_int_equal(c1->state, BROKER_CALL_NEW);
+    assert_true(c1->retried);
+    assert_int_equal(fx->d.calls_retried, 1);
+    assert_int_equal(zmq_msg_size(&c1->frame), 3);
+    retry = NULL;
+    c1->prev = c1->next = NULL;
+
+    /* Once only: lost again at its next worker, it is answered worker_lost. */
+    broker_worker *b = ready_running(fx, "w-b", 4, 0, fns);
+    assert_false(broker_dispatch_may_retry(c1, b));
+    zmq_msg_close(&c1->frame);
+    zmq_msg_init(&c1->frame);
+    assert_ptr_equal(dispatch_keeping(fx, c1), b);
+    broker_dispatch_worker_lost(&fx->d, b, T0 + 20, &retry);
+    assert_null(retry);
+    assert_int_equal(fx->expired, 2);
+    assert_int_equal(fx->last_reason, FERRY_EWORKER_LOST);
+    assert_int_equal(fx->last_call_id, 1);
+    assert_int_equal(fx->d.workers_lost, 2);
+    assert_int_equal(broker_dispatch_function(&fx->d, "echo")->failed, 1);
+    assert_int_equal(broker_dispatch_function(&fx->d, "charge")->failed, 1);
+}
+
+static void test_worker_lost_while_leaving(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo!", NULL};
+    broker_worker *a = ready_running(fx, "w-a", 4, 0, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 0, T0);
+    assert_ptr_equal(dispatch_keeping(fx, c), a);
+    assert_int_equal(broker_dispatch_leave(&fx->d, a, T0), 0);
+    broker_call *retry = NULL;
+    broker_dispatch_worker_lost(&fx->d, a, T0 + 10, &retry);
+    assert_null(retry);
+    assert_int_equal(fx->expired, 1);
+    assert_int_equal(fx->last_reason, FERRY_EWORKER_LOST);
+    assert_null(broker_dispatch_worker(&fx->d, "w-a", 3));
+    assert_int_equal(fx->d.nworkers, 0);
+}
+
+static void test_lost_worker_queued_calls_wait_unserved(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready_running(fx, "w-a", 1, 0, fns);
+    broker_call *c1 = new_call(fx, "e1", 1, "echo", 0, T0);
+    assert_ptr_equal(dispatch_keeping(fx, c1), a);
+    broker_call *c2 = new_call(fx, "e1", 2, "echo", 0, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c2, NULL, 0), FERRY_OK);
+    broker_call *retry = NULL;
+    broker_dispatch_worker_lost(&fx->d, a, T0 + 100, &retry);
+    assert_ptr_equal(retry, c1);
+    /* As the broker does: nobody to send it to, so it queues in front. */
+    c1->prev = c1->next = NULL;
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c1, NULL, 1), FERRY_OK);
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    assert_ptr_equal(fn->queue, c1);
+    /* Both wait --unserved-wait (1000 ms) for another worker, then no_worker. */
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 1099), 0);
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 1100), 2);
+    assert_int_equal(fx->expired, 2);
+    assert_int_equal(fx->last_reason, FERRY_ENO_WORKER);
+}
+
+static void test_ready_running_holds_credit(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    /* After a broker restart: 3 calls of the old broker still run there. */
+    broker_worker *w = ready_running(fx, "w-a", 5, 3, fns);
+    assert_int_equal(w->lost, 3);
+    assert_int_equal(w->last_seen_ms, T0);
+    assert_int_equal(broker_dispatch_worker_room(w), 2);
+    assert_int_equal(broker_dispatch_stray_reply(&fx->d, w), 1);
+    assert_int_equal(broker_dispatch_worker_room(w), 3);
+    /* Our own calls there are not counted twice when it says Ready again. */
+    broker_call *c = new_call(fx, "e1", 1, "echo", 0, T0);
+    assert_ptr_equal(dispatch(fx, c), w);
+    assert_ptr_equal(ready_running(fx, "w-a", 5, 3, fns), w);
+    assert_int_equal(w->lost, 2);
+    assert_int_equal(broker_dispatch_worker_room(w), 2);
+}
+
+static int setup_tables(void **state)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    assert_non_null(fx);
+    ferry_timers_init(&fx->timers);
+    broker_dispatch_limits lim = {
+        .queue_max = 100,
+        .call_timeout_ms = 30000,
+        .unserved_wait_ms = 1000,
+        .grace_ms = 5000,
+        .workers_max = 2,
+        .functions_max = 3,
+    };
+    broker_dispatch_init(&fx->d, &fx->timers, &lim, on_expired, fx);
+    *state = fx;
+    return 0;
+}
+
+static void test_tables_are_bounded(void **state)
+{
+    fixture *fx = *state;
+    const char *two[] = {"a", "b", NULL};
+    const char *more[] = {"c", "d", NULL};
+    ready_running(fx, "w-1", 1, 0, two);
+    /* A third and fourth function do not fit: the Ready is refused whole. */
+    Ferry__FunctionSpec specs[2], *ptrs[2] = {&specs[0], &specs[1]};
+    for (int i = 0; i < 2; i++) {
+        ferry__function_spec__init(&specs[i]);
+        specs[i].name = (char *)more[i];
+    }
+    Ferry__Ready r = FERRY__READY__INIT;
+    r.functions = ptrs;
+    r.n_functions = 2;
+    r.credit = 1;
+    broker_worker *w = NULL;
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w-2", 3, &r, T0, &w), FERRY_EOVERLOADED);
+    assert_null(w);
+    assert_null(broker_dispatch_worker(&fx->d, "w-2", 3));
+    assert_null(broker_dispatch_function(&fx->d, "c"));
+    assert_int_equal(fx->d.nfunctions, 2);
+    /* Calls to new names fill the table up to its bound, then are refused. */
+    broker_call *c = new_call(fx, "e1", 1, "x", 0, T0);
+    broker_call *refused = NULL;
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "e1", 2, 2, "y", 0, T0, &refused),
+                     FERRY_EOVERLOADED);
+    assert_null(refused);
+    broker_dispatch_call_free(&fx->d, c);
+    assert_int_equal(fx->d.nfunctions, 2);
+    /* Workers: two at most; a known one may always say Ready again. */
+    ready_running(fx, "w-2", 1, 0, two);
+    r.n_functions = 0;
+    assert_int_equal(broker_dispatch_ready(&fx->d, "w-3", 3, &r, T0, &w), FERRY_EOVERLOADED);
+    assert_non_null(ready_running(fx, "w-1", 2, 0, two));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -630,6 +835,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backstop_reaps_leaving_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_and_unblock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_take_rotates_functions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_lost_retries_idempotent_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_lost_while_leaving, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_worker_queued_calls_wait_unserved, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ready_running_holds_credit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tables_are_bounded, setup_tables, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

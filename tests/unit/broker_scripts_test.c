@@ -89,7 +89,8 @@ static broker_script *new_script(fixture *fx, uint64_t request_id, uint32_t time
 static broker_engine *hello(fixture *fx, const char *id, uint32_t slots, uint32_t running)
 {
     broker_engine *e = NULL;
-    assert_int_equal(broker_scripts_hello(&fx->s, id, strlen(id), slots, running, &e), FERRY_OK);
+    assert_int_equal(broker_scripts_hello(&fx->s, id, strlen(id), slots, running, T0, &e),
+                     FERRY_OK);
     assert_non_null(e);
     return e;
 }
@@ -268,9 +269,11 @@ static void test_engine_lost(void **state)
     start(fx, a, e);
     start(fx, b, e);
     start(fx, c, other);
+    assert_int_equal(e->last_seen_ms, T0);
     broker_scripts_engine_lost(&fx->s, e);
     assert_int_equal(fx->expired, 2);
     assert_int_equal(fx->last_reason, FERRY_EENGINE_LOST);
+    assert_int_equal(fx->s.engines_lost, 1);
     assert_int_equal(fx->s.nengines, 1);
     assert_int_equal(fx->s.running, 1);
     assert_null(broker_scripts_engine(&fx->s, "engine-1", 8));
@@ -306,11 +309,27 @@ static void test_bad_ids(void **state)
 {
     fixture *fx = *state;
     broker_engine *e;
-    assert_int_equal(broker_scripts_hello(&fx->s, "", 0, 1, 0, &e), FERRY_EPROTO);
+    assert_int_equal(broker_scripts_hello(&fx->s, "", 0, 1, 0, T0, &e), FERRY_EPROTO);
     broker_script *script;
     Ferry__Envelope *env = submit_env(1, 0);
     assert_int_equal(broker_scripts_new(&fx->s, "", 0, 1, 0, env, T0, &script), FERRY_EPROTO);
     ferry_envelope_free(env); /* not taken on failure */
+}
+
+static void test_engine_table_bounded(void **state)
+{
+    fixture *fx = *state;
+    fx->s.lim.engines_max = 2;
+    hello(fx, "a", 1, 0);
+    hello(fx, "b", 1, 0);
+    broker_engine *e = NULL;
+    assert_int_equal(broker_scripts_hello(&fx->s, "c", 1, 1, 0, T0, &e), FERRY_EOVERLOADED);
+    assert_null(e);
+    assert_int_equal(fx->s.nengines, 2);
+    /* A known engine may always say Hello again. */
+    assert_int_equal(broker_scripts_hello(&fx->s, "a", 1, 3, 0, T0 + 5, &e), FERRY_OK);
+    assert_int_equal(e->slots, 3);
+    assert_int_equal(e->last_seen_ms, T0 + 5);
 }
 
 int main(void)
@@ -326,6 +345,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_engine_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_engine_table_bounded, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
