@@ -1,13 +1,17 @@
 /*
- * ferry_lib: ferry.call, ferry.args, print capture and error objects.
+ * ferry_lib: ferry.call, ferry.args, print capture, pcall, xpcall and error
+ * objects.
  *
- * ferry.call yields the script's coroutine with lua_yieldk; the engine
- * resumes it once the call is answered, and the continuation turns the
- * answer (engine_script.answer) into return values or raises it as an error
- * object. Everything a script passes in is checked here, at the boundary.
+ * ferry.call yields with lua_yieldk, marked as a Ferry yield so that the
+ * script's own coroutines pass it up to the engine (coroutines.c); the engine
+ * resumes the script once the call is answered, and the continuation turns
+ * the answer (engine_script.answer) into return values or raises it as an
+ * error object. Everything a script passes in is checked here, at the
+ * boundary.
  */
 #include "ferry_lib.h"
 
+#include "coroutines.h"
 #include "ferry_value.h"
 #include "lua_value.h"
 #include "script.h"
@@ -112,19 +116,19 @@ static int call_done(lua_State *L, int status, lua_KContext ctx)
 }
 
 /* Raises a clear error when the script cannot be suspended where it stands. */
-static void check_yieldable(lua_State *L, engine_script *s, const char *what)
+static void check_yieldable(lua_State *L, const char *what)
 {
-    if (L != s->co)
-        engine_lib_error(L, "bad_argument",
-                         "%s cannot yield here: it was called inside a coroutine of the "
-                         "script's own, which is not supported yet",
-                         what);
-    if (!lua_isyieldable(L))
-        engine_lib_error(L, "bad_argument",
-                         "%s cannot yield here: a C function is in the way (a table.sort "
-                         "comparator, a string.gsub callback or a metamethod Lua cannot "
-                         "suspend)",
-                         what);
+    const char *why = engine_coroutines_cannot_yield(L);
+    if (why)
+        engine_lib_error(L, "bad_argument", "%s cannot yield here: %s", what, why);
+}
+
+/* Suspends the whole script until the engine resumes it with an answer,
+ * through any coroutines of the script's own (coroutines.c). */
+static int yield_to_engine(lua_State *L, engine_script *s, lua_KContext ctx, lua_KFunction k)
+{
+    s->ferry_yield = 1;
+    return lua_yieldk(L, 0, ctx, k);
 }
 
 static int l_call(lua_State *L)
@@ -136,7 +140,7 @@ static int l_call(lua_State *L)
     const char *name = lua_tolstring(L, 1, &len);
     if (len == 0 || strlen(name) != len || !engine_value_utf8_valid(name, len))
         return luaL_argerror(L, 1, "function name must be non-empty UTF-8 without zero bytes");
-    check_yieldable(L, s, "ferry.call");
+    check_yieldable(L, "ferry.call");
     Ferry__Value **args;
     size_t nargs;
     char why[512];
@@ -149,7 +153,7 @@ static int l_call(lua_State *L)
     if (err)
         return engine_lib_error(L, ferry_err_code(err), "%s", why[0] ? why : ferry_err_desc(err));
     s->pending++;
-    return lua_yieldk(L, 0, 0, call_done);
+    return yield_to_engine(L, s, 0, call_done);
 }
 
 /*
@@ -204,7 +208,7 @@ static int all_done(lua_State *L, int status, lua_KContext ctx)
         lua_rawseti(L, 1, (lua_Integer)a->tag);
     }
     if (s->pending > 0)
-        return lua_yieldk(L, 0, ctx, all_done);
+        return yield_to_engine(L, s, ctx, all_done);
     if (!lua_isnil(L, 2)) {
         lua_pushvalue(L, 2);
         return lua_error(L);
@@ -241,7 +245,7 @@ static int l_all(lua_State *L)
             return luaL_argerror(L, i, "a call holds a name and at most 250 arguments");
         widest = len > widest ? len : widest;
     }
-    check_yieldable(L, s, "ferry.all");
+    check_yieldable(L, "ferry.all");
 
     /* Scratch space lives on the stack (n+1 .. n+4) so it stays alive. */
     size_t cnt = n > 0 ? (size_t)n : 1;
@@ -291,7 +295,7 @@ static int l_all(lua_State *L)
     lua_copy(L, n + 6, 2);
     lua_settop(L, 2);
     if (s->pending > 0)
-        return lua_yieldk(L, 0, n, all_done);
+        return yield_to_engine(L, s, n, all_done);
     if (!lua_isnil(L, 2))
         return lua_error(L);
     lua_settop(L, 1);
@@ -307,8 +311,10 @@ static void put(lua_State *L, engine_script *s, const char *p, size_t n)
         n = room;
     if (n && ferry_buf_append(&s->output, p, n) != FERRY_OK)
         engine_lib_error(L, "out_of_memory", "print: out of memory");
-    if (over)
-        engine_lib_error(L, "limit", "output limit of %zu bytes exceeded", s->limits.max_output);
+    if (over) {
+        engine_script_trip(s, ENGINE_LIMIT_OUTPUT);
+        engine_script_raise_limit(L);
+    }
 }
 
 /* print as Lua's, but into the script's output. */
@@ -329,26 +335,45 @@ static int l_print(lua_State *L)
 }
 
 /*
- * The deadline hook raises from inside a hook, where Lua runs the message
+ * pcall and xpcall as Lua's, except that an error of a broken limit is raised
+ * again instead of being returned (engine_script_rethrow_limit).
+ */
+static int pcall_done(lua_State *L, int status, lua_KContext extra)
+{
+    if (status != LUA_OK && status != LUA_YIELD) {
+        engine_script_rethrow_limit(L);
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - (int)extra;
+}
+
+static int l_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_pushboolean(L, 1); /* the first result when nothing fails */
+    lua_insert(L, 1);
+    /* With a continuation, so that ferry.call inside pcall can still yield. */
+    int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, pcall_done);
+    return pcall_done(L, status, 0);
+}
+
+/*
+ * A limit raises its error from inside the hook, where Lua runs the message
  * handler of an enclosing xpcall with hooks off: a looping handler would
  * never be stopped. So xpcall wraps the script's handler in one that hands
- * the error back untouched once the deadline is hit.
+ * the error back untouched once a limit is broken.
  */
 static int guarded_handler(lua_State *L)
 {
-    if (script_of(L)->deadline_hit)
+    engine_script *s = script_of(L);
+    if (s->tripped || s->interrupted)
         return 1;
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
     return 1;
-}
-
-static int xpcall_done(lua_State *L, int status, lua_KContext ctx)
-{
-    (void)status;
-    (void)ctx;
-    return lua_gettop(L);
 }
 
 static int l_xpcall(lua_State *L)
@@ -358,11 +383,11 @@ static int l_xpcall(lua_State *L)
     lua_pushvalue(L, 2);
     lua_pushcclosure(L, guarded_handler, 1);
     lua_replace(L, 2);
-    lua_pushvalue(L, lua_upvalueindex(1)); /* Lua's own xpcall */
-    lua_insert(L, 1);
-    /* With a continuation, so that ferry.call inside xpcall can still yield. */
-    lua_callk(L, n, LUA_MULTRET, 0, xpcall_done);
-    return xpcall_done(L, LUA_OK, 0);
+    lua_pushboolean(L, 1); /* the first result when nothing fails */
+    lua_pushvalue(L, 1);   /* the function */
+    lua_rotate(L, 3, 2);   /* both below the function's arguments */
+    int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, pcall_done);
+    return pcall_done(L, status, 2);
 }
 
 void engine_lib_open(lua_State *L)
@@ -385,7 +410,8 @@ void engine_lib_open(lua_State *L)
     lua_pushcfunction(L, l_print);
     lua_setglobal(L, "print");
 
-    lua_getglobal(L, "xpcall");
-    lua_pushcclosure(L, l_xpcall, 1);
+    lua_pushcfunction(L, l_pcall);
+    lua_setglobal(L, "pcall");
+    lua_pushcfunction(L, l_xpcall);
     lua_setglobal(L, "xpcall");
 }

@@ -11,7 +11,9 @@
  *                          field index) once every call has answered
  *   ferry.args             the arguments the client submitted (a table)
  *   print(...)             captured into the script's output, up to a limit
- *   xpcall(f, h, ...)      Lua's, but h is skipped once the deadline passed
+ *   pcall, xpcall          Lua's, except that the error of a broken limit is
+ *                          raised again instead of being caught, and that
+ *                          xpcall's handler is skipped for it
  *
  * An error object is a table {code = "timeout", message = "..."} whose
  * metatable (registry name "ferry.error") has __name "ferry.error" and a
@@ -30,7 +32,7 @@
 
 /*
  * Installs the ferry table (ferry.args an empty table), the capturing print,
- * the guarded xpcall and the error metatable into L (after the sandbox). L
+ * pcall, xpcall and the error metatable into L (after the sandbox). L
  * must belong to a script (engine_script_of(L) set). Raises memory errors:
  * call it protected.
  */

@@ -6,6 +6,7 @@
  * everything and exits 0.
  */
 #include "engine.h"
+#include "watchdog.h"
 
 #include "ferry_log.h"
 #include "ferry_loop.h"
@@ -17,6 +18,7 @@
 
 int main(int argc, char **argv)
 {
+    long watchdog_grace_ms = 2000;
     engine_config cfg = {
         .commands = "tcp://localhost:5555",
         .engines = "tcp://localhost:5556",
@@ -25,7 +27,11 @@ int main(int argc, char **argv)
         .call_timeout_ms = 30000,
         .max_output = 1024 * 1024,
         .max_memory = 64L * 1024 * 1024,
+        .max_instructions = 1000000000,
         .hwm = 10000,
+        .heartbeat_ms = 1000,
+        .liveness = 3,
+        .calls_max = 100000,
     };
     const ferry_opt opts[] = {
         {"commands", "FERRY_COMMANDS", FERRY_OPT_STRING, &cfg.commands,
@@ -41,8 +47,24 @@ int main(int argc, char **argv)
          "bytes of print output kept per script", 0, 1 << 30},
         {"max-memory", "FERRY_MAX_MEMORY", FERRY_OPT_INT, &cfg.max_memory,
          "bytes of memory per script's Lua state", 65536, 1099511627776.0},
+        {"max-instructions", "FERRY_MAX_INSTRUCTIONS", FERRY_OPT_INT, &cfg.max_instructions,
+         "VM instructions plus metered C steps per script (about 4 s of pure Lua by "
+         "default); 0: no limit",
+         0, 1e15},
         {"hwm", NULL, FERRY_OPT_INT, &cfg.hwm, "high-water mark of the broker sockets", 1,
          10000000},
+        {"heartbeat-ms", "FERRY_HEARTBEAT_MS", FERRY_OPT_INT, &cfg.heartbeat_ms,
+         "heartbeat interval towards the broker, in ms (use the broker's)", 10, 3600000},
+        {"liveness", "FERRY_LIVENESS", FERRY_OPT_INT, &cfg.liveness,
+         "heartbeat intervals of broker silence before calls in flight end broker_lost", 2,
+         1000},
+        {"calls-max", "FERRY_CALLS_MAX", FERRY_OPT_INT, &cfg.calls_max,
+         "calls in flight at once, all scripts together; more are answered overloaded", 1,
+         100000000},
+        {"watchdog-grace", "FERRY_WATCHDOG_GRACE", FERRY_OPT_INT, &watchdog_grace_ms,
+         "ms a script may stay inside one C function past its deadline before the engine "
+         "exits (status 70) to be restarted; 0: never exit",
+         0, 3600000},
     };
     const ferry_cli cli = {
         .program = "ferry-engine",
@@ -58,6 +80,11 @@ int main(int argc, char **argv)
         return rc;
 
     ferry_log_init("engine");
+    char err[256];
+    if (engine_watchdog_init(watchdog_grace_ms, err, sizeof err) != FERRY_OK) {
+        fprintf(stderr, "ferry-engine: %s\n", err);
+        return 1;
+    }
     void *zctx = zmq_ctx_new();
     if (!zctx) {
         fprintf(stderr, "ferry-engine: cannot create a ZeroMQ context: %s\n",
@@ -67,7 +94,6 @@ int main(int argc, char **argv)
     ferry_loop loop;
     ferry_loop_init(&loop);
     engine *e = NULL;
-    char err[256];
     if (engine_new(&cfg, zctx, &loop, &e, err, sizeof err) != FERRY_OK) {
         fprintf(stderr, "ferry-engine: %s\n", err);
         rc = 1;
@@ -78,5 +104,6 @@ out:
     engine_destroy(&e);
     ferry_loop_fini(&loop);
     zmq_ctx_term(zctx);
+    engine_watchdog_fini();
     return rc;
 }

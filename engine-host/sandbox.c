@@ -4,8 +4,13 @@
  * Opening only what is safe (instead of luaL_openlibs and deleting) keeps
  * io, debug and package out of the registry's loaded table too, and makes a
  * fresh state cheaper, which matters with thousands of scripts per engine.
+ *
+ * The table functions below behave as Lua 5.4's (same checks, same
+ * metamethods, same messages); they only count their loop steps.
  */
 #include "sandbox.h"
+
+#include "pattern.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -67,6 +72,159 @@ static int safe_setmetatable(lua_State *L)
     return 1;
 }
 
+/* string.rep, except that copies of nothing cost nothing: Lua's would loop
+ * n times (up to 2^63) doing empty copies. */
+static int safe_rep(lua_State *L)
+{
+    size_t len, seplen;
+    luaL_checklstring(L, 1, &len);
+    luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &seplen);
+    if (len == 0 && seplen == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* Counts loop steps and hands them to the meter every so many. */
+typedef struct {
+    lua_State *L;
+    const engine_sandbox_meter *meter;
+    uint64_t steps;
+} counter;
+
+static void count_step(counter *c)
+{
+    if (++c->steps == ENGINE_SANDBOX_METER_STEPS) {
+        if (c->meter)
+            c->meter->charge(c->L, c->steps);
+        c->steps = 0;
+    }
+}
+
+static counter new_counter(lua_State *L)
+{
+    return (counter){.L = L, .meter = lua_touserdata(L, lua_upvalueindex(1))};
+}
+
+enum { TAB_R = 1, TAB_W = 2, TAB_L = 4 };
+
+/* Lua 5.4.4's table.remove blames argument 1 for a bad position; later ones 2. */
+#if LUA_VERSION_RELEASE_NUM <= 50404
+#define REMOVE_POS_ARG 1
+#else
+#define REMOVE_POS_ARG 2
+#endif
+
+/* As Lua's: a table, or a value whose metatable gives what the caller needs. */
+static void check_table(lua_State *L, int arg, int what)
+{
+    if (lua_type(L, arg) == LUA_TTABLE)
+        return;
+    int n = 1;
+    if (lua_getmetatable(L, arg)) {
+        static const char *const fields[] = {"__index", "__newindex", "__len"};
+        int ok = 1;
+        for (int i = 0; i < 3 && ok; i++) {
+            if (!(what & (1 << i)))
+                continue;
+            lua_pushstring(L, fields[i]);
+            ok = lua_rawget(L, -++n) != LUA_TNIL;
+        }
+        if (ok) {
+            lua_pop(L, n);
+            return;
+        }
+    }
+    luaL_checktype(L, arg, LUA_TTABLE); /* raises */
+}
+
+static lua_Integer length_of(lua_State *L, int arg, int what)
+{
+    check_table(L, arg, what | TAB_L);
+    return luaL_len(L, arg);
+}
+
+static int safe_insert(lua_State *L)
+{
+    counter c = new_counter(L);
+    lua_Integer e = (lua_Integer)((lua_Unsigned)length_of(L, 1, TAB_R | TAB_W) + 1u);
+    lua_Integer pos;
+    switch (lua_gettop(L)) {
+    case 2:
+        pos = e;
+        break;
+    case 3:
+        pos = luaL_checkinteger(L, 2);
+        /* pos in [1, e], with the unsigned trick for the lower bound */
+        luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)e, 2, "position out of bounds");
+        for (lua_Integer i = e; i > pos; i--) {
+            count_step(&c);
+            lua_geti(L, 1, i - 1);
+            lua_seti(L, 1, i);
+        }
+        break;
+    default:
+        return luaL_error(L, "wrong number of arguments to 'insert'");
+    }
+    lua_seti(L, 1, pos);
+    return 0;
+}
+
+static int safe_remove(lua_State *L)
+{
+    counter c = new_counter(L);
+    lua_Integer size = length_of(L, 1, TAB_R | TAB_W);
+    lua_Integer pos = luaL_optinteger(L, 2, size);
+    if (pos != size) /* pos in [1, size + 1] */
+        luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, REMOVE_POS_ARG,
+                      "position out of bounds");
+    lua_geti(L, 1, pos);
+    for (; pos < size; pos++) {
+        count_step(&c);
+        lua_geti(L, 1, pos + 1);
+        lua_seti(L, 1, pos);
+    }
+    lua_pushnil(L);
+    lua_seti(L, 1, pos);
+    return 1;
+}
+
+static int safe_move(lua_State *L)
+{
+    counter c = new_counter(L);
+    lua_Integer f = luaL_checkinteger(L, 2);
+    lua_Integer e = luaL_checkinteger(L, 3);
+    lua_Integer t = luaL_checkinteger(L, 4);
+    int tt = !lua_isnoneornil(L, 5) ? 5 : 1; /* the destination table */
+    check_table(L, 1, TAB_R);
+    check_table(L, tt, TAB_W);
+    if (e >= f) {
+        luaL_argcheck(L, f > 0 || e < LUA_MAXINTEGER + f, 3, "too many elements to move");
+        lua_Integer n = e - f + 1;
+        luaL_argcheck(L, t <= LUA_MAXINTEGER - n + 1, 4, "destination wrap around");
+        if (t > e || t <= f || (tt != 1 && !lua_compare(L, 1, tt, LUA_OPEQ))) {
+            for (lua_Integer i = 0; i < n; i++) {
+                count_step(&c);
+                lua_geti(L, 1, f + i);
+                lua_seti(L, tt, t + i);
+            }
+        } else { /* overlapping, moving up: from the end */
+            for (lua_Integer i = n - 1; i >= 0; i--) {
+                count_step(&c);
+                lua_geti(L, 1, f + i);
+                lua_seti(L, tt, t + i);
+            }
+        }
+    }
+    lua_pushvalue(L, tt);
+    return 1;
+}
+
 static void trim_os(lua_State *L)
 {
     lua_getglobal(L, LUA_OSLIBNAME);
@@ -83,7 +241,16 @@ static void trim_os(lua_State *L)
     lua_pop(L, 2);
 }
 
-void engine_sandbox_open(lua_State *L)
+/* Replaces name in the table on top with f, given the meter as upvalue. */
+static void set_metered(lua_State *L, const char *name, lua_CFunction f,
+                        const engine_sandbox_meter *meter)
+{
+    lua_pushlightuserdata(L, (void *)meter);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -2, name);
+}
+
+void engine_sandbox_open(lua_State *L, const engine_sandbox_meter *meter)
 {
     for (size_t i = 0; i < sizeof safe_libs / sizeof safe_libs[0]; i++) {
         luaL_requiref(L, safe_libs[i].name, safe_libs[i].func, 1);
@@ -105,6 +272,16 @@ void engine_sandbox_open(lua_State *L)
     lua_getglobal(L, LUA_STRLIBNAME);
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
+    lua_getfield(L, -1, "rep");
+    lua_pushcclosure(L, safe_rep, 1);
+    lua_setfield(L, -2, "rep");
+    engine_pattern_open(L, lua_gettop(L), meter);
+    lua_pop(L, 1);
+
+    lua_getglobal(L, LUA_TABLIBNAME);
+    set_metered(L, "insert", safe_insert, meter);
+    set_metered(L, "remove", safe_remove, meter);
+    set_metered(L, "move", safe_move, meter);
     lua_pop(L, 1);
 
     trim_os(L);

@@ -4,24 +4,39 @@
  * Every Lua call that may raise (state setup, describing an error value) runs
  * under lua_pcall on the script's main thread; the chunk itself runs in a
  * coroutine under lua_resume, which is protected too, so a script can never
- * make Lua panic. Limits:
- *   memory   a capping lua_Alloc counts the state's bytes and refuses past
- *            the cap; Lua then raises a memory error (code "limit").
- *   time     a count hook looks at the clock every ENGINE_SCRIPT_HOOK_COUNT
- *            instructions; past the deadline it raises, and from then on
- *            raises on every instruction so that pcall cannot keep the script
- *            alive (code "timeout" in the result). While the script waits on a
- *            call the host's deadline timer ends it with engine_script_fail.
- *   output   print stops at limits.max_output (ferry_lib).
+ * make Lua panic.
+ *
+ * Limits. The first one broken is recorded (tripped) and decides the result;
+ * from then on the script cannot go on: the hook raises the limit's error on
+ * every instruction, and the catch points of the script's library (pcall,
+ * xpcall, coroutine.resume/wrap/close) raise it again instead of catching it.
+ *   memory        a capping lua_Alloc counts the state's bytes. A request
+ *                 past the cap is refused. Lua then collects garbage and
+ *                 asks again for the same block: refused again, the limit is
+ *                 broken. A refusal Lua does not retry (lauxlib's string
+ *                 buffers raise a plain "not enough memory" at once) breaks it
+ *                 as soon as the script's code or a catch point runs again.
+ *                 Past that point ENGINE_SCRIPT_MEM_RESERVE more is allowed
+ *                 so the error can be built and the stack unwound.
+ *   instructions  the count hook adds ENGINE_SCRIPT_HOOK_COUNT per run;
+ *                 metered C functions (pattern matching, table shifts) add
+ *                 their steps through engine_script_charge.
+ *   deadline      the same hook and engine_script_charge look at the clock;
+ *                 the watchdog (watchdog.c) interrupts a run stuck in C; while
+ *                 the script waits on a call, the host's deadline timer ends it
+ *                 with engine_script_fail.
+ *   output        print stops at limits.max_output (ferry_lib).
  */
 #include "script.h"
 
+#include "coroutines.h"
 #include "ferry_clock.h"
 #include "ferry_lib.h"
 #include "ferry_log.h"
 #include "ferry_value.h"
 #include "lua_value.h"
 #include "sandbox.h"
+#include "watchdog.h"
 
 #include <assert.h>
 #include <lauxlib.h>
@@ -32,6 +47,28 @@
 
 static const char co_key = 'c'; /* registry key (light userdata) anchoring the coroutine */
 
+engine_script_limits engine_script_limits_clamp(const engine_script_limits *engine,
+                                                const engine_script_limits *asked)
+{
+    engine_script_limits l = *engine;
+    if (asked->timeout_ms > 0 && asked->timeout_ms < l.timeout_ms)
+        l.timeout_ms = asked->timeout_ms;
+    if (asked->max_output > 0 && asked->max_output < l.max_output)
+        l.max_output = asked->max_output;
+    if (asked->max_memory > 0 && asked->max_memory < l.max_memory)
+        l.max_memory = asked->max_memory;
+    if (asked->max_instructions > 0 &&
+        (l.max_instructions == 0 || asked->max_instructions < l.max_instructions))
+        l.max_instructions = asked->max_instructions;
+    return l;
+}
+
+void engine_script_trip(engine_script *s, engine_limit limit)
+{
+    if (!s->tripped)
+        s->tripped = limit;
+}
+
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     engine_script *s = ud;
@@ -41,13 +78,26 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         s->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && nsize - old > s->limits.max_memory - s->mem_used) {
+    size_t cap = s->limits.max_memory;
+    if (s->tripped)
+        cap += ENGINE_SCRIPT_MEM_RESERVE;
+    if (nsize > old && (s->mem_used > cap || nsize - old > cap - s->mem_used)) {
+        /* Lua answers a refusal with an emergency collection and asks again
+         * for the same block: refused again, the script really wants more. */
+        if (s->mem_refused && s->refused_ptr == ptr && s->refused_size == nsize)
+            engine_script_trip(s, ENGINE_LIMIT_MEMORY);
         s->mem_refused = 1;
+        s->refused_ptr = ptr;
+        s->refused_size = nsize;
         return NULL;
     }
     void *p = realloc(ptr, nsize);
-    if (!p)
+    if (!p) {
+        s->mem_refused = 0; /* this failure is the system's, not the cap's */
         return NULL;
+    }
+    if (s->mem_refused && ptr == s->refused_ptr && nsize == s->refused_size)
+        s->mem_refused = 0; /* Lua's retry after its collection went through */
     s->mem_used = s->mem_used - old + nsize;
     return p;
 }
@@ -60,19 +110,141 @@ static int panic(lua_State *L)
     return 0;
 }
 
-static void deadline_hook(lua_State *L, lua_Debug *ar)
+/* The error code and message of the limit s broke. */
+static const char *limit_text(const engine_script *s, char *msg, size_t len)
 {
-    (void)ar;
+    switch (s->tripped) {
+    case ENGINE_LIMIT_DEADLINE:
+        snprintf(msg, len, "script deadline of %lld ms passed", (long long)s->limits.timeout_ms);
+        return ferry_err_code(FERRY_ETIMEOUT);
+    case ENGINE_LIMIT_INSTRUCTIONS:
+        snprintf(msg, len, "instruction limit of %llu exceeded",
+                 (unsigned long long)s->limits.max_instructions);
+        break;
+    case ENGINE_LIMIT_MEMORY:
+        snprintf(msg, len, "memory limit of %zu bytes exceeded", s->limits.max_memory);
+        break;
+    case ENGINE_LIMIT_OUTPUT:
+        snprintf(msg, len, "output limit of %zu bytes exceeded", s->limits.max_output);
+        break;
+    case ENGINE_LIMIT_NONE:
+        assert(0);
+        snprintf(msg, len, "no limit");
+        break;
+    }
+    return ferry_err_code(FERRY_ELIMIT);
+}
+
+static void limit_hook(lua_State *L, lua_Debug *ar);
+
+int engine_script_raise_limit(lua_State *L)
+{
     engine_script *s = engine_script_of(L);
-    if (!s->deadline_hit && ferry_now_ms() < s->deadline_ms)
-        return;
-    /* From now on this thread raises on every instruction: whatever pcall
-     * catches, the next instruction raises again until the script is out.
-     * (A message handler runs with hooks off here; ferry_lib's xpcall skips
-     * the script's handler once the deadline is hit.) */
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
-    s->deadline_hit = 1;
-    engine_lib_error(L, "limit", "script deadline passed");
+    assert(s->tripped);
+    /* From now on this thread raises on every instruction: whatever catches
+     * the error, the next instruction raises it again. (A message handler
+     * runs with hooks off when the error comes from the hook; ferry_lib's
+     * xpcall skips the script's handler once a limit is broken.) */
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+    char msg[128];
+    const char *code = limit_text(s, msg, sizeof msg);
+    return engine_lib_error(L, code, "%s", msg);
+}
+
+/*
+ * Records the limits broken by events that cannot raise themselves: the
+ * watchdog's tick, and a refusal at the cap that was never granted since.
+ * Lua retries its own refused requests (after a collection) at once, so one
+ * still refused when Lua code runs again was answered with an error:
+ * lauxlib's string buffers raise a plain "not enough memory" without a
+ * retry, which the script may have caught (pcall, or load's reader).
+ */
+static void note_limits(engine_script *s)
+{
+    if (s->mem_refused)
+        engine_script_trip(s, ENGINE_LIMIT_MEMORY);
+    if (s->interrupted)
+        engine_script_trip(s, ENGINE_LIMIT_DEADLINE);
+}
+
+/* Raises when a limit is broken, or breaks one now if its time has come. */
+static void check_limits(lua_State *L, engine_script *s)
+{
+    note_limits(s);
+    if (!s->tripped) {
+        int64_t now = ferry_now_ms();
+        if (s->limits.max_instructions && s->instructions > s->limits.max_instructions) {
+            engine_script_trip(s, ENGINE_LIMIT_INSTRUCTIONS);
+        } else if (now >= s->deadline_ms) {
+            engine_script_trip(s, ENGINE_LIMIT_DEADLINE);
+        } else {
+            if (s->host->tick && now >= s->tick_ms) {
+                s->tick_ms = now + ENGINE_SCRIPT_TICK_MS;
+                s->host->tick(s->host->ctx);
+            }
+            return;
+        }
+    }
+    engine_script_raise_limit(L);
+}
+
+static void limit_hook(lua_State *L, lua_Debug *ar)
+{
+    engine_script *s = engine_script_of(L);
+    /* Only the regular count hook stands for ENGINE_SCRIPT_HOOK_COUNT
+     * instructions; the one-instruction hooks come after a limit or the
+     * watchdog, when counting no longer matters. */
+    if (ar->event == LUA_HOOKCOUNT && !s->tripped && !s->interrupted)
+        s->instructions += ENGINE_SCRIPT_HOOK_COUNT;
+    check_limits(L, s);
+}
+
+void engine_script_charge(lua_State *L, uint64_t steps)
+{
+    engine_script *s = engine_script_of(L);
+    s->instructions += steps;
+    check_limits(L, s);
+}
+
+void engine_script_rethrow_limit(lua_State *L)
+{
+    engine_script *s = engine_script_of(L);
+    note_limits(s);
+    if (s->tripped)
+        engine_script_raise_limit(L);
+}
+
+void engine_script_interrupt(engine_script *s)
+{
+    s->interrupted = 1;
+    lua_State *L = s->running;
+    /* lua_sethook only stores a few fields: safe from a signal handler (lua.c
+     * does the same on SIGINT). The call and return events also catch a C
+     * function that returns into, or calls, another C function. */
+    if (L)
+        lua_sethook(L, limit_hook, LUA_MASKCOUNT | LUA_MASKCALL | LUA_MASKRET, 1);
+}
+
+/* The per-script meter of the sandbox's C functions. */
+static void meter_charge(lua_State *L, uint64_t steps)
+{
+    engine_script_charge(L, steps);
+}
+
+static const engine_sandbox_meter meter = {.charge = meter_charge};
+
+/* A stretch of Lua code running on thread L, under the watchdog. */
+static void run_begin(engine_script *s, lua_State *L)
+{
+    s->running = L;
+    s->tick_ms = ferry_now_ms() + ENGINE_SCRIPT_TICK_MS;
+    engine_watchdog_enter(s);
+}
+
+static void run_end(engine_script *s)
+{
+    engine_watchdog_leave(s);
+    s->running = NULL;
 }
 
 /* Records the result as the error code/message (copied, made valid UTF-8:
@@ -96,22 +268,22 @@ static void set_ferry_error(engine_script *s, ferry_err err, const char *message
     set_error(s, ferry_err_code(err), message);
 }
 
-static void set_timeout(engine_script *s)
+/* Ends s with the error of the limit it broke, if it broke one. */
+static int set_limit_error(engine_script *s)
 {
-    char msg[96];
-    snprintf(msg, sizeof msg, "script deadline of %lld ms passed", (long long)s->limits.timeout_ms);
-    set_ferry_error(s, FERRY_ETIMEOUT, msg);
+    if (!s->tripped)
+        return 0;
+    char msg[128];
+    const char *code = limit_text(s, msg, sizeof msg);
+    set_error(s, code, msg);
+    return 1;
 }
 
 static void set_memory_error(engine_script *s)
 {
-    char msg[96];
-    if (!s->mem_refused) {
+    note_limits(s);
+    if (!set_limit_error(s))
         set_ferry_error(s, FERRY_ENOMEM, "the engine ran out of memory");
-        return;
-    }
-    snprintf(msg, sizeof msg, "memory limit of %zu bytes exceeded", s->limits.max_memory);
-    set_ferry_error(s, FERRY_ELIMIT, msg);
 }
 
 engine_script *engine_script_new(const engine_script_host *host, const engine_script_limits *limits,
@@ -145,8 +317,11 @@ static int setup(lua_State *L)
 {
     setup_ctx *c = lua_touserdata(L, 1);
     engine_script *s = c->s;
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, ENGINE_SCRIPT_HOOK_COUNT);
-    engine_sandbox_open(L);
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, ENGINE_SCRIPT_HOOK_COUNT);
+    /* Nothing made here is garbage: collecting would only cost time. */
+    lua_gc(L, LUA_GCSTOP);
+    engine_sandbox_open(L, &meter);
+    engine_coroutines_open(L);
     engine_lib_open(L);
 
     if (c->nargs > LUAI_MAXSTACK / 2) {
@@ -186,6 +361,7 @@ static int setup(lua_State *L)
         lua_rawgeti(L, args, (lua_Integer)i + 1);
     lua_xmove(L, co, (int)c->nargs + 1); /* the chunk, then its arguments */
     s->co = co;
+    lua_gc(L, LUA_GCRESTART);
     return 0;
 }
 
@@ -212,10 +388,9 @@ static int describe(lua_State *L)
 
 static void finish_error(engine_script *s, int status)
 {
-    if (s->deadline_hit) {
-        set_timeout(s);
+    note_limits(s);
+    if (set_limit_error(s))
         return;
-    }
     if (status == LUA_ERRMEM) {
         set_memory_error(s);
         return;
@@ -228,21 +403,23 @@ static void finish_error(engine_script *s, int status)
     lua_pushcfunction(L, describe);
     lua_xmove(s->co, L, 1);
     lua_pushlightuserdata(L, s);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    /* A __tostring of the script's may run here: still under its limits. */
+    s->running = L;
+    int st = lua_pcall(L, 2, 0, 0);
+    s->running = s->co;
+    if (st != LUA_OK) {
         lua_pop(L, 1);
-        if (s->deadline_hit)
-            set_timeout(s);
-        else
+        note_limits(s);
+        if (!set_limit_error(s))
             set_ferry_error(s, FERRY_ESCRIPT, "(the error value could not be turned into text)");
     }
 }
 
 static void finish_ok(engine_script *s, int nres)
 {
-    if (s->deadline_hit) { /* returned past the deadline, e.g. straight out of a pcall */
-        set_timeout(s);
+    note_limits(s);
+    if (set_limit_error(s)) /* returned past a limit, e.g. straight out of a C function */
         return;
-    }
     char why[512];
     int first = lua_gettop(s->co) - nres + 1;
     ferry_err err = engine_value_pack(s->co, first, nres, "return", ENGINE_VALUE_BUDGET, &s->values,
@@ -257,11 +434,16 @@ static void finish_ok(engine_script *s, int nres)
 
 static engine_script_state after_resume(engine_script *s, int status, int nres)
 {
+    assert(!s->links);
     switch (status) {
     case LUA_YIELD:
-        if (s->pending > 0)
+        if (s->ferry_yield) {
+            s->ferry_yield = 0;
+            assert(s->pending > 0);
             return ENGINE_SCRIPT_WAITING;
-        /* A bare coroutine.yield in the chunk: nobody outside would answer it. */
+        }
+        /* Cannot happen (coroutine.yield refuses to yield the chunk), but
+         * nobody outside would answer such a yield. */
         set_ferry_error(s, FERRY_ESCRIPT, "attempt to yield from outside a coroutine");
         break;
     case LUA_OK:
@@ -296,6 +478,8 @@ engine_script_state engine_script_start(engine_script *s, const void *source, si
                    .args = args,
                    .nargs = nargs};
     lua_State *L = s->L;
+    engine_script_state state = ENGINE_SCRIPT_DONE;
+    run_begin(s, L);
     lua_pushcfunction(L, setup);
     lua_pushlightuserdata(L, &c);
     int status = lua_pcall(L, 1, 0, 0);
@@ -307,23 +491,20 @@ engine_script_state engine_script_start(engine_script *s, const void *source, si
             set_ferry_error(s, FERRY_ESCRIPT, msg ? msg : "cannot set up the script");
         }
         lua_pop(L, 1);
-        return ENGINE_SCRIPT_DONE;
-    }
-    if (c.err) {
+    } else if (c.err) {
         set_ferry_error(s, c.err, c.message);
-        return ENGINE_SCRIPT_DONE;
-    }
-    if (c.load_status == LUA_ERRMEM) {
+    } else if (c.load_status == LUA_ERRMEM) {
         set_memory_error(s);
-        return ENGINE_SCRIPT_DONE;
-    }
-    if (c.load_status != LUA_OK) {
+    } else if (c.load_status != LUA_OK) {
         set_ferry_error(s, FERRY_ESYNTAX, c.message);
-        return ENGINE_SCRIPT_DONE;
+    } else {
+        int nres = 0;
+        s->running = s->co;
+        status = lua_resume(s->co, L, (int)nargs, &nres);
+        state = after_resume(s, status, nres);
     }
-    int nres = 0;
-    status = lua_resume(s->co, L, (int)nargs, &nres);
-    return after_resume(s, status, nres);
+    run_end(s);
+    return state;
 }
 
 engine_script_state engine_script_resume(engine_script *s, const engine_script_answer *a)
@@ -332,15 +513,19 @@ engine_script_state engine_script_resume(engine_script *s, const engine_script_a
     s->pending--;
     s->answer = a;
     int nres = 0;
+    run_begin(s, s->co);
     int status = lua_resume(s->co, s->L, 0, &nres);
     s->answer = NULL;
-    return after_resume(s, status, nres);
+    engine_script_state state = after_resume(s, status, nres);
+    run_end(s);
+    return state;
 }
 
 void engine_script_fail(engine_script *s, ferry_err err, const char *message)
 {
     assert(!s->done);
     s->pending = 0;
+    s->ferry_yield = 0;
     set_ferry_error(s, err, message);
 }
 

@@ -12,6 +12,11 @@
  *       -> engine_script_resume (once per answered call) -> ... -> DONE
  *   or, while WAITING, engine_script_fail (deadline, shutdown) -> DONE
  *   then read the result (engine_script_result) and engine_script_destroy.
+ *
+ * Limits (engine_script_limits) end the script with an error naming the
+ * limit. Once one is broken it stays broken: pcall, xpcall, coroutine.resume
+ * and friends hand the error back up instead of catching it, and the hook
+ * raises it again on every instruction, so the script cannot go on.
  */
 #ifndef ENGINE_SCRIPT_H
 #define ENGINE_SCRIPT_H
@@ -21,11 +26,19 @@
 #include "ferry_err.h"
 
 #include <lua.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* Instructions between two looks at the clock by the deadline hook. */
+/* Instructions between two runs of the limit hook (instruction count, clock). */
 #define ENGINE_SCRIPT_HOOK_COUNT 1000
+
+/* Least time between two calls of engine_script_host.tick during one run. */
+#define ENGINE_SCRIPT_TICK_MS 100
+
+/* Bytes a state may take beyond max_memory once it broke it, so that the
+ * error can still be built and the stack unwound. */
+#define ENGINE_SCRIPT_MEM_RESERVE (64 * 1024)
 
 typedef struct engine_script engine_script;
 
@@ -40,19 +53,45 @@ typedef struct {
      */
     ferry_err (*call)(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
                       size_t nargs, uint32_t tag, char *why, size_t whylen);
+    /*
+     * Optional (NULL: none). Called from inside a script's run, at most every
+     * ENGINE_SCRIPT_TICK_MS, while the script keeps the thread (a long stretch
+     * of Lua code), so that the host can do what cannot wait for the run to
+     * end, such as sending a heartbeat. It must neither touch a script nor run
+     * one, nor raise.
+     */
+    void (*tick)(void *ctx);
     void *ctx;
 } engine_script_host;
 
 typedef struct {
-    int64_t timeout_ms; /* deadline, from engine_script_start */
-    size_t max_output;  /* bytes print may capture */
-    size_t max_memory;  /* bytes the lua_State may hold */
+    int64_t timeout_ms;        /* wall-clock deadline, from engine_script_start */
+    size_t max_output;         /* bytes print may capture */
+    size_t max_memory;         /* bytes the lua_State may hold */
+    uint64_t max_instructions; /* VM instructions plus metered C steps; 0: no limit */
 } engine_script_limits;
+
+/*
+ * The limits a script runs with: each of asked's fields that is set (> 0)
+ * and lower than the engine's wins, so a submission may ask for less, never
+ * more. A zero max_instructions in engine means no ceiling.
+ */
+engine_script_limits engine_script_limits_clamp(const engine_script_limits *engine,
+                                                const engine_script_limits *asked);
 
 typedef enum {
     ENGINE_SCRIPT_WAITING, /* yielded in ferry.call; pending > 0 */
     ENGINE_SCRIPT_DONE,    /* finished; the result is ready */
 } engine_script_state;
+
+/* The limit a script broke first. */
+typedef enum {
+    ENGINE_LIMIT_NONE,
+    ENGINE_LIMIT_DEADLINE,     /* "timeout" */
+    ENGINE_LIMIT_INSTRUCTIONS, /* "limit" */
+    ENGINE_LIMIT_MEMORY,       /* "limit" */
+    ENGINE_LIMIT_OUTPUT,       /* "limit" */
+} engine_limit;
 
 /* One answer to a call: a peer's Reply, or a local error when reply is NULL. */
 typedef struct {
@@ -61,6 +100,17 @@ typedef struct {
     const char *message;
     uint32_t tag;              /* the tag the call was sent with */
 } engine_script_answer;
+
+/*
+ * A user coroutine resumed by the script's coroutine library (coroutines.c),
+ * on the C stack of that resume: the chain of them, innermost first, says
+ * through which threads a ferry.call must yield to reach the engine.
+ */
+typedef struct engine_script_link {
+    lua_State *parent; /* the thread that called resume */
+    lua_State *child;  /* the coroutine it resumed */
+    struct engine_script_link *up;
+} engine_script_link;
 
 struct engine_script {
     uint64_t script_id;
@@ -71,9 +121,17 @@ struct engine_script {
     lua_State *L;  /* the script's own state; NULL when it could not be made */
     lua_State *co; /* the chunk's coroutine, anchored in L's registry */
     int64_t deadline_ms;
+    int64_t tick_ms; /* when the host's tick is due in this run */
     size_t mem_used;
-    int mem_refused;                    /* the allocator refused a request at the cap */
-    int deadline_hit;                   /* the hook saw the deadline pass */
+    int mem_refused;         /* a request was refused at the cap and not granted since */
+    const void *refused_ptr; /* that request, to recognise Lua's retry after a GC */
+    size_t refused_size;
+    uint64_t instructions;              /* VM instructions and metered C steps so far */
+    engine_limit tripped;               /* the first limit broken; ends the script */
+    volatile sig_atomic_t interrupted;  /* the watchdog saw the deadline pass in a run */
+    lua_State *volatile running;        /* the thread running now, NULL between runs */
+    engine_script_link *links;          /* innermost user coroutine being resumed */
+    int ferry_yield;                    /* a ferry.call yield is on its way to the engine */
     int pending;                        /* calls sent and not answered yet */
     const engine_script_answer *answer; /* only while engine_script_resume runs */
     ferry_buf output;                   /* captured print output */
@@ -123,5 +181,40 @@ void engine_script_result(const engine_script *s, Ferry__Result *out, Ferry__Err
 
 /* Closes the state and frees everything (NULL-safe); nulls *sp. */
 void engine_script_destroy(engine_script **sp);
+
+/*
+ * For the script's own libraries (ferry_lib, coroutines, sandbox), with L
+ * any thread of a script's state:
+ */
+
+/* Records that the script broke limit (the first one broken is kept). */
+void engine_script_trip(engine_script *s, engine_limit limit);
+
+/*
+ * Adds steps of C work (pattern matching, table shifts) to the instruction
+ * count, then raises the limit error if any limit is broken: instructions,
+ * the deadline, or one tripped before. Returns normally otherwise.
+ */
+void engine_script_charge(lua_State *L, uint64_t steps);
+
+/*
+ * Raises the error of the limit the script broke (it must have broken one)
+ * and makes L raise it again on every instruction. Never returns.
+ */
+int engine_script_raise_limit(lua_State *L);
+
+/*
+ * Called at a point that caught an error (pcall, coroutine.resume): when the
+ * script broke a limit, raises the limit's error in L instead of letting the
+ * script catch it. Returns normally otherwise.
+ */
+void engine_script_rethrow_limit(lua_State *L);
+
+/*
+ * The watchdog's first tick, from a signal handler: the script ran past its
+ * deadline without giving the thread back. Makes the running thread stop at
+ * its next instruction or call. Async-signal-safe.
+ */
+void engine_script_interrupt(engine_script *s);
 
 #endif

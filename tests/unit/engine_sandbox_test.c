@@ -14,11 +14,12 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdio.h>
 #include <string.h>
 
 static int open_sandbox(lua_State *L)
 {
-    engine_sandbox_open(L);
+    engine_sandbox_open(L, NULL);
     return 0;
 }
 
@@ -120,6 +121,112 @@ static void test_load(void **state)
     check(L, "load(binary, 'x', 'bt') == nil");
 }
 
+/* Runs src in a plain state (Lua's own library) and in L; the results, as
+ * one string, must be the same. */
+static void same_as_lua(lua_State *L, const char *src)
+{
+    lua_State *plain = luaL_newstate();
+    luaL_openlibs(plain);
+    lua_State *both[2] = {plain, L};
+    const char *got[2];
+    for (int i = 0; i < 2; i++) {
+        if (luaL_dostring(both[i], src) != LUA_OK) {
+            printf("# %s state: %s\n", i ? "sandboxed" : "plain", lua_tostring(both[i], -1));
+            fail();
+        }
+        got[i] = lua_tostring(both[i], -1);
+        assert_non_null(got[i]);
+    }
+    if (strcmp(got[0], got[1]) != 0) {
+        printf("# lua:\n%s\n# ours:\n%s\n", got[0], got[1]);
+        fail();
+    }
+    lua_settop(L, 0);
+    lua_close(plain);
+}
+
+/* table.insert, remove and move are metered copies: same results, same
+ * metamethod calls in the same order, same errors. */
+static void test_table_functions(void **state)
+{
+    lua_State *L = *state;
+    same_as_lua(L, "local log = {}\n"
+                   "local function ser(t) local o = {}\n"
+                   "  for i = -1, 8 do o[#o + 1] = tostring(rawget(t, i)) end\n"
+                   "  return table.concat(o, ' ') end\n"
+                   "local function proxy(n)\n"
+                   "  local store = {}\n"
+                   "  for i = 1, n do store[i] = 'v' .. i end\n"
+                   "  return setmetatable({}, {\n"
+                   "    __index = function(_, k) log[#log + 1] = 'get' .. k return store[k] end,\n"
+                   "    __newindex = function(_, k, v) log[#log + 1] = 'set' .. k .. '=' .. "
+                   "tostring(v) store[k] = v end,\n"
+                   "    __len = function() log[#log + 1] = 'len' return n end}), store\n"
+                   "end\n"
+                   "local out = {}\n"
+                   "local function try(...)\n"
+                   "  local a, b = ...\n"
+                   "  if type(b) == 'table' then b = 'table' end\n"
+                   "  out[#out + 1] = tostring(a) .. '|' .. tostring(b)\n"
+                   "end\n"
+                   "local t = {1, 2, 3}\n"
+                   "try(pcall(table.insert, t, 'x')) try(pcall(table.insert, t, 1, 'y'))\n"
+                   "try(pcall(table.insert, t, 6, 'z')) try(pcall(table.insert, t, 8, 'w'))\n"
+                   "try(pcall(table.insert, t, 0, 'w')) try(pcall(table.insert, t))\n"
+                   "try(pcall(table.insert, t, 1, 2, 3)) try(pcall(table.insert, nil, 1))\n"
+                   "try(pcall(table.insert, t, 'a', 1)) out[#out + 1] = ser(t)\n"
+                   "try(pcall(table.remove, t)) try(pcall(table.remove, t, 1))\n"
+                   "try(pcall(table.remove, t, #t + 1)) try(pcall(table.remove, t, #t + 2))\n"
+                   "try(pcall(table.remove, {})) try(pcall(table.remove, {}, 0))\n"
+                   "try(pcall(table.remove, {}, -1)) out[#out + 1] = ser(t)\n"
+                   "local p, store = proxy(4)\n"
+                   "table.insert(p, 2, 'new') try(table.remove(p, 1)) table.insert(p, 'end')\n"
+                   "out[#out + 1] = ser(store)\n"
+                   "local a = {1, 2, 3, 4, 5}\n"
+                   "try(pcall(table.move, a, 1, 3, 3)) out[#out + 1] = ser(a)\n"
+                   "try(pcall(table.move, a, 2, 5, 1)) out[#out + 1] = ser(a)\n"
+                   "local b = {} try(pcall(table.move, a, 1, 5, 2, b)) out[#out + 1] = ser(b)\n"
+                   "try(pcall(table.move, a, 3, 1, 1)) try(pcall(table.move, a, -2, 2, 1))\n"
+                   "try(pcall(table.move, a, math.mininteger, 0, 1))\n"
+                   "try(pcall(table.move, a, 1, 3, math.maxinteger))\n"
+                   "try(pcall(table.move, a, 1, 2, 1, 'x'))\n"
+                   "local q, qs = proxy(3) table.move(q, 1, 3, 2) out[#out + 1] = ser(qs)\n"
+                   "local r, rs = proxy(3) table.move({'a', 'b'}, 1, 2, 1, r) out[#out + 1] = "
+                   "ser(rs)\n"
+                   "try(pcall(table.insert, setmetatable({}, {__len = function() return "
+                   "math.maxinteger end}), 'x'))\n"
+                   "return table.concat(out, '\\n') .. '\\n' .. table.concat(log, ' ')");
+}
+
+static void test_rep(void **state)
+{
+    lua_State *L = *state;
+    same_as_lua(L, "local out = {}\n"
+                   "for _, c in ipairs({{'ab', 3}, {'ab', 3, ','}, {'', 5}, {'', 5, '-'},\n"
+                   "  {'x', 0}, {'x', -1}, {'x', 0, ','}, {'', 0}, {'x', 1, ','}, {'x', 2^40},\n"
+                   "  {'', 2^40, 'x'}, {5, 2}, {'x', 1.5}}) do\n"
+                   "  local ok, r = pcall(string.rep, table.unpack(c))\n"
+                   "  out[#out + 1] = tostring(ok) .. ':' .. tostring(r)\n"
+                   "end\n"
+                   "return table.concat(out, ' ')");
+    /* Empty copies cost nothing (Lua's would loop 2^62 times). */
+    check(L, "string.rep('', 2^62) == '' and ('').rep('', math.maxinteger, '') == ''");
+}
+
+static void test_string_metatable(void **state)
+{
+    lua_State *L = *state;
+    check(L, "getmetatable('').__index == string");
+    check(L, "('x'):upper() == 'X' and ('abc'):find('b') == 2 and ('a1'):match('%d') == '1'");
+    /* Tampering is the script's own business: its state is its own. */
+    check(L, "(function() getmetatable('').__index.upper = nil return ('x').upper end)() == nil");
+    lua_State *other = luaL_newstate();
+    lua_pushcfunction(other, open_sandbox);
+    assert_int_equal(lua_pcall(other, 0, 0, 0), LUA_OK);
+    check(other, "('x'):upper() == 'X'");
+    lua_close(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +234,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_present, setup, teardown),
         cmocka_unit_test_setup_teardown(test_setmetatable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_table_functions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_string_metatable, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
