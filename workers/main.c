@@ -10,6 +10,7 @@
 #include "functions/functions.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static const struct builtin {
     const char *name;
@@ -20,12 +21,29 @@ static const struct builtin {
     {.name = "sleep", .fn = worker_fn_sleep, .opts = {.idempotent = 1}},
 };
 
+/* True when name is one of the comma-separated names in list. */
+static int listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == len && memcmp(p, name, n) == 0)
+            return 1;
+        p += n + (end ? 1 : 0);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *endpoint = FERRY_WORKER_DEFAULT_ENDPOINT;
     long concurrency = FERRY_WORKER_DEFAULT_CONCURRENCY;
     long max_msg = FERRY_DEFAULT_MAX_MSG;
     long heartbeat_ms = FERRY_WORKER_DEFAULT_HEARTBEAT_MS;
+    long liveness = FERRY_WORKER_DEFAULT_LIVENESS;
+    long drain_ms = FERRY_WORKER_DEFAULT_DRAIN_MS;
+    const char *not_idempotent = "";
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
          "broker workers endpoint to connect to", 0, 0},
@@ -35,13 +53,22 @@ int main(int argc, char **argv)
         {"max-msg", "FERRY_MAX_MSG", FERRY_OPT_INT, &max_msg, "largest command or reply in bytes",
          1024, 1L << 30},
         {"heartbeat-ms", "FERRY_HEARTBEAT_MS", FERRY_OPT_INT, &heartbeat_ms,
-         "heartbeat period towards the broker", 10, 3600000},
+         "heartbeat period towards the broker, in ms (use the broker's)", 10, 3600000},
+        {"liveness", "FERRY_LIVENESS", FERRY_OPT_INT, &liveness,
+         "heartbeat periods of broker silence before registering again", 2, 1000},
+        {"drain-timeout", "FERRY_DRAIN_TIMEOUT", FERRY_OPT_INT, &drain_ms,
+         "ms that calls in flight get to finish after SIGTERM (a second signal: at once)", 0,
+         86400000},
+        {"not-idempotent", "FERRY_NOT_IDEMPOTENT", FERRY_OPT_STRING, &not_idempotent,
+         "comma-separated built-in functions to declare not idempotent: their calls end "
+         "worker_lost instead of running again elsewhere when this worker is lost",
+         0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-worker",
         .synopsis = "[options]",
-        .summary = "Runs Ferry's built-in functions (echo, sleep) for a broker, many calls at "
-                   "once in one event loop.",
+        .summary = "Runs Ferry's built-in functions (echo, sleep, http.get, http.request) for a "
+                   "broker, many calls at once in one event loop.",
         .opts = opts,
         .nopts = sizeof opts / sizeof opts[0],
     };
@@ -54,7 +81,9 @@ int main(int argc, char **argv)
     ferry_worker_config cfg = {.endpoint = endpoint,
                                .concurrency = (unsigned)concurrency,
                                .max_msg = max_msg,
-                               .heartbeat_ms = (int)heartbeat_ms};
+                               .heartbeat_ms = (int)heartbeat_ms,
+                               .liveness = (int)liveness,
+                               .drain_ms = drain_ms > 0 ? (int)drain_ms : -1};
     char err[256];
     ferry_worker *w = ferry_worker_new(&cfg, err, sizeof err);
     if (!w) {
@@ -63,15 +92,27 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
         const struct builtin *b = &builtins[i];
-        if (ferry_worker_register(w, b->name, b->fn, NULL, &b->opts) != FERRY_OK) {
+        ferry_function_opts fopts = b->opts;
+        if (listed(not_idempotent, b->name))
+            fopts.idempotent = 0;
+        if (ferry_worker_register(w, b->name, b->fn, NULL, &fopts) != FERRY_OK) {
             fprintf(stderr, "ferry-worker: cannot register '%s'\n", b->name);
             ferry_worker_destroy(&w);
             return 1;
         }
     }
+    /* http.get and http.request share one curl multi handle driven by w's loop. */
+    worker_http *http = worker_http_new(w, err, sizeof err);
+    if (!http || worker_http_register(http, !listed(not_idempotent, "http.get")) != FERRY_OK) {
+        fprintf(stderr, "ferry-worker: %s\n", http ? "cannot register the http functions" : err);
+        ferry_worker_destroy(&w);
+        worker_http_destroy(&http);
+        return 1;
+    }
     ferry_info("worker_config", "endpoint=%s id=%s concurrency=%ld max_msg=%ld", endpoint,
                ferry_worker_id(w), concurrency, max_msg);
     ferry_err run = ferry_worker_run(w);
     ferry_worker_destroy(&w);
+    worker_http_destroy(&http); /* after the worker: its destroy cancels the transfers */
     return run == FERRY_OK ? 0 : 1;
 }

@@ -61,8 +61,9 @@
  * Values
  *
  *   Arguments and results are Ferry__Value trees (ferry_value.h builds,
- *   copies and frees them). Arguments are borrowed from the call and live
- *   until it is answered. Results are handed over: the answer functions take
+ *   copies and frees them; ferry_value_get_* and ferry_table_* below read
+ *   them, table fields included). Arguments are borrowed from the call and
+ *   live until it is answered. Results are handed over: the answer functions take
  *   ownership of the values and of the malloc'd array holding them, whatever
  *   they return. A NULL among the values (a constructor that ran out of
  *   memory) turns the answer into an `out_of_memory` error.
@@ -86,6 +87,8 @@
 #define FERRY_WORKER_DEFAULT_CONCURRENCY 1024
 #define FERRY_WORKER_MAX_CONCURRENCY 1000000
 #define FERRY_WORKER_DEFAULT_HEARTBEAT_MS 1000
+#define FERRY_WORKER_DEFAULT_LIVENESS 3
+#define FERRY_WORKER_DEFAULT_DRAIN_MS 10000
 
 typedef struct ferry_worker ferry_worker;
 typedef struct ferry_call ferry_call;
@@ -107,6 +110,10 @@ typedef struct {
     unsigned concurrency; /* calls at once, announced as credit; 0: default; capped at max */
     int64_t max_msg;      /* largest Command or Reply, bytes; 0: FERRY_DEFAULT_MAX_MSG */
     int heartbeat_ms;     /* Heartbeat period; 0: default (1000), < 0: none */
+    int liveness;         /* heartbeat periods of broker silence before Ready is sent again;
+                             0: default (3) */
+    int drain_ms;         /* on SIGTERM, how long calls in flight may take to finish;
+                             0: default (10000), < 0: no drain, stop at once */
 } ferry_worker_config;
 
 typedef struct {
@@ -150,7 +157,12 @@ void ferry_worker_destroy(ferry_worker **w);
 ferry_err ferry_worker_register(ferry_worker *w, const char *name, ferry_handler fn, void *udata,
                                 const ferry_function_opts *opts);
 
-/* Runs the loop until SIGINT/SIGTERM or ferry_worker_stop. FERRY_EIO when polling fails. */
+/*
+ * Runs the loop until ferry_worker_stop, or a signal: the first SIGINT or
+ * SIGTERM drains (Goodbye to the broker, which sends no more calls; the calls
+ * in flight finish, for up to drain_ms; then it returns), a second one stops
+ * at once. FERRY_EIO when polling fails.
+ */
 ferry_err ferry_worker_run(ferry_worker *w);
 
 /* Makes ferry_worker_run return after the current loop iteration. */
@@ -175,7 +187,10 @@ void ferry_worker_timer_stop(ferry_worker *w, ferry_timer *timer);
  * ferry_worker_unwatch_fd, fn is never called again for that watch, not even
  * for readiness seen in the same loop iteration, so arg may be freed at once.
  * Readiness can be spurious (as with poll): use non-blocking fds.
- * FERRY_EOVERLOADED when the loop watches all it can (FERRY_LOOP_MAX_ITEMS).
+ * FERRY_EOVERLOADED when the loop watches all it can (FERRY_LOOP_MAX_ITEMS, two of
+ * them the worker's own sockets). A function with many descriptors (one per
+ * connection) keeps them in an epoll set of its own and watches that one fd, as
+ * http.get does (workers/functions/http.c).
  */
 ferry_err ferry_worker_watch_fd(ferry_worker *w, int fd, short events, ferry_fd_fn fn, void *arg);
 
@@ -258,5 +273,47 @@ void ferry_call_after_stop(ferry_call *call);
 
 /* Sets (or with fn NULL clears) the call's cancel callback; see the top. */
 void ferry_call_on_cancel(ferry_call *call, ferry_cancel_fn fn, void *arg);
+
+/* ---- reading and building values ------------------------------------------ */
+
+/*
+ * Arguments often are tables of named options (Lua's f{url = ..., body = ...}).
+ * These read any value, a table's fields included, with the rules of the
+ * ferry_call_arg_* reads: FERRY_OK with *out set, or FERRY_EBADARG (and *out
+ * untouched) when v is NULL or of another kind. All pointers are borrowed
+ * from v's tree (for arguments: until the call is answered).
+ */
+ferry_err ferry_value_get_int(const Ferry__Value *v, int64_t *out);
+ferry_err ferry_value_get_number(const Ferry__Value *v, double *out);
+ferry_err ferry_value_get_string(const Ferry__Value *v, const char **data, size_t *len);
+ferry_err ferry_value_get_bool(const Ferry__Value *v, int *out);
+
+/* True when v is NULL (absent) or nil. */
+int ferry_value_is_nil(const Ferry__Value *v);
+
+/* Argument i as a table: FERRY_OK with *out set, FERRY_EBADARG otherwise. */
+ferry_err ferry_call_arg_table(const ferry_call *call, size_t i, const Ferry__Value **out);
+
+/* t[key] for a string key; NULL when t is not a table or has no such field. Linear in
+ * the table's hash part (option tables are small). */
+const Ferry__Value *ferry_table_get(const Ferry__Value *t, const char *key);
+
+/* t[i] for an integer i, as Lua indexes (1 is the first element); NULL when absent. */
+const Ferry__Value *ferry_table_geti(const Ferry__Value *t, int64_t i);
+
+/* Elements in t's array part (t[1] .. t[n]); 0 when t is not a table. */
+size_t ferry_table_len(const Ferry__Value *t);
+
+/* Walks t's hash part (the fields that are not t[1..n]): start with *pos = 0; each
+ * call sets *key and *value (borrowed) and returns 1, or returns 0 at the end. */
+int ferry_table_next(const Ferry__Value *t, size_t *pos, const Ferry__Value **key,
+                     const Ferry__Value **value);
+
+/*
+ * t[key] = v for building results: takes ownership of v whatever happens
+ * (frees it on failure), so that chains need one check at the end.
+ * FERRY_ENOMEM when v is NULL (a constructor that failed) or memory runs out.
+ */
+ferry_err ferry_table_set_field(Ferry__Value *t, const char *key, Ferry__Value *v);
 
 #endif

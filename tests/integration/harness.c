@@ -345,3 +345,152 @@ const char *stack_write_file(ferry_stack *s, const char *name, const char *text)
     }
     return path;
 }
+
+typedef struct {
+    char v[5][256];
+} stack_vars;
+
+/* environ without FERRY_* settings, plus the stack's endpoints (in *vars) and env: a
+ * malloc'd array (free only the array). */
+static char **cmd_env(ferry_stack *s, const char *const *env, stack_vars *vars)
+{
+    extern char **environ;
+    snprintf(vars->v[0], sizeof vars->v[0], "FERRY_CLIENTS=%s", s->clients);
+    snprintf(vars->v[1], sizeof vars->v[1], "FERRY_COMMANDS=%s", s->commands);
+    snprintf(vars->v[2], sizeof vars->v[2], "FERRY_ENGINES=%s", s->engines);
+    snprintf(vars->v[3], sizeof vars->v[3], "FERRY_WORKERS=%s", s->workers);
+    snprintf(vars->v[4], sizeof vars->v[4], "FERRY_LOG_LEVEL=%s",
+             getenv("FERRY_TEST_LOG_LEVEL") ? getenv("FERRY_TEST_LOG_LEVEL") : "info");
+    size_t n = 0, extra = 0;
+    while (environ[n])
+        n++;
+    while (env && env[extra])
+        extra++;
+    char **envp = malloc((n + extra + 6) * sizeof *envp);
+    if (!envp)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "FERRY_", 6) != 0)
+            envp[k++] = environ[i];
+    for (size_t i = 0; i < 5; i++)
+        envp[k++] = vars->v[i];
+    for (size_t i = 0; i < extra; i++)
+        envp[k++] = (char *)env[i];
+    envp[k] = NULL;
+    return envp;
+}
+
+int stack_spawn_cmd(ferry_stack *s, const char *name, const char *const *argv,
+                    const char *const *env)
+{
+    if (s->nprocs == STACK_MAX_PROCS || !argv || !argv[0])
+        return -1;
+    int idx = s->nprocs;
+    stack_proc *p = &s->procs[idx];
+    char pname[sizeof p->name];
+    snprintf(pname, sizeof pname, "%s.%d", name, idx);
+    memcpy(p->name, pname, sizeof pname);
+    snprintf(p->log, sizeof p->log, "%s/%s.log", s->dir, pname);
+
+    /* As in stack_spawn: everything is made before fork. */
+    stack_vars vars;
+    char **envp = cmd_env(s, env, &vars);
+    if (!envp)
+        return -1;
+    int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fflush(NULL);
+    pid_t pid = fd >= 0 ? fork() : -1;
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execve(argv[0], (char *const *)argv, envp);
+        _exit(127);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(envp);
+    if (pid < 0)
+        return -1;
+    p->pid = pid;
+    s->nprocs++;
+    return idx;
+}
+
+int stack_exec(ferry_stack *s, const char *const *argv, const char *const *env, char **out,
+               char **err, int timeout_ms)
+{
+    char opath[300], epath[300];
+    snprintf(opath, sizeof opath, "%s/exec.out", s->dir);
+    snprintf(epath, sizeof epath, "%s/exec.err", s->dir);
+    int ofd = open(opath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int efd = open(epath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    stack_vars vars;
+    char **envp = cmd_env(s, env, &vars);
+    if (ofd < 0 || efd < 0 || !envp) {
+        if (ofd >= 0)
+            close(ofd);
+        if (efd >= 0)
+            close(efd);
+        free(envp);
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(ofd, 1);
+        dup2(efd, 2);
+        execve(argv[0], (char *const *)argv, envp);
+        _exit(127);
+    }
+    free(envp);
+    int status = pid > 0 ? wait_child(pid, timeout_ms) : -1;
+    if (pid > 0 && status == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    if (out)
+        *out = slurp_fd(ofd);
+    if (err)
+        *err = slurp_fd(efd);
+    close(ofd);
+    close(efd);
+    if (status == -1 || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+const char *stack_source_dir(void)
+{
+    /* This file is <source>/tests/integration/harness.c. */
+    static char dir[512];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "%s", __FILE__);
+        for (int i = 0; i < 3; i++) {
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = '\0';
+        }
+    }
+    return dir;
+}
+
+const char *stack_python(const char *const *modules)
+{
+    const char *candidates[] = {getenv("FERRY_TEST_PYTHON"), "/usr/bin/python3",
+                                "/usr/local/bin/python3"};
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+        const char *py = candidates[i];
+        if (!py || !*py || access(py, X_OK) != 0)
+            continue;
+        char cmd[1024];
+        int len = snprintf(cmd, sizeof cmd, "'%s' -c 'import sys", py);
+        for (int m = 0; modules && modules[m] && len < (int)sizeof cmd; m++)
+            len += snprintf(cmd + len, sizeof cmd - (size_t)len, ", %s", modules[m]);
+        if (len < (int)sizeof cmd)
+            snprintf(cmd + len, sizeof cmd - (size_t)len, "' >/dev/null 2>&1");
+        if (system(cmd) == 0)
+            return py;
+    }
+    return NULL;
+}

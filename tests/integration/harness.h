@@ -79,4 +79,37 @@ int stack_cli(ferry_stack *s, const char *const *argv, char **out, char **err, i
 /* Writes text to <stack dir>/<name> and returns the path (static buffer). */
 const char *stack_write_file(ferry_stack *s, const char *name, const char *text);
 
+/*
+ * Starts any program as a process of the stack: argv[0] is its absolute path,
+ * name (no "ferry-broker" prefix) names its log. Its environment is the
+ * caller's without FERRY_* settings, plus FERRY_CLIENTS, FERRY_COMMANDS,
+ * FERRY_ENGINES and FERRY_WORKERS set to the stack's endpoints,
+ * FERRY_LOG_LEVEL, and the NULL-terminated "NAME=value" strings of env (may
+ * be NULL). File descriptors the caller opened without O_CLOEXEC are
+ * inherited. stack_stop sends it SIGTERM like the others and expects exit
+ * status 0. Returns the index of the process, or -1.
+ */
+int stack_spawn_cmd(ferry_stack *s, const char *name, const char *const *argv,
+                    const char *const *env);
+
+/*
+ * Runs argv[0] (an absolute path) to completion, with the environment of
+ * stack_spawn_cmd (the stack's endpoints in FERRY_*, plus env), and captures
+ * stdout and stderr into malloc'd strings (caller frees; either may be NULL).
+ * Kills it after timeout_ms. Returns the exit status, or -1.
+ */
+int stack_exec(ferry_stack *s, const char *const *argv, const char *const *env, char **out,
+               char **err, int timeout_ms);
+
+/* The source tree the tests were built from (static string, no trailing slash). */
+const char *stack_source_dir(void);
+
+/*
+ * A python3 interpreter that can import every module named in the
+ * NULL-terminated modules (may be NULL): $FERRY_TEST_PYTHON, then
+ * /usr/bin/python3 (Debian's, with python3-zmq and python3-protobuf), then
+ * /usr/local/bin/python3. NULL when none can.
+ */
+const char *stack_python(const char *const *modules);
+
 #endif

@@ -19,4 +19,32 @@ void worker_fn_sleep(ferry_call *call, void *udata);
 
 #define WORKER_SLEEP_MAX_MS 1e12 /* ~31 years: keeps now + ms far from overflow */
 
+/*
+ * http.get(url [, options]) and http.request{method=, url=, headers=, body=,
+ * timeout_ms=, max_redirects=, max_body=} (http.c): one libcurl multi handle
+ * per worker, driven by the worker's loop. Both return
+ * {status=, headers={lower-cased name = value}, body=, url=}.
+ *
+ *   worker_http *http = worker_http_new(w, err, sizeof err);
+ *   worker_http_register(http, 1);       // http.get idempotent, http.request not
+ *   ferry_worker_run(w);
+ *   ferry_worker_destroy(&w);            // cancels the transfers still running
+ *   worker_http_destroy(&http);          // then this: it no longer touches w
+ */
+typedef struct worker_http worker_http;
+
+/* Sets up curl and watches its sockets in w's loop. NULL with a message in err. */
+worker_http *worker_http_new(ferry_worker *w, char *err, size_t errlen);
+
+/* Registers http.get (idempotent unless get_idempotent is 0) and http.request (never:
+ * a POST must not run twice) on the worker given to worker_http_new. */
+ferry_err worker_http_register(worker_http *h, int get_idempotent);
+
+/* Frees h (NULL-safe) and nulls *h. Only after ferry_worker_destroy of its worker. */
+void worker_http_destroy(worker_http **h);
+
+/* The handlers, with a worker_http as udata. */
+void worker_fn_http_get(ferry_call *call, void *udata);
+void worker_fn_http_request(ferry_call *call, void *udata);
+
 #endif

@@ -1,0 +1,481 @@
+/*
+ * http_test: http.get and http.request of ferry-worker, from Lua scripts
+ * through the real broker and engine, against an HTTP server on loopback.
+ *
+ * The server (http_server.py, Python's standard library) serves on a
+ * listening socket this test makes and hands over, so its port is known
+ * before it starts and no test waits for it to come up: connections wait in
+ * the backlog until it accepts. Status, headers, binary bodies, a 404, a
+ * refused connection, a timeout, redirects, body bounds, bad arguments, and
+ * 200 slow requests in flight at once through one worker.
+ */
+#include "harness.h"
+
+#include "ferry_clock.h"
+#include "ferry_value.h"
+#include "ferry_wire.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+typedef struct {
+    ferry_stack stack;
+    char base[64]; /* http://127.0.0.1:<port> */
+    int worker;    /* process index of ferry-worker */
+} http_env;
+
+/* A listening socket on 127.0.0.1:<ephemeral>, inheritable (no CLOEXEC). */
+static int listen_loopback(int backlog, int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, backlog) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int setup(void **state)
+{
+    static http_env env;
+    ferry_stack *s = &env.stack;
+    assert_int_equal(stack_init(s), 0);
+    const char *py = stack_python(NULL);
+    if (!py) {
+        fprintf(stderr, "http_test: no python3 to run the test's HTTP server\n");
+        return -1;
+    }
+    int port;
+    int fd = listen_loopback(1024, &port);
+    assert_true(fd >= 0);
+    snprintf(env.base, sizeof env.base, "http://127.0.0.1:%d", port);
+    /* The server writes to this pipe once its SIGTERM handler is in place, so that
+     * stack_stop finds it ready to exit cleanly however short the test. */
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(fcntl(ready[0], F_SETFD, FD_CLOEXEC), 0);
+    char script[600], fdarg[16], readyarg[16];
+    snprintf(script, sizeof script, "%s/tests/integration/http_server.py", stack_source_dir());
+    snprintf(fdarg, sizeof fdarg, "%d", fd);
+    snprintf(readyarg, sizeof readyarg, "%d", ready[1]);
+    const char *argv[] = {py, script, "--fd", fdarg, "--ready-fd", readyarg, NULL};
+    assert_true(stack_spawn_cmd(s, "http-server", argv, NULL) >= 0);
+    /* The server holds them now; later children must not. */
+    close(fd);
+    close(ready[1]);
+    struct pollfd pfd = {.fd = ready[0], .events = POLLIN};
+    char byte;
+    int up = poll(&pfd, 1, 10000) == 1 && read(ready[0], &byte, 1) == 1;
+    close(ready[0]);
+    if (!up) {
+        fprintf(stderr, "http_test: the HTTP server did not come up within 10 s\n");
+        stack_stop(s);
+        return -1;
+    }
+
+    assert_true(stack_start_broker(s, NULL) >= 0);
+    const char *engine_args[] = {"--slots", "1000", NULL};
+    assert_true(stack_start_engine(s, engine_args) >= 0);
+    env.worker = stack_start_worker(s, NULL);
+    assert_true(env.worker >= 0);
+    if (stack_wait_ready(s, 1, 1, 10000) != 0) {
+        stack_stop(s);
+        return -1;
+    }
+    *state = &env;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    http_env *env = *state;
+    return stack_stop(&env->stack);
+}
+
+/* Runs src with the server's base URL as its argument; the script must succeed. */
+static void run_ok(http_env *env, const char *src, ferry_result *r)
+{
+    Ferry__Value *arg = ferry_value_cstring(env->base);
+    assert_int_equal(stack_run(&env->stack, src, &arg, 1, 20000, r), FERRY_OK);
+    ferry_value_free(arg);
+    if (!r->result->ok)
+        fail_msg("script failed: %s: %s", r->result->error ? r->result->error->code : "?",
+                 r->result->error ? r->result->error->message : "?");
+}
+
+/* Runs src, which must fail with code and a message holding in_msg, within max_ms. */
+static void run_fails(http_env *env, const char *src, const char *code, const char *in_msg,
+                      int64_t max_ms)
+{
+    Ferry__Value *arg = ferry_value_cstring(env->base);
+    ferry_result r;
+    int64_t start = ferry_now_ms();
+    assert_int_equal(stack_run(&env->stack, src, &arg, 1, 20000, &r), FERRY_OK);
+    int64_t took = ferry_now_ms() - start;
+    ferry_value_free(arg);
+    if (r.result->ok || !r.result->error)
+        fail_msg("script '%s' succeeded, want %s", src, code);
+    if (strcmp(r.result->error->code, code) != 0 || !strstr(r.result->error->message, in_msg))
+        fail_msg("want %s containing '%s', got %s: %s", code, in_msg, r.result->error->code,
+                 r.result->error->message);
+    if (took > max_ms)
+        fail_msg("'%s' took %lld ms, want at most %lld", src, (long long)took, (long long)max_ms);
+    ferry_result_fini(&r);
+}
+
+static void assert_string_value(const Ferry__Value *v, const void *want, size_t len)
+{
+    assert_int_equal(v->kind_case, FERRY__VALUE__KIND_STRING);
+    assert_int_equal(v->string.len, len);
+    if (len)
+        assert_memory_equal(v->string.data, want, len);
+}
+
+static void assert_cstring_value(const Ferry__Value *v, const char *want)
+{
+    assert_string_value(v, want, strlen(want));
+}
+
+static void test_get_status_headers_body(void **state)
+{
+    http_env *env = *state;
+    ferry_result r;
+    run_ok(env,
+           "local base = ...\n"
+           "local r = ferry.call('http.get', base .. '/ok')\n"
+           "return r.status, r.headers['content-type'], r.headers['x-test'], r.body, r.url,\n"
+           "       math.type(r.status), r.headers['content-length']",
+           &r);
+    assert_int_equal(r.result->n_values, 7);
+    assert_int_equal(r.result->values[0]->integer, 200);
+    assert_cstring_value(r.result->values[1], "text/plain");
+    /* Repeated headers are joined, names lower-cased. */
+    assert_cstring_value(r.result->values[2], "a, b");
+    assert_cstring_value(r.result->values[3], "hello");
+    char url[96];
+    snprintf(url, sizeof url, "%s/ok", env->base);
+    assert_cstring_value(r.result->values[4], url);
+    assert_cstring_value(r.result->values[5], "integer");
+    assert_cstring_value(r.result->values[6], "5");
+    ferry_result_fini(&r);
+
+    /* A 404 is a result like any other status. */
+    run_ok(env,
+           "local r = ferry.call('http.get', ... .. '/nothing/here')\n"
+           "return r.status, r.body",
+           &r);
+    assert_int_equal(r.result->values[0]->integer, 404);
+    assert_cstring_value(r.result->values[1], "not found");
+    ferry_result_fini(&r);
+    stack_passed(&env->stack);
+}
+
+static void test_binary_bodies_both_ways(void **state)
+{
+    http_env *env = *state;
+    ferry_result r;
+    run_ok(env, "local r = ferry.call('http.get', ... .. '/binary') return r.status, r.body", &r);
+    assert_int_equal(r.result->values[0]->integer, 200);
+    unsigned char want[1024];
+    for (size_t i = 0; i < sizeof want; i++)
+        want[i] = (unsigned char)(i % 256);
+    assert_string_value(r.result->values[1], want, sizeof want);
+    ferry_result_fini(&r);
+
+    /* A binary request body, a method, headers, and the echo of all three. */
+    run_ok(env,
+           "local base = ...\n"
+           "local body = 'a\\0b\\255\\r\\n' .. string.rep('z', 5000)\n"
+           "local r = ferry.call('http.request', {method = 'put', url = base .. '/echo',\n"
+           "  headers = {['X-Foo'] = 'bar', ['X-Num'] = 7, ['X-Empty'] = ''}, body = body})\n"
+           "return r.status, r.body == body, #r.body, r.headers['x-method'],\n"
+           "  r.headers['x-echo-x-foo'], r.headers['x-echo-x-num'], r.headers['x-echo-x-empty']",
+           &r);
+    assert_int_equal(r.result->values[0]->integer, 200);
+    assert_true(r.result->values[1]->boolean);
+    assert_int_equal(r.result->values[2]->integer, 5006);
+    assert_cstring_value(r.result->values[3], "PUT");
+    assert_cstring_value(r.result->values[4], "bar");
+    assert_cstring_value(r.result->values[5], "7");
+    assert_cstring_value(r.result->values[6], "");
+    ferry_result_fini(&r);
+
+    /* POST without a body, DELETE, HEAD (no body comes back). */
+    run_ok(env,
+           "local base = ...\n"
+           "local p = ferry.call('http.request', {method = 'POST', url = base .. '/echo'})\n"
+           "local d = ferry.call('http.request', {method = 'DELETE', url = base .. '/echo'})\n"
+           "local h = ferry.call('http.request', {method = 'HEAD', url = base .. '/ok'})\n"
+           "return p.headers['x-method'], p.body, d.headers['x-method'], h.status, h.body,\n"
+           "  h.headers['content-length']",
+           &r);
+    assert_cstring_value(r.result->values[0], "POST");
+    assert_cstring_value(r.result->values[1], "");
+    assert_cstring_value(r.result->values[2], "DELETE");
+    assert_int_equal(r.result->values[3]->integer, 200);
+    assert_cstring_value(r.result->values[4], "");
+    assert_cstring_value(r.result->values[5], "5");
+    ferry_result_fini(&r);
+    stack_passed(&env->stack);
+}
+
+static void test_redirects_and_bounds(void **state)
+{
+    http_env *env = *state;
+    ferry_result r;
+    run_ok(env,
+           "local base = ...\n"
+           "local r = ferry.call('http.get', base .. '/redirect?n=3')\n"
+           "local raw = ferry.call('http.get', base .. '/redirect?n=3', {max_redirects = 0})\n"
+           "local big = ferry.call('http.get', base .. '/big?n=100000')\n"
+           "local st = ferry.call('http.get', base .. '/status?code=503')\n"
+           "return r.status, r.body, r.url:sub(-3), raw.status, raw.headers.location, #big.body,\n"
+           "  st.status",
+           &r);
+    assert_int_equal(r.result->values[0]->integer, 200);
+    assert_cstring_value(r.result->values[1], "hello");
+    assert_cstring_value(r.result->values[2], "/ok");
+    assert_int_equal(r.result->values[3]->integer, 302);
+    assert_cstring_value(r.result->values[4], "/redirect?n=2");
+    assert_int_equal(r.result->values[5]->integer, 100000);
+    assert_int_equal(r.result->values[6]->integer, 503);
+    ferry_result_fini(&r);
+
+    run_fails(env, "return ferry.call('http.get', ... .. '/redirect?n=3', {max_redirects = 2})",
+              "call_error", "max_redirects", 5000);
+    run_fails(env, "return ferry.call('http.get', ... .. '/big?n=2000', {max_body = 1000})",
+              "call_error", "max_body", 5000);
+    /* Over the default of 8 MiB. */
+    run_fails(env, "return ferry.call('http.get', ... .. '/big?n=9000000')", "call_error",
+              "max_body", 10000);
+    stack_passed(&env->stack);
+}
+
+static void test_transport_failures(void **state)
+{
+    http_env *env = *state;
+    /* A port nobody listens on: take one, close it. */
+    int port;
+    int fd = listen_loopback(1, &port);
+    assert_true(fd >= 0);
+    close(fd);
+    char src[256];
+    snprintf(src, sizeof src, "return ferry.call('http.get', 'http://127.0.0.1:%d/')", port);
+    run_fails(env, src, "call_error", "onnect", 5000);
+
+    /* The server takes 3 s; the call allows 200 ms. */
+    int64_t start = ferry_now_ms();
+    run_fails(env, "return ferry.call('http.get', ... .. '/slow?ms=3000', {timeout_ms = 200})",
+              "timeout", "200 ms", 2500);
+    assert_true(ferry_now_ms() - start >= 190);
+
+    /* A failure is catchable, and the worker goes on serving. */
+    ferry_result r;
+    run_ok(env,
+           "local base = ...\n"
+           "local ok, e = pcall(ferry.call, 'http.request',\n"
+           "  {url = base .. '/slow?ms=3000', timeout_ms = 100})\n"
+           "return ok, e.code, ferry.call('http.get', base .. '/ok').status",
+           &r);
+    assert_false(r.result->values[0]->boolean);
+    assert_cstring_value(r.result->values[1], "timeout");
+    assert_int_equal(r.result->values[2]->integer, 200);
+    ferry_result_fini(&r);
+    stack_passed(&env->stack);
+}
+
+static void test_bad_arguments(void **state)
+{
+    http_env *env = *state;
+    run_fails(env, "return ferry.call('http.get', 42)", "bad_argument", "string expected", 5000);
+    run_fails(env, "return ferry.call('http.get', 'ftp://127.0.0.1/x')", "bad_argument",
+              "http:// or https://", 5000);
+    run_fails(env, "return ferry.call('http.get', 'file:///etc/passwd')", "bad_argument",
+              "http:// or https://", 5000);
+    run_fails(env, "return ferry.call('http.get', ... .. '/ok', {timout_ms = 5})", "bad_argument",
+              "unknown field 'timout_ms'", 5000);
+    run_fails(env, "return ferry.call('http.get', ... .. '/ok', {timeout_ms = -1})", "bad_argument",
+              "timeout_ms", 5000);
+    run_fails(env, "return ferry.call('http.get', ... .. '/ok', 'fast')", "bad_argument",
+              "table expected", 5000);
+    run_fails(env, "return ferry.call('http.request', {url = ... .. '/ok', method = 'GE T'})",
+              "bad_argument", "method", 5000);
+    run_fails(env, "return ferry.call('http.request', {method = 'GET'})", "bad_argument",
+              "'url' missing", 5000);
+    run_fails(env,
+              "return ferry.call('http.request', {url = ... .. '/ok',\n"
+              "  headers = {['X-Bad'] = 'a\\r\\nInjected: 1'}})",
+              "bad_argument", "CR, LF", 5000);
+    /* A redirect to another protocol is refused by curl itself. */
+    stack_passed(&env->stack);
+}
+
+static void test_200_slow_requests_in_flight_at_once(void **state)
+{
+    http_env *env = *state;
+    const char *src = "local base, n, ms = ...\n"
+                      "local calls = {}\n"
+                      "for i = 1, n do calls[i] = {'http.get', base .. '/slow?ms=' .. ms} end\n"
+                      "local rs = ferry.all(table.unpack(calls))\n"
+                      "local ok = 0\n"
+                      "for _, r in ipairs(rs) do\n"
+                      "  if r[1].status == 200 and r[1].body == 'slow' then ok = ok + 1 end\n"
+                      "end\n"
+                      "return ok";
+    enum { SLOW_MS = 500, N = 200 };
+    int64_t took[2];
+    int counts[2] = {1, N};
+    for (int k = 0; k < 2; k++) {
+        Ferry__Value *args[3] = {ferry_value_cstring(env->base), ferry_value_int(counts[k]),
+                                 ferry_value_int(SLOW_MS)};
+        ferry_result r;
+        int64_t start = ferry_now_ms();
+        assert_int_equal(stack_run(&env->stack, src, args, 3, 30000, &r), FERRY_OK);
+        took[k] = ferry_now_ms() - start;
+        for (int i = 0; i < 3; i++)
+            ferry_value_free(args[i]);
+        if (!r.result->ok)
+            fail_msg("%s: %s", r.result->error->code, r.result->error->message);
+        assert_int_equal(r.result->values[0]->integer, counts[k]);
+        ferry_result_fini(&r);
+    }
+    printf("# http.get of a %d ms endpoint through one worker: 1 request %lld ms, "
+           "%d at once %lld ms\n",
+           SLOW_MS, (long long)took[0], N, (long long)took[1]);
+    /* One after another would take N * 500 ms = 100 s. */
+    assert_true(took[1] < took[0] + 1500);
+    stack_passed(&env->stack);
+}
+
+/* The in-flight count of function name in the broker's stats, or -1. */
+static long long function_in_flight(ferry_stack *s, const char *name)
+{
+    Ferry__Envelope *env = NULL;
+    if (ferry_client_stats(s->client, 2000, &env) != FERRY_OK)
+        return -1;
+    long long n = -1;
+    for (size_t i = 0; i < env->stats->n_functions; i++)
+        if (strcmp(env->stats->functions[i]->name, name) == 0)
+            n = (long long)env->stats->functions[i]->in_flight;
+    ferry_envelope_free(env);
+    return n;
+}
+
+/* Submits a script with two transfers of a slow endpoint and waits until both run. */
+static void two_slow_transfers(http_env *env, int ms)
+{
+    ferry_stack *s = &env->stack;
+    const char *src = "local base, ms = ...\n"
+                      "local r = ferry.all({'http.get', base .. '/slow?ms=' .. ms},\n"
+                      "  {'http.request', {url = base .. '/slow?ms=' .. ms}})\n"
+                      "return r[1][1].status, r[2][1].status";
+    Ferry__Value *args[2] = {ferry_value_cstring(env->base), ferry_value_int(ms)};
+    assert_int_equal(
+        ferry_client_submit(s->client, src, strlen(src), "inflight.lua", args, 2, 20000, NULL),
+        FERRY_OK);
+    ferry_value_free(args[0]);
+    ferry_value_free(args[1]);
+    /* In flight at the broker is not yet at the worker: wait until the server has both
+     * requests, asking it through the same worker. */
+    int64_t until = ferry_now_ms() + 10000;
+    for (;;) {
+        ferry_result r;
+        run_ok(env, "return ferry.call('http.get', ... .. '/inflight').body", &r);
+        int both =
+            r.result->values[0]->string.len == 1 && r.result->values[0]->string.data[0] == '2';
+        ferry_result_fini(&r);
+        if (both)
+            break;
+        assert_true(ferry_now_ms() < until);
+        poll(NULL, 0, 10); /* the server is another process: ask again shortly */
+    }
+    /* The two calls' own results are still to come; run_ok consumed only its own. */
+    assert_int_equal(function_in_flight(s, "http.get"), 1);
+    assert_int_equal(function_in_flight(s, "http.request"), 1);
+}
+
+static void test_sigterm_lets_transfers_finish(void **state)
+{
+    http_env *env = *state;
+    ferry_stack *s = &env->stack;
+    two_slow_transfers(env, 1000);
+    stack_signal(s, env->worker, SIGTERM);
+    ferry_result r;
+    assert_int_equal(ferry_client_wait(s->client, 10000, &r), FERRY_OK);
+    if (!r.result->ok)
+        fail_msg("%s: %s", r.result->error->code, r.result->error->message);
+    assert_int_equal(r.result->values[0]->integer, 200);
+    assert_int_equal(r.result->values[1]->integer, 200);
+    ferry_result_fini(&r);
+    int st = stack_wait_exit(s, env->worker, 5000);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    stack_passed(s);
+}
+
+static void test_second_sigterm_cancels_transfers(void **state)
+{
+    http_env *env = *state;
+    ferry_stack *s = &env->stack;
+    two_slow_transfers(env, 5000);
+    /* The first signal drains: the worker says Goodbye and the broker counts it out. */
+    stack_signal(s, env->worker, SIGTERM);
+    int64_t until = ferry_now_ms() + 5000;
+    for (;;) {
+        Ferry__Envelope *e = NULL;
+        assert_int_equal(ferry_client_stats(s->client, 2000, &e), FERRY_OK);
+        int gone = e->stats->workers == 0;
+        ferry_envelope_free(e);
+        if (gone)
+            break;
+        assert_true(ferry_now_ms() < until);
+        poll(NULL, 0, 10);
+    }
+    /* The second stops at once: both transfers are cancelled, curl and every call
+     * freed (the ASan build checks), long before the 5 s endpoint answers. */
+    int64_t start = ferry_now_ms();
+    stack_signal(s, env->worker, SIGTERM);
+    int st = stack_wait_exit(s, env->worker, 4000);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(ferry_now_ms() - start < 4000);
+    stack_passed(s);
+}
+
+int main(void)
+{
+    /* Loopback needs no proxy, whatever the machine's environment says (curl honours
+     * http_proxy and friends; the workers inherit this). */
+    setenv("no_proxy", "*", 1);
+    setenv("NO_PROXY", "*", 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_get_status_headers_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_binary_bodies_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redirects_and_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_200_slow_requests_in_flight_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_lets_transfers_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_sigterm_cancels_transfers, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
