@@ -46,6 +46,10 @@ test-fuzz: deps
 test-docker: build
 	docker/test.sh $(BUILD)/bin
 
+# The benchmark of docs/benchmarks.md: Ferry against the raw ZeroMQ path.
+bench: build
+	$(BUILD)/bin/ferry-bench $(BENCH_ARGS)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 

@@ -374,8 +374,11 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
                               .routing_id = w->id,
                               .max_msg = w->max_msg,
                               /* Unread replies are bounded by the credit (the broker
-                               * returns credit as it reads them): never refuse one. */
-                              .hwm = (int)w->concurrency + HWM_MARGIN,
+                               * returns credit as it reads them): never refuse one.
+                               * libzmq tells the sender how far the reader got only
+                               * every (hwm+1)/2 messages, so the sender may count up
+                               * to credit + hwm/2 unread: twice the credit covers it. */
+                              .hwm = 2 * (int)w->concurrency + HWM_MARGIN,
                               .linger_ms = LINGER_MS};
     w->dealer = ferry_socket_open(w->ctx, &opts, err, errlen);
     if (!w->dealer)

@@ -1,0 +1,425 @@
+/* bench_proc: child processes on private endpoints, bounded waits, nothing left behind. */
+#include "bench_proc.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STOP_BOUND_MS 30000 /* a child under valgrind takes a while to write its profile */
+#define KILL_BOUND_MS 5000
+#define MAX_STACKS 32
+
+static bench_proc_config config = {.bin_dir = ".", .log_level = "info"};
+
+/* Every stack between init and stop, for the exit and signal handlers. */
+static bench_stack *volatile live[MAX_STACKS];
+
+int64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void track(bench_stack *s, int on)
+{
+    for (int i = 0; i < MAX_STACKS; i++) {
+        if (on && !live[i]) {
+            live[i] = s;
+            return;
+        }
+        if (!on && live[i] == s) {
+            live[i] = NULL;
+            return;
+        }
+    }
+}
+
+/* Async-signal-safe: kills what runs and leaves. The folders stay in /tmp. */
+static void on_fatal_signal(int signo)
+{
+    for (int i = 0; i < MAX_STACKS; i++) {
+        bench_stack *s = live[i];
+        if (!s)
+            continue;
+        for (int k = 0; k < s->nprocs; k++)
+            if (s->procs[k].pid > 0)
+                kill(s->procs[k].pid, SIGKILL);
+    }
+    _exit(128 + signo);
+}
+
+static void on_exit_stop_all(void)
+{
+    for (int i = 0; i < MAX_STACKS; i++)
+        if (live[i])
+            bench_stack_stop(live[i], 0);
+}
+
+void bench_proc_setup(const bench_proc_config *cfg)
+{
+    config = *cfg;
+    if (!config.log_level)
+        config.log_level = "info";
+    atexit(on_exit_stop_all);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* A free loopback TCP port (the kernel's pick; released again for the broker to bind). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+int bench_stack_init(bench_stack *s)
+{
+    memset(s, 0, sizeof *s);
+    char dir[sizeof s->dir] = "/tmp/ferry-bench-XXXXXX";
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "ferry-bench: mkdtemp: %s\n", strerror(errno));
+        return -1;
+    }
+    memcpy(s->dir, dir, sizeof dir);
+    char *eps[4] = {s->clients, s->commands, s->engines, s->workers};
+    const char *names[4] = {"clients", "commands", "engines", "workers"};
+    for (int i = 0; i < 4; i++) {
+        if (config.tcp) {
+            int port = free_port();
+            if (port < 0) {
+                fprintf(stderr, "ferry-bench: no free tcp port: %s\n", strerror(errno));
+                return -1;
+            }
+            snprintf(eps[i], sizeof s->clients, "tcp://127.0.0.1:%d", port);
+        } else {
+            snprintf(eps[i], sizeof s->clients, "ipc://%s/%s", dir, names[i]);
+        }
+    }
+    track(s, 1);
+    return 0;
+}
+
+/* environ without FERRY_* settings, plus extra: a malloc'd array (free only the array). */
+static char **child_env(char *extra)
+{
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **envp = malloc((n + 2) * sizeof *envp);
+    if (!envp)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "FERRY_", 6) != 0)
+            envp[k++] = environ[i];
+    envp[k++] = extra;
+    envp[k] = NULL;
+    return envp;
+}
+
+/* Resolves a program name through PATH into out (before fork: no malloc after). */
+static int find_program(const char *name, char *out, size_t outlen)
+{
+    if (strchr(name, '/')) {
+        snprintf(out, outlen, "%s", name);
+        return access(out, X_OK) == 0 ? 0 : -1;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/bin:/bin";
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t len = end ? (size_t)(end - path) : strlen(path);
+        snprintf(out, outlen, "%.*s/%s", (int)len, path, name);
+        if (access(out, X_OK) == 0)
+            return 0;
+        path += len + (end ? 1 : 0);
+    }
+    return -1;
+}
+
+int bench_stack_spawn(bench_stack *s, const char *binary, const char *role,
+                      const char *const *argv_extra)
+{
+    if (s->nprocs == BENCH_MAX_PROCS)
+        return -1;
+    int idx = s->nprocs;
+    bench_proc *p = &s->procs[idx];
+    char name[sizeof p->name];
+    snprintf(name, sizeof name, "%s.%d", role ? role : binary, idx);
+    memcpy(p->name, name, sizeof name);
+    char log[sizeof p->log];
+    snprintf(log, sizeof log, "%s/%s.log", s->dir, name);
+    memcpy(p->log, log, sizeof log);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", config.bin_dir, binary);
+    if (access(path, X_OK) != 0) {
+        fprintf(stderr, "ferry-bench: %s: %s (is the project built? see --bin)\n", path,
+                strerror(errno));
+        return -1;
+    }
+
+    /* The raw baseline's stand-ins take the same wrappers, for profiles side by side. */
+    const char *wrap = NULL;
+    if (role && strstr(role, "broker"))
+        wrap = config.wrap_broker;
+    else if (role && strstr(role, "engine"))
+        wrap = config.wrap_engine;
+    else if (role && strstr(role, "worker"))
+        wrap = config.wrap_worker;
+
+    const char *argv[96];
+    char wrapbuf[1024], wrapexe[512];
+    int n = 0;
+    if (wrap && *wrap) {
+        snprintf(wrapbuf, sizeof wrapbuf, "%s", wrap);
+        for (char *tok = strtok(wrapbuf, " "); tok && n < BENCH_MAX_WRAP; tok = strtok(NULL, " "))
+            argv[n++] = tok;
+        if (n == 0 || find_program(argv[0], wrapexe, sizeof wrapexe) != 0) {
+            fprintf(stderr, "ferry-bench: wrapper '%s' not found\n", wrap);
+            return -1;
+        }
+    }
+    const char *exe = n ? wrapexe : path;
+    argv[n++] = path;
+    if (strcmp(binary, "ferry-broker") == 0) {
+        const char *f[] = {"--clients", s->clients, "--commands", s->commands,
+                           "--engines", s->engines, "--workers",  s->workers};
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+            argv[n++] = f[i];
+    } else if (strcmp(binary, "ferry-engine") == 0) {
+        argv[n++] = "--commands";
+        argv[n++] = s->commands;
+        argv[n++] = "--engines";
+        argv[n++] = s->engines;
+    } else if (strcmp(binary, "ferry-worker") == 0) {
+        argv[n++] = "--workers";
+        argv[n++] = s->workers;
+    } /* else: the caller passes every argument */
+    for (int i = 0; argv_extra && argv_extra[i] && n < 95; i++)
+        argv[n++] = argv_extra[i];
+    argv[n] = NULL;
+
+    /* Everything the child needs is made before fork: the bench has ZeroMQ
+     * threads, so the child may only make async-signal-safe calls. */
+    char level[64];
+    snprintf(level, sizeof level, "FERRY_LOG_LEVEL=%s", config.log_level);
+    char **envp = child_env(level);
+    int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = envp && fd >= 0 ? fork() : -1;
+    if (pid == 0) {
+        /* Die with the bench, whatever kills it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        execve(exe, (char *const *)argv, envp);
+        _exit(127);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(envp);
+    if (pid < 0) {
+        fprintf(stderr, "ferry-bench: cannot start %s: %s\n", binary, strerror(errno));
+        return -1;
+    }
+    p->pid = pid;
+    s->nprocs++;
+    return idx;
+}
+
+pid_t bench_stack_pid(const bench_stack *s, int idx)
+{
+    return idx >= 0 && idx < s->nprocs ? s->procs[idx].pid : 0;
+}
+
+/* Waits for pid to exit within timeout_ms through a pidfd. The wait status, or -1. */
+static int wait_child(pid_t pid, int timeout_ms)
+{
+    int status;
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int64_t until = bench_now_ns() / 1000000 + timeout_ms;
+        int rc;
+        do {
+            int64_t left = until - bench_now_ns() / 1000000;
+            rc = poll(&pfd, 1, left > 0 ? (int)left : 0);
+        } while (rc < 0 && errno == EINTR);
+        close(fd);
+        if (rc <= 0)
+            return -1;
+    } else {
+        /* No pidfd (old kernel): look every 10 ms, within the same bound. */
+        for (int waited = 0; waited < timeout_ms; waited += 10) {
+            pid_t r = waitpid(pid, &status, WNOHANG);
+            if (r == pid)
+                return status;
+            if (r < 0)
+                return -1;
+            poll(NULL, 0, 10);
+        }
+        return -1;
+    }
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    return status;
+}
+
+static void dump_log(const bench_proc *p)
+{
+    FILE *f = fopen(p->log, "r");
+    fprintf(stderr, "----- %s (%s) -----\n", p->name, p->log);
+    if (!f)
+        return;
+    char line[2048];
+    int lines = 0;
+    while (fgets(line, sizeof line, f) && lines++ < 200)
+        fputs(line, stderr);
+    fclose(f);
+}
+
+int bench_stack_alive(bench_stack *s)
+{
+    for (int i = 0; i < s->nprocs; i++) {
+        bench_proc *p = &s->procs[i];
+        if (p->pid <= 0)
+            continue;
+        int status;
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->pid = 0;
+            p->status = status;
+            fprintf(stderr, "ferry-bench: %s exited (status %d, signal %d)\n", p->name,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                    WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+            dump_log(p);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int bench_stack_stop(bench_stack *s, int print_logs)
+{
+    int clean = 1;
+    /* Engines and workers first, then brokers, so nobody waits on a gone peer. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < s->nprocs; i++) {
+            int is_broker = strstr(s->procs[i].name, "broker") != NULL;
+            if (is_broker == pass && s->procs[i].pid > 0)
+                kill(s->procs[i].pid, SIGTERM);
+        }
+        for (int i = 0; i < s->nprocs; i++) {
+            bench_proc *p = &s->procs[i];
+            int is_broker = strstr(p->name, "broker") != NULL;
+            if (is_broker != pass || p->pid <= 0)
+                continue;
+            int st = wait_child(p->pid, STOP_BOUND_MS);
+            if (st == -1) {
+                fprintf(stderr, "ferry-bench: %s did not exit on SIGTERM, killing it\n", p->name);
+                kill(p->pid, SIGKILL);
+                wait_child(p->pid, KILL_BOUND_MS);
+                clean = 0;
+            } else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+                fprintf(stderr, "ferry-bench: %s exited with status %d (signal %d)\n", p->name,
+                        WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+                clean = 0;
+            }
+            p->pid = 0;
+            p->status = st;
+        }
+    }
+    if (print_logs || !clean || config.verbose)
+        for (int i = 0; i < s->nprocs; i++)
+            dump_log(&s->procs[i]);
+    s->nprocs = 0;
+    track(s, 0);
+    if (s->dir[0] && !getenv("FERRY_BENCH_KEEP")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "ferry-bench: could not remove %s\n", s->dir);
+    }
+    s->dir[0] = '\0';
+    return clean ? 0 : -1;
+}
+
+int64_t bench_cpu_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int64_t sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char file[128];
+        snprintf(file, sizeof file, "/proc/%d/task/%.20s/schedstat", (int)pid, e->d_name);
+        FILE *f = fopen(file, "r");
+        long long ns;
+        if (f && fscanf(f, "%lld", &ns) == 1)
+            sum += ns;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
+long bench_rss_kb(pid_t pid, int hwm)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    const char *key = hwm ? "VmHWM:" : "VmRSS:";
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, strlen(key)) == 0) {
+            kb = strtol(line + strlen(key), NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
