@@ -266,28 +266,27 @@ static void on_call_expired(broker_call *call, ferry_err reason, void *arg)
     answer_call(b, call, reason, msg);
 }
 
-static void on_command(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+/* A Command, routed on what ferry_wire_peek_call read: its frame goes on unchanged. */
+static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
 {
-    const Ferry__Command *cmd = (*envp)->command;
-    if (!cmd || cmd->engine_id.len == 0 || cmd->engine_id.len > FERRY_ROUTING_ID_MAX ||
-        !cmd->function || !cmd->function[0]) {
+    if (cmd->engine_id_len == 0 || cmd->engine_id_len > FERRY_ROUTING_ID_MAX ||
+        cmd->function_len == 0) {
         drop(b, BROKER_DROP_INVALID, "what=command reason=\"engine_id or function missing\"");
         return;
     }
     broker_call *call;
-    ferry_err err = broker_dispatch_call_new(&b->dispatch, cmd->engine_id.data,
-                                             cmd->engine_id.len, cmd->call_id, cmd->function,
+    ferry_err err = broker_dispatch_call_new(&b->dispatch, cmd->engine_id, cmd->engine_id_len,
+                                             cmd->call_id, cmd->function, cmd->function_len,
                                              cmd->timeout_ms, b->loop.now_ms, &call);
     if (err == FERRY_EPROTO) {
         char id[64];
         drop(b, BROKER_DROP_DUPLICATE, "engine=%s call_id=%llu",
-             id_text(cmd->engine_id.data, cmd->engine_id.len, id, sizeof id),
+             id_text(cmd->engine_id, cmd->engine_id_len, id, sizeof id),
              (unsigned long long)cmd->call_id);
         return;
     }
     if (err) {
-        send_call_error(b, cmd->engine_id.data, cmd->engine_id.len, cmd->call_id,
-                        FERRY_EOVERLOADED,
+        send_call_error(b, cmd->engine_id, cmd->engine_id_len, cmd->call_id, FERRY_EOVERLOADED,
                         err == FERRY_EOVERLOADED ? "broker function table is full"
                                                  : "broker out of memory");
         return;
@@ -326,13 +325,13 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     drain_worker(b, w);
 }
 
-static void on_reply(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+/* A Reply, routed on what ferry_wire_peek_call read: its frame goes on unchanged. */
+static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
 {
     const void *rid = ferry_frame_data(f, 0);
     size_t rid_len = ferry_frame_size(f, 0);
-    const Ferry__Reply *r = (*envp)->reply;
     char id[64], eid[64];
-    if (!r || r->engine_id.len == 0 || r->engine_id.len > FERRY_ROUTING_ID_MAX) {
+    if (r->engine_id_len == 0 || r->engine_id_len > FERRY_ROUTING_ID_MAX) {
         drop(b, BROKER_DROP_INVALID, "what=reply worker=%s reason=\"engine_id missing\"",
              id_text(rid, rid_len, id, sizeof id));
         return;
@@ -340,12 +339,12 @@ static void on_reply(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
     if (w)
         w->last_seen_ms = b->loop.now_ms;
-    broker_call *call = broker_dispatch_find(&b->dispatch, r->engine_id.data, r->engine_id.len,
+    broker_call *call = broker_dispatch_find(&b->dispatch, r->engine_id, r->engine_id_len,
                                              r->call_id);
     if (!w || !call || call->state != BROKER_CALL_IN_FLIGHT || call->worker != w) {
         drop(b, BROKER_DROP_UNKNOWN, "what=reply worker=%s engine=%s call_id=%llu%s",
              id_text(rid, rid_len, id, sizeof id),
-             id_text(r->engine_id.data, r->engine_id.len, eid, sizeof eid),
+             id_text(r->engine_id, r->engine_id_len, eid, sizeof eid),
              (unsigned long long)r->call_id, w ? "" : " reason=\"unregistered worker\"");
         if (w) {
             broker_dispatch_stray_reply(&b->dispatch, w);
@@ -353,18 +352,20 @@ static void on_reply(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         }
         return;
     }
-    broker_dispatch_complete(&b->dispatch, call, r->error != NULL);
-    ferry_err err = ferry_wire_forward(b->engines, r->engine_id.data, r->engine_id.len,
-                                       &f->frames[1]);
-    broker_dispatch_call_free(&b->dispatch, call);
+    broker_dispatch_complete(&b->dispatch, call, r->has_error);
+    /* The engine id lives in the frame being sent: use the call's copy after. */
+    size_t eid_len;
+    const uint8_t *eid_bytes = broker_call_engine(call, &eid_len);
+    ferry_err err = ferry_wire_forward(b->engines, eid_bytes, eid_len, &f->frames[1]);
     if (err == FERRY_OK) {
         b->completed++;
     } else {
         drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s call_id=%llu error=%s",
-             id_text(r->engine_id.data, r->engine_id.len, eid, sizeof eid),
-             (unsigned long long)r->call_id, ferry_err_code(err));
-        engine_unreachable(b, r->engine_id.data, r->engine_id.len, err);
+             id_text(eid_bytes, eid_len, eid, sizeof eid), (unsigned long long)r->call_id,
+             ferry_err_code(err));
+        engine_unreachable(b, eid_bytes, eid_len, err);
     }
+    broker_dispatch_call_free(&b->dispatch, call);
     if (!broker_dispatch_reap(&b->dispatch, w))
         drain_worker(b, w);
 }
@@ -730,16 +731,21 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 
 #define BODY_SLOTS (FERRY__ENVELOPE__BODY_GOODBYE + 1)
 
+/* A Command or a Reply, handled on what ferry_wire_peek_call read, undecoded. */
+typedef void (*call_fn)(broker *b, ferry_frames *f, const ferry_wire_call *c);
+
 typedef struct {
     const char *name; /* for log lines */
     int frames;       /* 1 on the PULL socket, 2 (routing id + body) on ROUTERs */
-    msg_fn handlers[BODY_SLOTS];
+    call_fn command;  /* Commands and Replies (the traffic) are routed undecoded */
+    call_fn reply;
+    msg_fn handlers[BODY_SLOTS]; /* the other bodies, decoded */
 } socket_kind;
 
 static const socket_kind commands_kind = {
     .name = "commands",
     .frames = 1,
-    .handlers = {[FERRY__ENVELOPE__BODY_COMMAND] = on_command},
+    .command = on_command,
 };
 
 static const socket_kind workers_kind = {
@@ -749,9 +755,9 @@ static const socket_kind workers_kind = {
         {
             [FERRY__ENVELOPE__BODY_READY] = on_ready,
             [FERRY__ENVELOPE__BODY_HEARTBEAT] = on_worker_heartbeat,
-            [FERRY__ENVELOPE__BODY_REPLY] = on_reply,
             [FERRY__ENVELOPE__BODY_GOODBYE] = on_goodbye,
         },
+    .reply = on_reply,
 };
 
 static const socket_kind engines_kind = {
@@ -804,16 +810,27 @@ static void drain_socket(broker *b, void *socket, const socket_kind *k)
             ferry_frames_close(&f);
             continue;
         }
-        Ferry__Envelope *env = NULL;
+        /* Checked as a full decode would, but only Commands and Replies are
+         * routed on what the check read: the rest is decoded. */
         int body = k->frames - 1;
-        err = ferry_envelope_decode(ferry_frame_data(&f, body), ferry_frame_size(&f, body), &env);
+        const void *data = ferry_frame_data(&f, body);
+        size_t len = ferry_frame_size(&f, body);
+        ferry_wire_call c;
+        Ferry__Envelope *env = NULL;
+        err = ferry_wire_peek_call(data, len, &c);
+        call_fn fast = c.body == FERRY__ENVELOPE__BODY_COMMAND ? k->command
+                       : c.body == FERRY__ENVELOPE__BODY_REPLY ? k->reply
+                                                               : NULL;
+        if (err == FERRY_OK && !fast && (unsigned)c.body < BODY_SLOTS && k->handlers[c.body])
+            err = ferry_envelope_decode(data, len, &env);
         if (err) {
             drop(b, BROKER_DROP_DECODE, "socket=%s peer=%s bytes=%zu error=%s", k->name,
-                 peer_text(&f, k, peer, sizeof peer), ferry_frame_size(&f, body),
-                 ferry_err_code(err));
-        } else if ((unsigned)env->body_case >= BODY_SLOTS || !k->handlers[env->body_case]) {
+                 peer_text(&f, k, peer, sizeof peer), len, ferry_err_code(err));
+        } else if (fast) {
+            fast(b, &f, &c);
+        } else if (!env) {
             drop(b, BROKER_DROP_UNEXPECTED, "socket=%s peer=%s body=%d", k->name,
-                 peer_text(&f, k, peer, sizeof peer), (int)env->body_case);
+                 peer_text(&f, k, peer, sizeof peer), (int)c.body);
         } else {
             k->handlers[env->body_case](b, &f, &env);
         }
@@ -1050,8 +1067,8 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
                                                          ZMQ_EVENT_DISCONNECTED, why, sizeof why)
                                     : NULL;
     if (!b->engines_mon ||
-        ferry_loop_add_socket(&b->loop, b->workers_mon, ZMQ_POLLIN, on_peer_monitor, b) ||
-        ferry_loop_add_socket(&b->loop, b->engines_mon, ZMQ_POLLIN, on_peer_monitor, b)) {
+        ferry_loop_add_quiet_socket(&b->loop, b->workers_mon, on_peer_monitor, b) ||
+        ferry_loop_add_quiet_socket(&b->loop, b->engines_mon, on_peer_monitor, b)) {
         snprintf(err, errlen, "monitor: %s", b->engines_mon ? "too many sockets" : why);
         broker_close(b);
         return FERRY_EIO;

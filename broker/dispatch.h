@@ -65,7 +65,8 @@ struct broker_call {
     uint64_t call_id;
     int retried;               /* re-sent once after its worker was lost: never again */
     size_t keylen;
-    uint8_t key[];             /* [len][engine_id...][call_id, 8 bytes little endian] */
+    uint8_t key[];             /* [len][engine_id...][call_id, 8 bytes little endian];
+                                * every record has room for the longest */
 };
 
 /* One (worker, function) pair: the worker's place in the function's credit ring. */
@@ -127,6 +128,8 @@ struct broker_dispatch {
     broker_function *functions;
     broker_worker *workers;
     broker_call *calls;
+    broker_call *spare;         /* freed records kept for reuse (through next), nspare of them */
+    size_t nspare;
     size_t nfunctions;
     size_t nworkers;            /* live (not leaving) workers */
     size_t queued;              /* calls waiting, all functions */
@@ -205,15 +208,17 @@ void broker_dispatch_unblock(broker_dispatch *d, broker_worker *w);
 
 /*
  * Records a new call (state NEW, in the call table so duplicates show).
- * timeout_ms 0 means the default; more than the cap is capped. Returns
- * FERRY_EPROTO when (engine_id, call_id) is already queued or in flight,
- * FERRY_EOVERLOADED when its function is new and the function table is
- * full, FERRY_ENOMEM. The caller places the call: broker_dispatch_sent,
- * broker_dispatch_enqueue, or broker_dispatch_call_free.
+ * function is fn_len bytes, not NUL-terminated. timeout_ms 0 means the
+ * default; more than the cap is capped. Returns FERRY_EPROTO when
+ * (engine_id, call_id) is already queued or in flight, or an id or the
+ * function is empty, FERRY_EOVERLOADED when its function is new and the
+ * function table is full, FERRY_ENOMEM. The caller places the call:
+ * broker_dispatch_sent, broker_dispatch_enqueue, or
+ * broker_dispatch_call_free.
  */
 ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, size_t eid_len,
-                                   uint64_t call_id, const char *function, uint32_t timeout_ms,
-                                   int64_t now_ms, broker_call **out);
+                                   uint64_t call_id, const char *function, size_t fn_len,
+                                   uint32_t timeout_ms, int64_t now_ms, broker_call **out);
 
 /* The engine id of call (points into the call). */
 const uint8_t *broker_call_engine(const broker_call *call, size_t *len);

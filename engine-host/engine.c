@@ -222,7 +222,10 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     c->run = run;
     c->tag = tag;
     c->timeout_ms = (uint32_t)(left < e->cfg.call_timeout_ms ? left : e->cfg.call_timeout_ms);
-    snprintf(c->function, sizeof c->function, "%s", function);
+    /* For messages only: cut to fit (snprintf would walk all of a long name). */
+    size_t fn_len = strnlen(function, sizeof c->function - 1);
+    memcpy(c->function, function, fn_len);
+    c->function[fn_len] = '\0';
     ferry_timer_init(&c->timer, on_call_timeout, c);
     if (ferry_loop_timer(e->loop, &c->timer, c->timeout_ms) != FERRY_OK) {
         free(c);
@@ -614,8 +617,8 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     if (ferry_loop_add_socket(loop, e->dealer, ZMQ_POLLIN | ZMQ_POLLOUT, on_dealer, e) !=
             FERRY_OK ||
         ferry_loop_add_socket(loop, e->push, ZMQ_POLLOUT, on_push, e) != FERRY_OK ||
-        ferry_loop_add_socket(loop, e->dealer_mon, ZMQ_POLLIN, on_monitor, e) != FERRY_OK ||
-        ferry_loop_add_socket(loop, e->push_mon, ZMQ_POLLIN, on_monitor, e) != FERRY_OK) {
+        ferry_loop_add_quiet_socket(loop, e->dealer_mon, on_monitor, e) != FERRY_OK ||
+        ferry_loop_add_quiet_socket(loop, e->push_mon, on_monitor, e) != FERRY_OK) {
         snprintf(err, errlen, "too many sockets in the loop");
         goto fail;
     }

@@ -94,6 +94,25 @@ ferry_err ferry_loop_set_fd(ferry_loop *loop, int fd, short events, ferry_loop_f
     return FERRY_OK;
 }
 
+ferry_err ferry_loop_add_quiet_socket(ferry_loop *loop, void *socket, ferry_loop_fn fn, void *arg)
+{
+    assert(socket && fn);
+    int fd;
+    size_t len = sizeof fd;
+    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &len) != 0)
+        return FERRY_EIO;
+    if (loop->nitems == FERRY_LOOP_MAX_ITEMS)
+        return FERRY_EOVERLOADED;
+    loop->items[loop->nitems++] = (ferry_loop_item){.socket = socket,
+                                                    .fd = fd,
+                                                    .events = ZMQ_POLLIN,
+                                                    .fn = fn,
+                                                    .arg = arg,
+                                                    .by_fd = 1,
+                                                    .kick = 1};
+    return FERRY_OK;
+}
+
 void ferry_loop_set_socket(ferry_loop *loop, void *socket, short events)
 {
     for (int i = 0; i < loop->nitems; i++)
@@ -173,15 +192,24 @@ ferry_err ferry_loop_run(ferry_loop *loop)
                 loop->stopping = 1;
             continue;
         }
-        int n = loop->nitems;
-        memcpy(snapshot, loop->items, (size_t)n * sizeof *snapshot);
-        for (int i = 0; i < n; i++)
-            polls[i] = (zmq_pollitem_t){.socket = snapshot[i].socket,
-                                        .fd = snapshot[i].fd,
-                                        .events = snapshot[i].events};
+        /* Items watching nothing stay out of the poll: zmq_poll checks every
+         * socket it is given with ZMQ_EVENTS, two system calls, events or not. */
+        int n = 0;
+        int kicked = 0;
+        for (int i = 0; i < loop->nitems; i++) {
+            const ferry_loop_item *it = &loop->items[i];
+            if (!it->events && !it->kick)
+                continue;
+            snapshot[n] = *it;
+            polls[n] = (zmq_pollitem_t){.socket = it->by_fd ? NULL : it->socket,
+                                        .fd = it->fd,
+                                        .events = it->events};
+            kicked |= it->kick;
+            n++;
+        }
         polls[n] = (zmq_pollitem_t){.socket = NULL, .fd = signal_pipe[0], .events = ZMQ_POLLIN};
         loop->now_ms = ferry_now_ms();
-        long timeout = ferry_timers_timeout(&loop->timers, loop->now_ms);
+        long timeout = kicked ? 0 : ferry_timers_timeout(&loop->timers, loop->now_ms);
         int rc = zmq_poll(polls, n + 1, timeout);
         loop->now_ms = ferry_now_ms();
         if (rc < 0) {
@@ -193,15 +221,25 @@ ferry_err ferry_loop_run(ferry_loop *loop)
             return FERRY_EIO;
         }
         unsigned removals = loop->removals;
-        for (int i = 0; i < n && rc > 0; i++) {
-            if (!polls[i].revents)
+        for (int i = 0; i < n && (rc > 0 || kicked); i++) {
+            if (!polls[i].revents && !snapshot[i].kick)
                 continue;
-            rc--;
+            if (polls[i].revents)
+                rc--;
             /* An earlier callback of this turn may have removed this item
              * (and freed its arg): call only what is still watched. */
             if (loop->removals != removals && !still_watched(loop, &snapshot[i]))
                 continue;
-            snapshot[i].fn(loop, polls[i].revents, snapshot[i].arg);
+            if (snapshot[i].kick) { /* once: cleared where it is kept */
+                for (int k = 0; k < loop->nitems; k++) {
+                    ferry_loop_item *it = &loop->items[k];
+                    if (it->socket == snapshot[i].socket && it->fn == snapshot[i].fn &&
+                        it->arg == snapshot[i].arg)
+                        it->kick = 0;
+                }
+            }
+            snapshot[i].fn(loop, polls[i].revents ? polls[i].revents : ZMQ_POLLIN,
+                           snapshot[i].arg);
         }
         ferry_timers_run(&loop->timers, ferry_now_ms());
     }

@@ -28,6 +28,8 @@ typedef struct {
     short events;
     ferry_loop_fn fn;
     void *arg;
+    int by_fd;    /* a socket polled through its ZMQ_FD (ferry_loop_add_quiet_socket) */
+    int kick;     /* call fn at the next turn whatever the poll says */
 } ferry_loop_item;
 
 struct ferry_loop {
@@ -47,6 +49,17 @@ void ferry_loop_fini(ferry_loop *loop);
 /* Watches a ZeroMQ socket. FERRY_EOVERLOADED when FERRY_LOOP_MAX_ITEMS are watched. */
 ferry_err ferry_loop_add_socket(ferry_loop *loop, void *socket, short events, ferry_loop_fn fn,
                                 void *arg);
+
+/*
+ * Watches a ZeroMQ socket that rarely has input (a monitor) for ZMQ_POLLIN,
+ * through its ZMQ_FD as a plain descriptor. zmq_poll checks every socket
+ * item with ZMQ_EVENTS on every turn, two system calls each even when idle;
+ * a descriptor costs nothing until it signals. The descriptor is
+ * edge-triggered: fn must read until nothing is left (EAGAIN) every time it
+ * is called, and is called once at the first turn in case input came before.
+ * Removed with ferry_loop_remove_socket.
+ */
+ferry_err ferry_loop_add_quiet_socket(ferry_loop *loop, void *socket, ferry_loop_fn fn, void *arg);
 
 /* Changes the events watched on a socket already added (0: watch nothing for now). */
 void ferry_loop_set_socket(ferry_loop *loop, void *socket, short events);

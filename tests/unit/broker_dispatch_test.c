@@ -96,8 +96,8 @@ static broker_call *new_call(fixture *fx, const char *engine, uint64_t id, const
                              uint32_t timeout_ms, int64_t now)
 {
     broker_call *call = NULL;
-    assert_int_equal(broker_dispatch_call_new(&fx->d, engine, strlen(engine), id, fn, timeout_ms,
-                                              now, &call),
+    assert_int_equal(broker_dispatch_call_new(&fx->d, engine, strlen(engine), id, fn, strlen(fn),
+                                              timeout_ms, now, &call),
                      FERRY_OK);
     assert_non_null(call);
     return call;
@@ -315,7 +315,7 @@ static void test_call_lookup_and_duplicates(void **state)
     fixture *fx = *state;
     broker_call *c = new_call(fx, "engine-1", 42, "echo", 0, T0);
     broker_call *dup = NULL;
-    assert_int_equal(broker_dispatch_call_new(&fx->d, "engine-1", 8, 42, "echo", 0, T0, &dup),
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "engine-1", 8, 42, "echo", 4, 0, T0, &dup),
                      FERRY_EPROTO);
     assert_null(dup);
     /* Same call id from another engine, and another id: distinct calls. */
@@ -341,8 +341,8 @@ static void test_call_lookup_and_duplicates(void **state)
 
     /* Bad input is refused, not asserted. */
     broker_call *bad;
-    assert_int_equal(broker_dispatch_call_new(&fx->d, "e", 1, 1, "", 0, T0, &bad), FERRY_EPROTO);
-    assert_int_equal(broker_dispatch_call_new(&fx->d, "", 0, 1, "echo", 0, T0, &bad),
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "e", 1, 1, "", 0, 0, T0, &bad), FERRY_EPROTO);
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "", 0, 1, "echo", 4, 0, T0, &bad),
                      FERRY_EPROTO);
 }
 
@@ -795,7 +795,7 @@ static void test_tables_are_bounded(void **state)
     /* Calls to new names fill the table up to its bound, then are refused. */
     broker_call *c = new_call(fx, "e1", 1, "x", 0, T0);
     broker_call *refused = NULL;
-    assert_int_equal(broker_dispatch_call_new(&fx->d, "e1", 2, 2, "y", 0, T0, &refused),
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "e1", 2, 2, "y", 1, 0, T0, &refused),
                      FERRY_EOVERLOADED);
     assert_null(refused);
     broker_dispatch_call_free(&fx->d, c);

@@ -27,8 +27,9 @@ typedef struct {
     size_t bad; /* replies that were not `true` (many-sleeps test) */
 } capture;
 
-static ferry_err sink(ferry_worker *w, const Ferry__Envelope *env, void *arg)
+static ferry_err sink(ferry_worker *w, const Ferry__Envelope *env, size_t size, void *arg)
 {
+    assert_true(size == 0 || size == ferry__envelope__get_packed_size(env));
     capture *c = arg;
     if (env->body_case != FERRY__ENVELOPE__BODY_REPLY)
         return FERRY_OK;

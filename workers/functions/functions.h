@@ -9,7 +9,7 @@
 
 #include "ferry/worker.h"
 
-/* echo(...): returns its arguments unchanged (deep copies). Idempotent. */
+/* echo(...): returns its arguments unchanged (the Command's own, not copied). Idempotent. */
 void worker_fn_echo(ferry_call *call, void *udata);
 
 /* sleep(ms): returns true after ms milliseconds (a non-negative integer or
