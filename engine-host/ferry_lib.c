@@ -13,6 +13,7 @@
 
 #include "coroutines.h"
 #include "ferry_value.h"
+#include "ferry_utf8.h"
 #include "lua_value.h"
 #include "script.h"
 
@@ -138,7 +139,7 @@ static int l_call(lua_State *L)
         return luaL_typeerror(L, 1, "string");
     size_t len;
     const char *name = lua_tolstring(L, 1, &len);
-    if (len == 0 || strlen(name) != len || !engine_value_utf8_valid(name, len))
+    if (len == 0 || strlen(name) != len || !ferry_utf8_valid(name, len))
         return luaL_argerror(L, 1, "function name must be non-empty UTF-8 without zero bytes");
     check_yieldable(L, "ferry.call");
     Ferry__Value **args;

@@ -28,6 +28,8 @@ typedef struct {
 typedef struct {
     lua_State *L;
     const char *root; /* path of the value converted ("args[2]") */
+    int root_index;   /* > 0: the path is "<root>[<root_index>]", written only for an
+                       * error message (engine_value_pack converts every argument) */
     size_t *budget;   /* wire bytes still allowed */
     int depth;        /* tables entered */
     frame frames[ENGINE_VALUE_MAX_DEPTH];
@@ -83,7 +85,9 @@ static ferry_err fail(conv *c, const char *fmt, ...)
         return FERRY_EBADVALUE;
     lua_State *L = c->L;
     char path[512];
-    size_t n = (size_t)snprintf(path, sizeof path, "%s", c->root);
+    size_t n = c->root_index > 0
+                   ? (size_t)snprintf(path, sizeof path, "%s[%d]", c->root, c->root_index)
+                   : (size_t)snprintf(path, sizeof path, "%s", c->root);
     for (int d = 0; d < c->depth && n < sizeof path - 1; d++) {
         const frame *f = &c->frames[d];
         char seg[128];
@@ -130,7 +134,9 @@ static ferry_err fail(conv *c, const char *fmt, ...)
 
 static ferry_err no_memory(conv *c)
 {
-    if (c->err && c->errlen)
+    if (c->err && c->errlen && c->root_index > 0)
+        snprintf(c->err, c->errlen, "%s[%d]: out of memory", c->root, c->root_index);
+    else if (c->err && c->errlen)
         snprintf(c->err, c->errlen, "%s: out of memory", c->root);
     return FERRY_ENOMEM;
 }
@@ -280,14 +286,17 @@ ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, si
     *out = NULL;
     *nout = 0;
     for (int i = 0; i < n && !e; i++) {
-        char path[64];
-        snprintf(path, sizeof path, "%s[%d]", what ? what : "", i + 1);
+        conv c = {.L = L,
+                  .root = what ? what : "",
+                  .root_index = i + 1,
+                  .budget = &budget,
+                  .err = err,
+                  .errlen = errlen};
         Ferry__Value *v = NULL;
-        e = engine_value_from_lua(L, first + i, path, &budget, &v, err, errlen);
+        e = convert(&c, first + i, &v);
         if (!e && ferry_values_push(&arr, &len, v) != FERRY_OK) {
             ferry_value_free(v);
-            e = FERRY_ENOMEM;
-            snprintf(err, errlen, "%s: out of memory", path);
+            e = no_memory(&c);
         }
     }
     if (e) {
@@ -378,59 +387,3 @@ int engine_value_push(lua_State *L, const Ferry__Value *v, char *err, size_t err
     return push(L, v, 0, err, errlen);
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    static const unsigned int min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
-    size_t len;
-    unsigned int cp;
-    if (s[0] < 0x80)
-        return 1;
-    if ((s[0] & 0xE0) == 0xC0) {
-        len = 2;
-        cp = s[0] & 0x1F;
-    } else if ((s[0] & 0xF0) == 0xE0) {
-        len = 3;
-        cp = s[0] & 0x0F;
-    } else if ((s[0] & 0xF8) == 0xF0) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
-int engine_value_utf8_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq(p + i, len - i);
-        if (n == 0)
-            return 0;
-        i += n;
-    }
-    return 1;
-}
-
-void engine_value_utf8_scrub(char *s, size_t len)
-{
-    unsigned char *p = (unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq(p + i, len - i);
-        if (n == 0) {
-            p[i++] = '?';
-            continue;
-        }
-        i += n;
-    }
-}

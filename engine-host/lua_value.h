@@ -59,16 +59,4 @@ ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, si
  */
 int engine_value_push(lua_State *L, const Ferry__Value *v, char *err, size_t errlen);
 
-/*
- * proto3 string fields must hold UTF-8 (other decoders, Python's for one,
- * refuse anything else), while Lua strings are bytes. Function names are
- * checked; error messages are scrubbed.
- */
-
-/* True when s[0..len) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
-int engine_value_utf8_valid(const char *s, size_t len);
-
-/* Replaces every byte of s[0..len) that is not part of valid UTF-8 with '?'. */
-void engine_value_utf8_scrub(char *s, size_t len);
-
 #endif

@@ -34,6 +34,7 @@
 #include "ferry_lib.h"
 #include "ferry_log.h"
 #include "ferry_value.h"
+#include "ferry_utf8.h"
 #include "lua_value.h"
 #include "sandbox.h"
 #include "watchdog.h"
@@ -256,9 +257,9 @@ static void set_error(engine_script *s, const char *code, const char *message)
     s->err_code = strdup(code);
     s->err_message = strdup(message ? message : "");
     if (s->err_code)
-        engine_value_utf8_scrub(s->err_code, strlen(s->err_code));
+        ferry_utf8_scrub(s->err_code, strlen(s->err_code));
     if (s->err_message)
-        engine_value_utf8_scrub(s->err_message, strlen(s->err_message));
+        ferry_utf8_scrub(s->err_message, strlen(s->err_message));
     s->ok = 0;
     s->done = 1;
 }

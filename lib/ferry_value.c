@@ -1,6 +1,8 @@
 /* ferry_value: constructors, deep copy, equality and JSON for Ferry values. */
 #include "ferry_value.h"
 
+#include "ferry_utf8.h"
+
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>
@@ -253,38 +255,6 @@ const char *ferry_value_kind(const Ferry__Value *v)
     }
 }
 
-/* Length of the valid UTF-8 sequence at s (max n bytes), or 0 when invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    if (s[0] < 0x80)
-        return 1;
-    size_t len;
-    unsigned int cp;
-    if ((s[0] & 0xE0) == 0xC0) {
-        len = 2;
-        cp = s[0] & 0x1F;
-    } else if ((s[0] & 0xF0) == 0xE0) {
-        len = 3;
-        cp = s[0] & 0x0F;
-    } else if ((s[0] & 0xF8) == 0xF0) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const unsigned int min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 ferry_err ferry_json_string(ferry_buf *out, const void *data, size_t len)
 {
     const unsigned char *s = data;
@@ -307,7 +277,7 @@ ferry_err ferry_json_string(ferry_buf *out, const void *data, size_t len)
             i++;
             continue;
         }
-        size_t n = c < 0x20 || c == 0x7F ? 0 : utf8_len(s + i, len - i);
+        size_t n = c < 0x20 || c == 0x7F ? 0 : ferry_utf8_seq(s + i, len - i);
         if (n == 0) {
             err = ferry_buf_printf(out, "\\u%04x", c);
             i++;

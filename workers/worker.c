@@ -21,6 +21,7 @@
 
 #include "ferry_clock.h"
 #include "ferry_log.h"
+#include "ferry_utf8.h"
 #include "ferry_wire.h"
 
 #include <assert.h>
@@ -86,10 +87,11 @@ ferry_worker *worker_new_offline(const ferry_worker_config *cfg, worker_send_fn 
 
 /* ---- sending --------------------------------------------------------------- */
 
-static ferry_err send_dealer(ferry_worker *w, const Ferry__Envelope *env, void *arg)
+static ferry_err send_dealer(ferry_worker *w, const Ferry__Envelope *env, size_t size, void *arg)
 {
     (void)arg;
-    ferry_err err = ferry_wire_send(w->dealer, NULL, 0, env);
+    ferry_err err = size ? ferry_wire_send_sized(w->dealer, NULL, 0, env, size)
+                         : ferry_wire_send(w->dealer, NULL, 0, env);
     if (err == FERRY_OK)
         w->last_sent_ms = w->loop.now_ms;
     return err;
@@ -116,7 +118,7 @@ ferry_err worker_send_reply(ferry_worker *w, ProtobufCBinaryData engine_id, uint
         reply.n_values = n;
     }
     char toobig[160];
-    size_t size = ferry__envelope__get_packed_size(&env);
+    size_t size = ferry_envelope_packed_size(&env);
     if ((int64_t)size > w->max_msg) {
         /* The broker would drop the whole connection over it: answer small. */
         snprintf(toobig, sizeof toobig, "reply of %zu bytes is over the %lld-byte limit", size,
@@ -126,12 +128,13 @@ ferry_err worker_send_reply(ferry_worker *w, ProtobufCBinaryData engine_id, uint
         reply.error = &error;
         reply.values = NULL;
         reply.n_values = 0;
+        size = ferry_envelope_packed_size(&env);
     }
     if (reply.error)
         w->stats.failed++;
     else
         w->stats.completed++;
-    ferry_err err = w->send(w, &env, w->send_arg);
+    ferry_err err = w->send(w, &env, size, w->send_arg);
     if (err != FERRY_OK) {
         w->stats.reply_lost++;
         ferry_log_limited(&w->lim_lost.last_ms, &w->lim_lost.suppressed, FERRY_LOG_WARN,
@@ -139,47 +142,6 @@ ferry_err worker_send_reply(ferry_worker *w, ProtobufCBinaryData engine_id, uint
                           ferry_err_code(err));
     }
     return err;
-}
-
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates), or 0 when there is none. s is NUL-terminated. */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t len;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        lo = c == 0xE0 ? 0xA0 : 0x80;
-        hi = c == 0xED ? 0x9F : 0xBF;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else
-        return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return len;
-}
-
-void worker_utf8_fix(char *s)
-{
-    unsigned char *p = (unsigned char *)s;
-    while (*p) {
-        size_t n = utf8_seq(p);
-        if (n == 0)
-            *p++ = '?';
-        else
-            p += n;
-    }
 }
 
 ferry_err worker_send_error(ferry_worker *w, ProtobufCBinaryData engine_id, uint64_t call_id,
@@ -190,7 +152,7 @@ ferry_err worker_send_error(ferry_worker *w, ProtobufCBinaryData engine_id, uint
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    worker_utf8_fix(message);
+    ferry_utf8_scrub(message, strlen(message));
     return worker_send_reply(w, engine_id, call_id, NULL, 0, code, message);
 }
 
@@ -226,7 +188,7 @@ static void send_ready(ferry_worker *w)
         ferry_envelope_init(&env);
         env.body_case = FERRY__ENVELOPE__BODY_READY;
         env.ready = &ready;
-        err = w->send(w, &env, w->send_arg);
+        err = w->send(w, &env, 0, w->send_arg);
     }
     free(specs);
     free(ptrs);
@@ -280,7 +242,7 @@ static void on_heartbeat(ferry_timer *timer, void *arg)
     /* Not before Ready, and refused while no broker is connected: nothing to tell then.
      * Checked every half period: the broker hears from us at least every 1.5. */
     if (!w->ready_pending && now - w->last_sent_ms >= w->heartbeat_ms)
-        (void)w->send(w, &env, w->send_arg);
+        (void)w->send(w, &env, 0, w->send_arg);
     ferry_debug("worker_stats",
                 "in_flight=%zu queued=%zu zombies=%zu completed=%llu failed=%llu "
                 "timed_out=%llu",
@@ -388,7 +350,7 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
     if (!w->monitor)
         goto fail;
     if (ferry_loop_add_socket(&w->loop, w->dealer, ZMQ_POLLIN, on_dealer, w) != FERRY_OK ||
-        ferry_loop_add_socket(&w->loop, w->monitor, ZMQ_POLLIN, on_monitor, w) != FERRY_OK) {
+        ferry_loop_add_quiet_socket(&w->loop, w->monitor, on_monitor, w) != FERRY_OK) {
         snprintf(err, errlen, "cannot watch the sockets");
         goto fail;
     }
@@ -407,6 +369,7 @@ void ferry_worker_destroy(ferry_worker **wp)
     /* Cancel callbacks may still use the loop, timers and fd watches. */
     w->state = WORKER_STOPPING;
     worker_call_cancel_all(w);
+    worker_call_free_spares(w);
     worker_function *f, *tmp;
     HASH_ITER(hh, w->functions, f, tmp) {
         HASH_DEL(w->functions, f);
@@ -493,7 +456,7 @@ void worker_drain(ferry_worker *w)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_GOODBYE;
     env.goodbye = &bye;
-    ferry_err err = w->ready_pending ? FERRY_EUNREACHABLE : w->send(w, &env, w->send_arg);
+    ferry_err err = w->ready_pending ? FERRY_EUNREACHABLE : w->send(w, &env, 0, w->send_arg);
     ferry_info("draining", "id=%s in_flight=%zu drain_ms=%d goodbye=%s", w->id, w->stats.in_flight,
                w->drain_ms, ferry_err_code(err));
     if (w->stats.in_flight == 0) {

@@ -17,6 +17,7 @@
 
 #include "ferry_clock.h"
 #include "ferry_log.h"
+#include "ferry_utf8.h"
 #include "ferry_wire.h"
 
 #include <assert.h>
@@ -30,6 +31,42 @@
 static void on_deadline(ferry_timer *timer, void *arg);
 static void on_after(ferry_timer *timer, void *arg);
 
+#define SPARE_CALLS_MAX 1024 /* freed call records kept for reuse */
+
+/* A zeroed call record: a spare one, else a new one (NULL when memory runs out). */
+static ferry_call *call_alloc(ferry_worker *w)
+{
+    ferry_call *call = w->spare_calls;
+    if (!call)
+        return calloc(1, sizeof *call);
+    w->spare_calls = call->next;
+    w->nspare_calls--;
+    memset(call, 0, sizeof *call);
+    return call;
+}
+
+/* Frees a record call_alloc gave that never went live. */
+static void call_release(ferry_worker *w, ferry_call *call)
+{
+    if (w->nspare_calls < SPARE_CALLS_MAX) {
+        call->next = w->spare_calls;
+        w->spare_calls = call;
+        w->nspare_calls++;
+    } else {
+        free(call);
+    }
+}
+
+void worker_call_free_spares(ferry_worker *w)
+{
+    while (w->spare_calls) {
+        ferry_call *call = w->spare_calls;
+        w->spare_calls = call->next;
+        free(call);
+    }
+    w->nspare_calls = 0;
+}
+
 static void call_free(ferry_call *call)
 {
     ferry_worker *w = call->worker;
@@ -37,7 +74,7 @@ static void call_free(ferry_call *call)
     ferry_timer_stop(&w->loop.timers, &call->after);
     DL_DELETE(w->calls, call);
     ferry_envelope_free(call->env);
-    free(call);
+    call_release(w, call);
 }
 
 static void enter(ferry_call *call)
@@ -77,7 +114,7 @@ static void run(ferry_call *call)
 void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *env)
 {
     const Ferry__Command *cmd = env->command;
-    ferry_call *call = calloc(1, sizeof *call);
+    ferry_call *call = call_alloc(w);
     if (!call) {
         worker_send_error(w, cmd->engine_id, cmd->call_id, ferry_err_code(FERRY_ENOMEM),
                           "worker %s is out of memory", w->id);
@@ -96,7 +133,7 @@ void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *en
             worker_send_error(w, cmd->engine_id, cmd->call_id, ferry_err_code(FERRY_ENOMEM),
                               "worker %s is out of memory", w->id);
             ferry_envelope_free(env);
-            free(call);
+            call_release(w, call);
             return;
         }
     }
@@ -201,15 +238,17 @@ void worker_call_cancel_all(ferry_worker *w)
 
 /* ---- answers ------------------------------------------------------------------ */
 
-/* The one answer: error_code NULL for values. Takes ownership of values. */
-static ferry_err answer(ferry_call *call, Ferry__Value **values, size_t n, const char *error_code,
-                        const char *message)
+/* The one answer: error_code NULL for values. Takes ownership of values when
+ * owned is set; otherwise they are borrowed (from the call's own Command). */
+static ferry_err answer_values(ferry_call *call, Ferry__Value **values, size_t n,
+                               const char *error_code, const char *message, int owned)
 {
     ferry_worker *w = call->worker;
     if (call->answered) {
         ferry_error("double_answer", "function=%s call_id=%llu", call->fn->name,
                     (unsigned long long)call->cmd->call_id);
-        ferry_values_free(values, n);
+        if (owned)
+            ferry_values_free(values, n);
         return FERRY_EUSAGE;
     }
     assert(call->state != CALL_QUEUED);
@@ -243,7 +282,8 @@ static ferry_err answer(ferry_call *call, Ferry__Value **values, size_t n, const
         err = FERRY_EWORKER_LOST;
         break;
     }
-    ferry_values_free(values, n);
+    if (owned)
+        ferry_values_free(values, n);
     if (call->state != CALL_CANCELLED)
         slot_freed(call->fn);
     else
@@ -251,6 +291,20 @@ static ferry_err answer(ferry_call *call, Ferry__Value **values, size_t n, const
     if (call->depth == 0)
         call_free(call);
     return err;
+}
+
+static ferry_err answer(ferry_call *call, Ferry__Value **values, size_t n, const char *error_code,
+                        const char *message)
+{
+    return answer_values(call, values, n, error_code, message, 1);
+}
+
+ferry_err worker_call_return_args(ferry_call *call)
+{
+    assert(call);
+    /* The Command (call->env) is freed with the call, after answer_values sent
+     * the Reply: the borrowed values outlive their use. */
+    return answer_values(call, call->cmd->args, call->cmd->n_args, NULL, NULL, 0);
 }
 
 ferry_err ferry_call_return(ferry_call *call, Ferry__Value **values, size_t n)
@@ -283,7 +337,7 @@ static ferry_err vfail(ferry_call *call, const char *code, const char *fmt, va_l
 {
     char message[1024];
     vsnprintf(message, sizeof message, fmt, ap);
-    worker_utf8_fix(message);
+    ferry_utf8_scrub(message, strlen(message));
     return answer(call, NULL, 0, code, message);
 }
 

@@ -74,8 +74,10 @@ typedef struct {
     uint64_t suppressed;
 } worker_limit;
 
-/* Where replies and Ready go: the DEALER, or a test's capture. */
-typedef ferry_err (*worker_send_fn)(ferry_worker *w, const Ferry__Envelope *env, void *arg);
+/* Where replies and Ready go: the DEALER, or a test's capture. size is
+ * ferry__envelope__get_packed_size(env) when the caller computed it, else 0. */
+typedef ferry_err (*worker_send_fn)(ferry_worker *w, const Ferry__Envelope *env, size_t size,
+                                    void *arg);
 
 struct ferry_worker {
     ferry_loop loop;
@@ -96,6 +98,8 @@ struct ferry_worker {
     void *send_arg;
     worker_function *functions; /* uthash by name */
     ferry_call *calls;          /* every live call */
+    ferry_call *spare_calls;    /* freed call records kept for reuse (through next) */
+    size_t nspare_calls;
     int connected;              /* a broker session is up: Ready can go */
     int ready_pending;          /* Ready must be (re)sent */
     int ready_backoff_ms;
@@ -129,15 +133,17 @@ ferry_err worker_send_reply(ferry_worker *w, ProtobufCBinaryData engine_id, uint
                             Ferry__Value **values, size_t n, const char *error_code,
                             const char *message);
 
+/*
+ * Answers call with its own arguments, as they came in the Command (echo):
+ * no copy. They are borrowed from the decoded Command, which the call owns
+ * and frees only after the Reply went out. Same rules as ferry_call_return.
+ */
+ferry_err worker_call_return_args(ferry_call *call);
+
 /* worker_send_reply for an error with a printf-formatted message. */
 ferry_err worker_send_error(ferry_worker *w, ProtobufCBinaryData engine_id, uint64_t call_id,
                             const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-
-/* Replaces every byte of s that is not part of valid UTF-8 with '?': Error.message
- * is a proto3 string, which strict decoders refuse otherwise (a function name
- * from the wire, a message cut at the buffer's end). */
-void worker_utf8_fix(char *s);
 
 /* Handles one received frame: decode, validate, run or refuse the Command. */
 void worker_dispatch_frame(ferry_worker *w, const void *data, size_t len);
@@ -147,6 +153,9 @@ void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *en
 
 /* Moves queued calls of fn into free slots (the pump timer's callback). */
 void worker_call_pump(ferry_timer *timer, void *arg);
+
+/* Frees the call records kept for reuse. */
+void worker_call_free_spares(ferry_worker *w);
 
 /* Cancels every live call (FERRY_EWORKER_LOST) and frees them all. */
 void worker_call_cancel_all(ferry_worker *w);

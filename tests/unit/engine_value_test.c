@@ -332,23 +332,6 @@ static void test_bad_peer_values(void **state)
     assert_int_equal(lua_gettop(L), top);
 }
 
-static void test_utf8(void **state)
-{
-    (void)state;
-    assert_true(engine_value_utf8_valid("", 0));
-    assert_true(engine_value_utf8_valid("echo", 4));
-    assert_true(engine_value_utf8_valid("caf\xc3\xa9 \xf0\x9f\x98\x80", 10));
-    assert_false(engine_value_utf8_valid("\xff", 1));
-    assert_false(engine_value_utf8_valid("\xc3", 1));             /* cut short */
-    assert_false(engine_value_utf8_valid("\xc0\xaf", 2));         /* overlong */
-    assert_false(engine_value_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
-    assert_false(engine_value_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
-    char s[] = "a\xff"
-               "b\xc3\xa9\xc3";
-    engine_value_utf8_scrub(s, strlen(s));
-    assert_string_equal(s, "a?b\xc3\xa9?");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,7 +342,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_peer_values, setup, teardown),
-        cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
  * capture has seen what it waits for, under a guard timer.
  */
 #include "worker_internal.h"
+#include "ferry_utf8.h"
 
 #include "ferry_wire.h"
 
@@ -31,8 +32,9 @@ typedef struct {
     size_t replies;
 } capture;
 
-static ferry_err sink(ferry_worker *w, const Ferry__Envelope *env, void *arg)
+static ferry_err sink(ferry_worker *w, const Ferry__Envelope *env, size_t size, void *arg)
 {
+    assert_true(size == 0 || size == ferry__envelope__get_packed_size(env));
     capture *c = arg;
     size_t len = ferry__envelope__get_packed_size(env);
     uint8_t *buf = malloc(len ? len : 1);
@@ -446,7 +448,7 @@ static void test_utf8_messages(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char buf[64];
         snprintf(buf, sizeof buf, "%s", cases[i].in);
-        worker_utf8_fix(buf);
+        ferry_utf8_scrub(buf, strlen(buf));
         assert_string_equal(buf, cases[i].out);
     }
     /* A function name that is not UTF-8 comes back in a message that is. */
