@@ -1,0 +1,76 @@
+/*
+ * ferry_codec: envelopes to bytes and back (see ferry_codec.c).
+ *
+ * Ownership: decoded envelopes belong to the caller (ferry_envelope_free);
+ * packing never takes ownership of what it packs.
+ */
+#ifndef FERRY_CODEC_H
+#define FERRY_CODEC_H
+
+#include "ferry.pb-c.h"
+#include "ferry_err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FERRY_PROTOCOL_VERSION 1
+/* Deepest message nesting a decoder accepts (a Lua table level is up to 3). */
+#define FERRY_MAX_NESTING 256
+
+/* Zeroes env, initialises it and stamps the protocol version. */
+void ferry_envelope_init(Ferry__Envelope *env);
+
+/*
+ * Decodes one envelope. FERRY_EPROTO when it does not decode, nests deeper
+ * than FERRY_MAX_NESTING or has no body,
+ * FERRY_EVERSION when its version is not FERRY_PROTOCOL_VERSION, FERRY_ENOMEM.
+ * The result is what protobuf-c's unpack gives (Commands and Replies are
+ * built without it, everything else goes through it), in one arena.
+ */
+ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **out);
+
+/* Frees a decoded envelope and everything in it (NULL-safe). Only for envelopes
+ * that ferry_envelope_decode made. */
+void ferry_envelope_free(Ferry__Envelope *env);
+
+/*
+ * What a router needs of a Command or a Reply, read straight from the wire
+ * bytes: no allocation, no copy. Pointers point into the data given to
+ * ferry_wire_peek_call and live as long as it does.
+ */
+typedef struct {
+    Ferry__Envelope__BodyCase body; /* the body's kind; the fields below only for
+                                     * COMMAND and REPLY, zero otherwise */
+    const uint8_t *engine_id;       /* Command/Reply engine_id; NULL when empty */
+    size_t engine_id_len;
+    uint64_t call_id;
+    const char *function;           /* Command.function up to its first zero byte
+                                     * (what a decoder's C string holds); not
+                                     * NUL-terminated; NULL when empty */
+    size_t function_len;
+    uint32_t timeout_ms;            /* Command.timeout_ms */
+    int has_error;                  /* Reply.error is present */
+} ferry_wire_call;
+
+/*
+ * Checks one envelope the way ferry_envelope_decode does, without decoding
+ * it, and reads what routing a Command or a Reply needs into out. Every
+ * byte is checked as protobuf-c's unpack would (framing, wire types of the
+ * known fields, nesting, unknown fields skipped), so exactly the envelopes
+ * ferry_envelope_decode refuses are refused (short of running out of
+ * memory). The same errors: FERRY_EPROTO (does not decode, nests deeper than
+ * FERRY_MAX_NESTING, no body), FERRY_EVERSION. Bounded by len: O(len) time,
+ * O(FERRY_MAX_NESTING) stack.
+ */
+ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *out);
+
+/*
+ * ferry__envelope__get_packed_size and ferry__envelope__pack, the same bytes,
+ * faster for Commands and Replies (written by hand, their Values included;
+ * protobuf-c for anything carrying unknown fields). out must hold
+ * ferry_envelope_packed_size bytes; returns the bytes written.
+ */
+size_t ferry_envelope_packed_size(const Ferry__Envelope *env);
+size_t ferry_envelope_pack(const Ferry__Envelope *env, uint8_t *out);
+
+#endif
