@@ -6,7 +6,7 @@
  * that wait (timers, deadlines, fds) run the worker's real loop until the
  * capture has seen what it waits for, under a guard timer.
  */
-#include "worker_internal.h"
+#include "worker_fixture.h"
 #include "ferry_utf8.h"
 
 #include "ferry_wire.h"
@@ -25,41 +25,14 @@
 
 /* ---- harness -------------------------------------------------------------------- */
 
-typedef struct {
-    Ferry__Envelope **msgs; /* decoded copies of what the worker sent */
-    size_t n, cap;
-    size_t stop_at; /* stop the loop once this many replies arrived (0: never) */
-    size_t replies;
-} capture;
-
 static ferry_err sink(ferry_worker *w, const Ferry__Envelope *env, size_t size, void *arg)
 {
     assert_true(size == 0 || size == ferry__envelope__get_packed_size(env));
     capture *c = arg;
-    size_t len = ferry__envelope__get_packed_size(env);
-    uint8_t *buf = malloc(len ? len : 1);
-    assert_non_null(buf);
-    ferry__envelope__pack(env, buf);
-    Ferry__Envelope *copy = NULL;
-    assert_int_equal(ferry_envelope_decode(buf, len, &copy), FERRY_OK);
-    free(buf);
-    if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 16;
-        c->msgs = realloc(c->msgs, c->cap * sizeof *c->msgs);
-        assert_non_null(c->msgs);
-    }
-    c->msgs[c->n++] = copy;
-    if (copy->body_case == FERRY__ENVELOPE__BODY_REPLY && ++c->replies == c->stop_at)
+    capture_push(c, env);
+    if (env->body_case == FERRY__ENVELOPE__BODY_REPLY && ++c->replies == c->stop_at)
         ferry_worker_stop(w);
     return FERRY_OK;
-}
-
-static void capture_fini(capture *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        ferry_envelope_free(c->msgs[i]);
-    free(c->msgs);
-    memset(c, 0, sizeof *c);
 }
 
 static const Ferry__Reply *reply_at(capture *c, size_t i)
@@ -67,53 +40,6 @@ static const Ferry__Reply *reply_at(capture *c, size_t i)
     assert_true(i < c->n);
     assert_int_equal(c->msgs[i]->body_case, FERRY__ENVELOPE__BODY_REPLY);
     return c->msgs[i]->reply;
-}
-
-static void feed(ferry_worker *w, const char *engine, uint64_t call_id, const char *fn,
-                 Ferry__Value **args, size_t n, uint32_t timeout_ms)
-{
-    Ferry__Command cmd = FERRY__COMMAND__INIT;
-    cmd.engine_id.data = (uint8_t *)engine;
-    cmd.engine_id.len = strlen(engine);
-    cmd.call_id = call_id;
-    cmd.function = (char *)fn;
-    cmd.args = args;
-    cmd.n_args = n;
-    cmd.timeout_ms = timeout_ms;
-    Ferry__Envelope env;
-    ferry_envelope_init(&env);
-    env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
-    env.command = &cmd;
-    size_t len = ferry__envelope__get_packed_size(&env);
-    uint8_t *buf = malloc(len);
-    ferry__envelope__pack(&env, buf);
-    worker_dispatch_frame(w, buf, len);
-    free(buf);
-}
-
-static int guard_fired;
-
-static void on_guard(ferry_timer *t, void *arg)
-{
-    (void)t;
-    guard_fired = 1;
-    ferry_worker_stop(arg);
-}
-
-/* Runs w until c has seen want replies; fails after GUARD_MS. */
-static void run_until(ferry_worker *w, capture *c, size_t want)
-{
-    if (c->replies >= want)
-        return;
-    ferry_timer guard;
-    ferry_timer_init(&guard, on_guard, w);
-    guard_fired = 0;
-    c->stop_at = want;
-    assert_int_equal(ferry_worker_timer_start(w, &guard, GUARD_MS), FERRY_OK);
-    assert_int_equal(ferry_worker_run(w), FERRY_OK);
-    ferry_worker_timer_stop(w, &guard);
-    assert_false(guard_fired);
-    assert_int_equal(c->replies, want);
 }
 
 static ferry_worker *offline(capture *c, unsigned concurrency)
@@ -484,7 +410,7 @@ static void test_after(void **state)
     ferry_worker_stats st;
     ferry_worker_get_stats(w, &st);
     assert_int_equal(st.in_flight, 1);
-    run_until(w, &c, 1);
+    run_until(w, &c, 1, GUARD_MS);
     assert_null(reply_at(&c, 0)->error);
     assert_int_equal(reply_at(&c, 0)->values[0]->integer, 5);
     ferry_worker_get_stats(w, &st);
@@ -512,7 +438,7 @@ static void test_timeout_late_answer(void **state)
     assert_int_equal(ferry_worker_register(w, "hold", hold, NULL, NULL), FERRY_OK);
     feed(w, "e", 1, "hold", NULL, 0, 20);
     assert_int_equal(nheld, 1);
-    run_until(w, &c, 1);
+    run_until(w, &c, 1, GUARD_MS);
     assert_error(reply_at(&c, 0), "timeout", "'hold' did not answer within 20 ms");
     assert_int_equal(reply_at(&c, 0)->call_id, 1);
     /* The call is still there for the handler, which now knows. */
@@ -567,7 +493,7 @@ static void test_timeout_cancel(void **state)
     ferry_worker *w = offline(&c, 0);
     assert_int_equal(ferry_worker_register(w, "h", hold_with_cancel, NULL, NULL), FERRY_OK);
     feed(w, "e", 1, "h", NULL, 0, 15);
-    run_until(w, &c, 1);
+    run_until(w, &c, 1, GUARD_MS);
     assert_error(reply_at(&c, 0), "timeout", NULL);
     assert_int_equal(cancels, 1);
     assert_int_equal(cancel_reason, FERRY_ETIMEOUT);
@@ -666,7 +592,7 @@ static void test_function_max_concurrency(void **state)
     ferry_worker_get_stats(w, &st);
     assert_int_equal(st.queued, 4);
     assert_int_equal(st.in_flight, 6);
-    run_until(w, &c, 6);
+    run_until(w, &c, 6, GUARD_MS);
     assert_int_equal(running_max, 2);
     for (size_t i = 0; i < 6; i++) /* in arrival order */
         assert_int_equal(reply_at(&c, i)->call_id, i + 1);
@@ -688,7 +614,7 @@ static void test_queued_timeout(void **state)
     feed(w, "e", 1, "one", NULL, 0, 0);
     feed(w, "e", 2, "one", NULL, 0, 20); /* waits for the slot, times out there */
     feed(w, "e", 3, "one", NULL, 0, 0);
-    run_until(w, &c, 1);
+    run_until(w, &c, 1, GUARD_MS);
     assert_int_equal(reply_at(&c, 0)->call_id, 2);
     assert_error(reply_at(&c, 0), "timeout", "did not get a slot within 20 ms");
     assert_int_equal(nheld, 1);
@@ -755,7 +681,7 @@ static void test_watch_fd(void **state)
     ferry_worker *w = offline(&c, 0);
     assert_int_equal(ferry_worker_register(w, "fd", watch_pipes, &x, NULL), FERRY_OK);
     feed(w, "e", 1, "fd", NULL, 0, 1000);
-    run_until(w, &c, 1);
+    run_until(w, &c, 1, GUARD_MS);
     assert_int_equal(reply_at(&c, 0)->values[0]->string.data[0], 'a');
     assert_int_equal(x.b_calls, 0);
     assert_int_equal(ferry_worker_loop(w)->nitems, 0);

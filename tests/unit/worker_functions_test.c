@@ -3,7 +3,7 @@
  * worker, through the same dispatch path a Command from the broker takes.
  */
 #include "functions/functions.h"
-#include "worker_internal.h"
+#include "worker_fixture.h"
 
 #include "ferry_clock.h"
 #include "ferry_wire.h"
@@ -19,14 +19,6 @@
 
 #define GUARD_MS 10000
 
-typedef struct {
-    Ferry__Envelope **msgs;
-    size_t n, cap;
-    size_t replies, stop_at;
-    int keep;   /* store decoded replies (off for the many-sleeps test) */
-    size_t bad; /* replies that were not `true` (many-sleeps test) */
-} capture;
-
 static ferry_err sink(ferry_worker *w, const Ferry__Envelope *env, size_t size, void *arg)
 {
     assert_true(size == 0 || size == ferry__envelope__get_packed_size(env));
@@ -36,29 +28,11 @@ static ferry_err sink(ferry_worker *w, const Ferry__Envelope *env, size_t size, 
     const Ferry__Reply *r = env->reply;
     if (r->error || r->n_values != 1 || r->values[0]->kind_case != FERRY__VALUE__KIND_BOOLEAN)
         c->bad++;
-    if (c->keep) {
-        size_t len = ferry__envelope__get_packed_size(env);
-        uint8_t *buf = malloc(len ? len : 1);
-        ferry__envelope__pack(env, buf);
-        Ferry__Envelope *copy = NULL;
-        assert_int_equal(ferry_envelope_decode(buf, len, &copy), FERRY_OK);
-        free(buf);
-        if (c->n == c->cap) {
-            c->cap = c->cap ? c->cap * 2 : 16;
-            c->msgs = realloc(c->msgs, c->cap * sizeof *c->msgs);
-        }
-        c->msgs[c->n++] = copy;
-    }
+    if (c->keep)
+        capture_push(c, env);
     if (++c->replies == c->stop_at)
         ferry_worker_stop(w);
     return FERRY_OK;
-}
-
-static void capture_fini(capture *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        ferry_envelope_free(c->msgs[i]);
-    free(c->msgs);
 }
 
 static const Ferry__Reply *reply_for(capture *c, uint64_t call_id)
@@ -68,52 +42,6 @@ static const Ferry__Reply *reply_for(capture *c, uint64_t call_id)
             return c->msgs[i]->reply;
     fail_msg("no reply for call %llu", (unsigned long long)call_id);
     return NULL;
-}
-
-static void feed(ferry_worker *w, uint64_t call_id, const char *fn, Ferry__Value **args, size_t n,
-                 uint32_t timeout_ms)
-{
-    Ferry__Command cmd = FERRY__COMMAND__INIT;
-    cmd.engine_id.data = (uint8_t *)"engine";
-    cmd.engine_id.len = 6;
-    cmd.call_id = call_id;
-    cmd.function = (char *)fn;
-    cmd.args = args;
-    cmd.n_args = n;
-    cmd.timeout_ms = timeout_ms;
-    Ferry__Envelope env;
-    ferry_envelope_init(&env);
-    env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
-    env.command = &cmd;
-    size_t len = ferry__envelope__get_packed_size(&env);
-    uint8_t *buf = malloc(len);
-    ferry__envelope__pack(&env, buf);
-    worker_dispatch_frame(w, buf, len);
-    free(buf);
-}
-
-static int guard_fired;
-
-static void on_guard(ferry_timer *t, void *arg)
-{
-    (void)t;
-    guard_fired = 1;
-    ferry_worker_stop(arg);
-}
-
-static void run_until(ferry_worker *w, capture *c, size_t want)
-{
-    if (c->replies >= want)
-        return;
-    ferry_timer guard;
-    ferry_timer_init(&guard, on_guard, w);
-    guard_fired = 0;
-    c->stop_at = want;
-    assert_int_equal(ferry_worker_timer_start(w, &guard, GUARD_MS), FERRY_OK);
-    assert_int_equal(ferry_worker_run(w), FERRY_OK);
-    ferry_worker_timer_stop(w, &guard);
-    assert_false(guard_fired);
-    assert_int_equal(c->replies, want);
 }
 
 static ferry_worker *make(capture *c, unsigned concurrency)
@@ -154,8 +82,8 @@ static void test_echo_every_kind(void **state)
         ferry_value_table(),
     };
     size_t n = sizeof args / sizeof args[0];
-    feed(w, 1, "echo", args, n, 0);
-    feed(w, 2, "echo", NULL, 0, 0);
+    feed(w, "engine", 1, "echo", args, n, 0);
+    feed(w, "engine", 2, "echo", NULL, 0, 0);
     assert_int_equal(c.n, 2);
     const Ferry__Reply *r = reply_for(&c, 1);
     assert_null(r->error);
@@ -186,8 +114,8 @@ static void test_sleep_bad_arguments(void **state)
     };
     size_t n = sizeof bad / sizeof bad[0];
     for (size_t i = 0; i < n; i++)
-        feed(w, i + 1, "sleep", &bad[i], 1, 0);
-    feed(w, 100, "sleep", NULL, 0, 0);
+        feed(w, "engine", i + 1, "sleep", &bad[i], 1, 0);
+    feed(w, "engine", 100, "sleep", NULL, 0, 0);
     assert_int_equal(c.n, n + 1);
     for (size_t i = 0; i < c.n; i++) {
         const Ferry__Reply *r = c.msgs[i]->reply;
@@ -212,11 +140,11 @@ static void test_sleep_waits(void **state)
     Ferry__Value *b = ferry_value_float(0.2); /* rounds up to 1 ms */
     Ferry__Value *z = ferry_value_int(0);
     int64_t t0 = ferry_now_ms();
-    feed(w, 1, "sleep", &a, 1, 0);
-    feed(w, 2, "sleep", &b, 1, 0);
-    feed(w, 3, "sleep", &z, 1, 0);
+    feed(w, "engine", 1, "sleep", &a, 1, 0);
+    feed(w, "engine", 2, "sleep", &b, 1, 0);
+    feed(w, "engine", 3, "sleep", &z, 1, 0);
     assert_int_equal(c.n, 0); /* even sleep(0) answers from the loop */
-    run_until(w, &c, 3);
+    run_until(w, &c, 3, GUARD_MS);
     assert_true(ferry_now_ms() - t0 >= 30);
     assert_int_equal(c.msgs[2]->reply->call_id, 1); /* the long one last */
     for (size_t i = 0; i < 3; i++) {
@@ -239,8 +167,8 @@ static void test_sleep_timeout(void **state)
     capture c = {.keep = 1};
     ferry_worker *w = make(&c, 0);
     Ferry__Value *a = ferry_value_int(3600 * 1000);
-    feed(w, 1, "sleep", &a, 1, 20);
-    run_until(w, &c, 1);
+    feed(w, "engine", 1, "sleep", &a, 1, 20);
+    run_until(w, &c, 1, GUARD_MS);
     const Ferry__Reply *r = c.msgs[0]->reply;
     assert_non_null(r->error);
     assert_string_equal(r->error->code, "timeout");
@@ -264,11 +192,11 @@ static void test_many_sleeps(void **state)
     Ferry__Value *a = ferry_value_int(MS);
     int64_t t0 = ferry_now_ms();
     for (uint64_t i = 0; i < N; i++)
-        feed(w, i + 1, "sleep", &a, 1, 5000);
+        feed(w, "engine", i + 1, "sleep", &a, 1, 5000);
     ferry_worker_stats st;
     ferry_worker_get_stats(w, &st);
     assert_int_equal(st.in_flight, N);
-    run_until(w, &c, N);
+    run_until(w, &c, N, GUARD_MS);
     int64_t took = ferry_now_ms() - t0;
     print_message("%d sleeps of %d ms took %lld ms\n", N, MS, (long long)took);
     assert_true(took >= MS);
