@@ -19,6 +19,7 @@ struct ferry_client {
     void *socket;
     uint64_t next_request;
     int connect_timeout_ms;
+    ferry_limits limits; /* asked for by every submission */
 };
 
 ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen)
@@ -58,6 +59,11 @@ void ferry_client_destroy(ferry_client **pc)
     *pc = NULL;
 }
 
+void ferry_client_set_limits(ferry_client *c, const ferry_limits *limits)
+{
+    c->limits = limits ? *limits : (ferry_limits){0};
+}
+
 void ferry_client_set_connect_timeout(ferry_client *c, int ms)
 {
     c->connect_timeout_ms = ms;
@@ -93,6 +99,9 @@ ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, c
     sub.n_args = nargs;
     sub.timeout_ms = timeout_ms;
     sub.name = (char *)(name ? name : "script");
+    sub.max_memory = c->limits.max_memory;
+    sub.max_instructions = c->limits.max_instructions;
+    sub.max_output = c->limits.max_output;
     Ferry__Envelope env;
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_SUBMIT;

@@ -23,16 +23,24 @@ enum { EXIT_SCRIPT = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 static const char *broker = "tcp://localhost:5558";
 static double timeout_s = 30;
 static int json;
+static double max_memory, max_instructions, max_output;
 
 static const ferry_opt run_opts[] = {
     {"broker", "FERRY_CLIENTS", FERRY_OPT_STRING, &broker, "broker clients endpoint", 0, 0},
     {"timeout", NULL, FERRY_OPT_DOUBLE, &timeout_s, "script deadline in seconds", 0.001, 86400},
     {"json", NULL, FERRY_OPT_FLAG, &json, "print one JSON object on stdout", 0, 0},
+    {"max-memory", NULL, FERRY_OPT_DOUBLE, &max_memory,
+     "bytes the script's Lua state may hold (0: the engine's limit; never more)", 0, 1e15},
+    {"max-instructions", NULL, FERRY_OPT_DOUBLE, &max_instructions,
+     "instructions the script may run (0: the engine's limit; never more)", 0, 1e18},
+    {"max-output", NULL, FERRY_OPT_DOUBLE, &max_output,
+     "bytes of print output the script may make (0: the engine's limit; never more)", 0, 1e15},
 };
 
 static const ferry_cli run_cli = {
     .program = "ferry run",
-    .synopsis = "[--broker EP] [--timeout S] [--json] script.lua [arg ...]",
+    .synopsis = "[--broker EP] [--timeout S] [--json] [--max-memory B] [--max-instructions N]\n"
+                "       [--max-output B] script.lua [arg ...]",
     .summary = "Runs script.lua (- for standard input) on a Ferry engine and prints what it\n"
                "printed and what it returned. The args reach the script as ferry.args.",
     .opts = run_opts,
@@ -45,8 +53,8 @@ static const ferry_cli stats_cli = {
     .synopsis = "[--broker EP] [--json]",
     .summary = "Prints the broker's counters: engines, workers, functions, calls queued,\n"
                "in flight and completed, scripts.",
-    .opts = run_opts, /* --timeout is accepted and bounds the wait */
-    .nopts = sizeof run_opts / sizeof run_opts[0],
+    .opts = run_opts, /* --broker, --timeout (bounds the wait) and --json */
+    .nopts = 3,
 };
 
 static void usage(FILE *out)
@@ -164,6 +172,10 @@ static int cmd_run(int argc, char **argv)
         code = fail(EXIT_UNREACHABLE, FERRY_EUNREACHABLE, errbuf);
         goto out;
     }
+    ferry_limits limits = {.max_memory = (uint64_t)max_memory,
+                           .max_instructions = (uint64_t)max_instructions,
+                           .max_output = (uint64_t)max_output};
+    ferry_client_set_limits(c, &limits);
     ferry_result res;
     ferry_err err = ferry_client_run(c, src.data ? src.data : "", src.len, name, args,
                                      (size_t)nargs, (uint32_t)(timeout_s * 1000), &res);

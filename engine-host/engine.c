@@ -281,13 +281,17 @@ static void on_submit(engine *e, const Ferry__Envelope *env)
         send_error_result(e, sub->script_id, FERRY_EOVERLOADED, msg);
         return;
     }
-    int64_t timeout = e->cfg.script_timeout_ms;
-    if (sub->timeout_ms > 0 && sub->timeout_ms < timeout)
-        timeout = sub->timeout_ms;
-    engine_script_limits limits = {.timeout_ms = timeout,
-                                   .max_output = (size_t)e->cfg.max_output,
-                                   .max_memory = (size_t)e->cfg.max_memory,
-                                   .max_instructions = (uint64_t)e->cfg.max_instructions};
+    /* The engine's flags are ceilings: a submission may ask for less, never more. */
+    engine_script_limits ceiling = {.timeout_ms = e->cfg.script_timeout_ms,
+                                    .max_output = (size_t)e->cfg.max_output,
+                                    .max_memory = (size_t)e->cfg.max_memory,
+                                    .max_instructions = (uint64_t)e->cfg.max_instructions};
+    engine_script_limits asked = {.timeout_ms = sub->timeout_ms,
+                                  .max_output = (size_t)sub->max_output,
+                                  .max_memory = (size_t)sub->max_memory,
+                                  .max_instructions = sub->max_instructions};
+    engine_script_limits limits = engine_script_limits_clamp(&ceiling, &asked);
+    int64_t timeout = limits.timeout_ms;
     engine_run *run = calloc(1, sizeof *run);
     engine_script *s = engine_script_new(&e->host, &limits, sub->script_id);
     if (!run || !s) {

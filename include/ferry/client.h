@@ -66,6 +66,17 @@ ferry_err ferry_client_stats(ferry_client *c, int timeout_ms, Ferry__Envelope **
 
 void ferry_result_fini(ferry_result *r);
 
+/* Limits later submissions ask for; 0 leaves one to the engine. An engine
+ * never grants more than its own flags allow. */
+typedef struct {
+    uint64_t max_memory;       /* bytes of the script's Lua state */
+    uint64_t max_instructions; /* VM instructions plus metered C steps */
+    uint64_t max_output;       /* bytes of captured print output */
+} ferry_limits;
+
+/* Sets the limits every later ferry_client_submit/run asks for (NULL: none). */
+void ferry_client_set_limits(ferry_client *c, const ferry_limits *limits);
+
 /* How long ferry_client_submit waits for a connection to the broker, in ms (default 3000). */
 void ferry_client_set_connect_timeout(ferry_client *c, int ms);
 

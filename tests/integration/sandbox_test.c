@@ -166,6 +166,34 @@ static void test_output_flood(void **state)
     stack_passed(s);
 }
 
+/* A submission may ask for lower limits than the engine's flags, never higher. */
+static void test_submission_asks_for_less(void **state)
+{
+    ferry_stack *s = *state;
+    ferry_client_set_limits(s->client, &(ferry_limits){.max_output = 10});
+    expect_stopped(s, "print(('x'):rep(50))", 10000, "limit", "output limit of 10 bytes");
+    ferry_client_set_limits(s->client, &(ferry_limits){.max_instructions = 100000});
+    expect_stopped(s, "local i = 0 while true do i = i + 1 end", 10000, "limit",
+                   "instruction limit of 100000");
+    ferry_client_set_limits(s->client, &(ferry_limits){.max_memory = 200000});
+    expect_stopped(s, "local t = {} for i = 1, 1e7 do t[i] = i end", 10000, "limit",
+                   "memory limit of 200000 bytes");
+    /* Asking for more than the engine allows gets the engine's limit. */
+    ferry_client_set_limits(s->client, &(ferry_limits){.max_output = 1000000000});
+    expect_stopped(s, "while true do print(('x'):rep(100)) end", 10000, "limit",
+                   "output limit of 1048576 bytes");
+    ferry_client_set_limits(s->client, NULL);
+
+    char *out, *err;
+    const char *flood = stack_write_file(s, "flood.lua", "print(('y'):rep(50))");
+    const char *argv[] = {"run", "--max-output", "10", flood, NULL};
+    assert_int_equal(stack_cli(s, argv, &out, &err, 20000), 1);
+    assert_non_null(strstr(err, "output limit of 10 bytes"));
+    free(out);
+    free(err);
+    stack_passed(s);
+}
+
 static void test_escapes(void **state)
 {
     ferry_stack *s = *state;
@@ -369,6 +397,7 @@ int main(void)
         T(test_cpu_bombs),
         T(test_memory_bombs),
         T(test_output_flood),
+        T(test_submission_asks_for_less),
         T(test_escapes),
         T(test_string_metatable_is_per_script),
         T(test_async_calls_everywhere),
