@@ -4,6 +4,11 @@
  * A DEALER socket with ZMQ_IMMEDIATE, so a submission waits (up to the
  * connect timeout) for a live connection to the broker instead of queueing
  * towards nobody; results are matched to submissions by request id.
+ *
+ * A connection that drops loses every pending result: the DEALER comes back
+ * under a new routing id, and a restarted broker knows nothing of what was
+ * submitted before. So a monitor watches for disconnection, and a wait
+ * fails with FERRY_EBROKER_LOST at once instead of at the deadline.
  */
 #include "ferry/client.h"
 
@@ -17,6 +22,7 @@
 struct ferry_client {
     void *ctx;
     void *socket;
+    void *monitor; /* ZMQ_EVENT_DISCONNECTED of socket */
     uint64_t next_request;
     int connect_timeout_ms;
     ferry_limits limits; /* asked for by every submission */
@@ -37,7 +43,10 @@ ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen)
     }
     ferry_socket_opts o = {.type = ZMQ_DEALER, .endpoint = endpoint, .linger_ms = 0};
     c->socket = ferry_socket_open(c->ctx, &o, err, errlen);
-    if (!c->socket) {
+    if (c->socket)
+        c->monitor = ferry_monitor_open(c->ctx, c->socket, ZMQ_EVENT_DISCONNECTED, err, errlen);
+    if (!c->monitor) {
+        ferry_socket_close(&c->socket);
         zmq_ctx_term(c->ctx);
         free(c);
         return NULL;
@@ -53,6 +62,7 @@ void ferry_client_destroy(ferry_client **pc)
     ferry_client *c = *pc;
     if (!c)
         return;
+    ferry_monitor_close(c->socket, &c->monitor);
     ferry_socket_close(&c->socket);
     zmq_ctx_term(c->ctx);
     free(c);
@@ -69,9 +79,22 @@ void ferry_client_set_connect_timeout(ferry_client *c, int ms)
     c->connect_timeout_ms = ms;
 }
 
-/* Sends env, waiting for a connection up to the connect timeout. */
+/* True when the connection to the broker dropped since the last look. */
+static int disconnected(ferry_client *c)
+{
+    uint16_t event;
+    int seen = 0;
+    while (ferry_monitor_recv(c->monitor, &event) == FERRY_OK)
+        seen |= event == ZMQ_EVENT_DISCONNECTED;
+    return seen;
+}
+
+/* Sends env, waiting for a connection up to the connect timeout. A drop
+ * noticed before the send is old news: what it lost is reported by the
+ * waits that were under way then. */
 static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env)
 {
+    (void)disconnected(c);
     int64_t until = ferry_now_ms() + c->connect_timeout_ms;
     for (;;) {
         ferry_err err = ferry_wire_send(c->socket, NULL, 0, env);
@@ -134,11 +157,14 @@ static ferry_err recv_kind(ferry_client *c, int timeout_ms, Ferry__Envelope__Bod
         }
         if (err != FERRY_ETIMEOUT)
             return err;
+        if (disconnected(c))
+            return FERRY_EBROKER_LOST;
         int64_t left = until - ferry_now_ms();
         if (left <= 0)
             return FERRY_ETIMEOUT;
-        zmq_pollitem_t item = {.socket = c->socket, .events = ZMQ_POLLIN};
-        if (zmq_poll(&item, 1, (long)left) < 0 && zmq_errno() != EINTR)
+        zmq_pollitem_t items[2] = {{.socket = c->socket, .events = ZMQ_POLLIN},
+                                   {.socket = c->monitor, .events = ZMQ_POLLIN}};
+        if (zmq_poll(items, 2, (long)left) < 0 && zmq_errno() != EINTR)
             return FERRY_EIO;
     }
 }

@@ -182,6 +182,10 @@ static int cmd_run(int argc, char **argv)
     if (err == FERRY_EUNREACHABLE) {
         snprintf(errbuf, sizeof errbuf, "cannot reach the broker at %s", broker);
         code = fail(EXIT_UNREACHABLE, err, errbuf);
+    } else if (err == FERRY_EBROKER_LOST) {
+        snprintf(errbuf, sizeof errbuf, "the broker at %s went away while the script ran",
+                 broker);
+        code = fail(EXIT_UNREACHABLE, err, errbuf);
     } else if (err == FERRY_ETIMEOUT) {
         snprintf(errbuf, sizeof errbuf, "no answer from the broker at %s within %gs", broker,
                  timeout_s + FERRY_CLIENT_GRACE_MS / 1000.0);

@@ -48,8 +48,9 @@ ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, c
 
 /*
  * Waits up to timeout_ms for the next result of any submitted script.
- * FERRY_ETIMEOUT when none arrives in time. Messages that are not results
- * are skipped.
+ * FERRY_ETIMEOUT when none arrives in time; FERRY_EBROKER_LOST at once when
+ * the connection to the broker drops (every pending result is lost then).
+ * Messages that are not results are skipped.
  */
 ferry_err ferry_client_wait(ferry_client *c, int timeout_ms, ferry_result *out);
 
