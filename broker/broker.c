@@ -516,6 +516,23 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     drain_scripts(b);
 }
 
+/* An engine draining on SIGTERM: it gets no new scripts; those it runs finish. */
+static void on_engine_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp)
+{
+    (void)envp;
+    broker_engine *e =
+        broker_scripts_engine(&b->scripts, ferry_frame_data(f, 0), ferry_frame_size(f, 0));
+    char id[64];
+    id_text(ferry_frame_data(f, 0), ferry_frame_size(f, 0), id, sizeof id);
+    if (!e) {
+        ferry_debug("engine_goodbye", "engine=%s registered=false", id);
+        return;
+    }
+    e->last_seen_ms = b->loop.now_ms;
+    broker_scripts_leave(&b->scripts, e);
+    ferry_info("engine_goodbye", "engine=%s running=%u", id, e->running);
+}
+
 static void on_engine_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 {
     (void)envp;
@@ -768,6 +785,7 @@ static const socket_kind engines_kind = {
             [FERRY__ENVELOPE__BODY_HELLO] = on_hello,
             [FERRY__ENVELOPE__BODY_HEARTBEAT] = on_engine_heartbeat,
             [FERRY__ENVELOPE__BODY_RESULT] = on_result,
+            [FERRY__ENVELOPE__BODY_GOODBYE] = on_engine_goodbye,
         },
 };
 

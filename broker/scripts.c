@@ -49,7 +49,7 @@ void broker_scripts_fini(broker_scripts *s)
 
 uint32_t broker_scripts_engine_room(const broker_engine *e)
 {
-    if (e->blocked)
+    if (e->blocked || e->leaving)
         return 0;
     uint64_t used = (uint64_t)e->running + e->untracked;
     return e->slots > used ? (uint32_t)(e->slots - used) : 0;
@@ -117,6 +117,12 @@ broker_engine *broker_scripts_pick(broker_scripts *s)
 void broker_scripts_block(broker_scripts *s, broker_engine *e)
 {
     e->blocked = 1;
+    update_ring(s, e);
+}
+
+void broker_scripts_leave(broker_scripts *s, broker_engine *e)
+{
+    e->leaving = 1;
     update_ring(s, e);
 }
 

@@ -62,6 +62,7 @@ struct broker_engine {
     uint32_t untracked;         /* scripts it runs that we hold no record of: announced in
                                  * Hello, or past their backstop; each stray Result frees one */
     int blocked;                /* a send would block: no scripts until its next Result */
+    int leaving;                /* said Goodbye: no new scripts; its running ones finish */
     int in_ring;
     int64_t last_seen_ms;       /* last message from it: liveness */
     int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
@@ -125,6 +126,9 @@ broker_engine *broker_scripts_pick(broker_scripts *s);
 
 /* A send to e would block: keep it out of the ring until its next Result. */
 void broker_scripts_block(broker_scripts *s, broker_engine *e);
+
+/* e said Goodbye (it drains): no new scripts for it, ever; its running ones finish. */
+void broker_scripts_leave(broker_scripts *s, broker_engine *e);
 
 /* e talked to us, so it reads its socket again: back into the ring if it has room. */
 void broker_scripts_unblock(broker_scripts *s, broker_engine *e);

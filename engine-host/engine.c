@@ -65,6 +65,8 @@ struct engine {
     int64_t last_sent_ms;  /* last message to it on the DEALER */
     ferry_timer tick;      /* twice per heartbeat_ms: heartbeat out, broker liveness */
     size_t running;
+    int draining;          /* said Goodbye: the loop stops when running reaches 0 */
+    ferry_timer drain;     /* the drain's time limit */
     size_t ncalls;
     engine_run *runs;   /* every running script */
     engine_call *calls; /* every pending call, by call_id */
@@ -74,6 +76,8 @@ struct engine {
     int64_t bad_log_ms, late_log_ms, lost_log_ms, refused_log_ms; /* rate limits for logs */
     uint64_t bad_log_n, late_log_n, lost_log_n, refused_log_n;
 };
+
+static void on_drain_timeout(ferry_timer *timer, void *arg);
 
 /* Batch of messages taken from the DEALER per wakeup: the poll is
  * level-triggered, so the rest waits for the next turn of the loop. */
@@ -148,6 +152,8 @@ static void finish(engine *e, engine_run *run)
     e->running--;
     engine_script_destroy(&run->s);
     free(run);
+    if (e->draining && e->running == 0)
+        ferry_loop_stop(e->loop);
 }
 
 static void step(engine *e, engine_run *run, engine_script_state state)
@@ -385,7 +391,8 @@ static void handle(engine *e, ferry_frames *f)
 static void send_hello(engine *e)
 {
     Ferry__Hello hello = FERRY__HELLO__INIT;
-    hello.slots = (uint32_t)e->cfg.slots;
+    /* A draining engine that registers again (a new broker) takes no scripts. */
+    hello.slots = e->draining ? 0 : (uint32_t)e->cfg.slots;
     hello.running = (uint32_t)e->running;
     Ferry__Envelope env;
     ferry_envelope_init(&env);
@@ -627,6 +634,7 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         goto fail;
     }
     ferry_timer_init(&e->tick, on_tick, e);
+    ferry_timer_init(&e->drain, on_drain_timeout, e);
     if (cfg->heartbeat_ms > 0 && ferry_loop_timer(loop, &e->tick, cfg->heartbeat_ms) != FERRY_OK) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -661,6 +669,7 @@ void engine_destroy(engine **ep)
     }
     assert(!e->calls && e->running == 0);
     ferry_timer_stop(&e->loop->timers, &e->tick);
+    ferry_timer_stop(&e->loop->timers, &e->drain);
     ferry_loop_remove_socket(e->loop, e->dealer);
     ferry_loop_remove_socket(e->loop, e->push);
     ferry_loop_remove_socket(e->loop, e->dealer_mon);
@@ -682,6 +691,38 @@ void engine_destroy(engine **ep)
     ferry_socket_close(&e->push);
     free(e);
     *ep = NULL;
+}
+
+static void on_drain_timeout(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    engine *e = arg;
+    ferry_warn("drain_timeout", "id=%s running=%zu", e->id, e->running);
+    ferry_loop_stop(e->loop);
+}
+
+void engine_drain(engine *e, int64_t drain_ms)
+{
+    if (e->draining) {
+        ferry_info("drain_abandoned", "id=%s running=%zu", e->id, e->running);
+        ferry_loop_stop(e->loop);
+        return;
+    }
+    e->draining = 1;
+    Ferry__Goodbye bye = FERRY__GOODBYE__INIT;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_GOODBYE;
+    env.goodbye = &bye;
+    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    ferry_info("draining", "id=%s running=%zu goodbye=%s drain_ms=%lld", e->id, e->running,
+               ferry_err_code(err), (long long)drain_ms);
+    if (e->running == 0) {
+        ferry_loop_stop(e->loop);
+        return;
+    }
+    if (drain_ms <= 0 || ferry_loop_timer(e->loop, &e->drain, drain_ms) != FERRY_OK)
+        ferry_loop_stop(e->loop);
 }
 
 const char *engine_id(const engine *e)

@@ -80,4 +80,12 @@ const engine_stats *engine_get_stats(const engine *e);
 /* Scripts running now. */
 size_t engine_running(const engine *e);
 
+/*
+ * Leaving (the first SIGTERM): tells the broker Goodbye so that no new
+ * script comes, lets the running ones finish, and stops the loop when none
+ * is left or drain_ms passed (engine_destroy then fails the rest with
+ * engine_lost). Called again (a second signal), stops the loop at once.
+ */
+void engine_drain(engine *e, int64_t drain_ms);
+
 #endif

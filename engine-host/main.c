@@ -16,9 +16,20 @@
 #include <stdlib.h>
 #include <zmq.h>
 
+static int64_t drain_timeout_ms;
+
+/* SIGTERM or SIGINT: drain (the first), stop (the second). */
+static void on_signal(ferry_loop *loop, int signo, void *arg)
+{
+    (void)loop;
+    ferry_info("signal", "signo=%d", signo);
+    engine_drain(arg, drain_timeout_ms);
+}
+
 int main(int argc, char **argv)
 {
     long watchdog_grace_ms = 2000;
+    long drain_ms = 10000;
     engine_config cfg = {
         .commands = "tcp://localhost:5555",
         .engines = "tcp://localhost:5556",
@@ -61,6 +72,10 @@ int main(int argc, char **argv)
         {"calls-max", "FERRY_CALLS_MAX", FERRY_OPT_INT, &cfg.calls_max,
          "calls in flight at once, all scripts together; more are answered overloaded", 1,
          100000000},
+        {"drain-timeout", "FERRY_DRAIN_TIMEOUT", FERRY_OPT_INT, &drain_ms,
+         "on SIGTERM, ms the running scripts get to finish (no new ones come) before "
+         "the rest end engine_lost; 0: end them at once; a second signal ends them too",
+         0, 86400000},
         {"watchdog-grace", "FERRY_WATCHDOG_GRACE", FERRY_OPT_INT, &watchdog_grace_ms,
          "ms a script may stay inside one C function past its deadline before the engine "
          "exits (status 70) to be restarted; 0: never exit",
@@ -99,6 +114,9 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    drain_timeout_ms = drain_ms;
+    loop.on_signal = on_signal;
+    loop.signal_arg = e;
     rc = ferry_loop_run(&loop) == FERRY_OK ? 0 : 1;
 out:
     engine_destroy(&e);

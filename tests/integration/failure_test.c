@@ -379,6 +379,52 @@ static void test_kill9_engine_fails_its_scripts(void **state)
     stack_passed(&fx->s);
 }
 
+static void test_sigterm_engine_drains_its_scripts(void **state)
+{
+    fixture *fx = *state;
+    start_broker(fx, NULL);
+    const char *eargs[] = {"--slots", "100", NULL};
+    int leaving = stack_start_engine(&fx->s, eargs);
+    assert_true(stack_start_engine(&fx->s, eargs) >= 0);
+    assert_true(stack_start_worker(&fx->s, NULL) >= 0);
+    assert_int_equal(stack_wait_ready(&fx->s, 2, 1, 10000), 0);
+
+    enum { N = 20 };
+    for (int i = 0; i < N; i++)
+        submit(fx, "return ferry.call('sleep', 1500)", 20000, NULL);
+    wait_stats(fx, in_flight_at_least, N, 10000);
+    int64_t t0 = ferry_now_ms();
+    stack_signal(&fx->s, leaving, SIGTERM);
+
+    /* Scripts submitted while it drains go to the other engine only. */
+    ferry_client *other = ferry_client_new(fx->s.clients, (char[256]){0}, 256);
+    assert_non_null(other);
+    const char *echo = "return ferry.call('echo', 'elsewhere')";
+    for (int i = 0; i < 10; i++) {
+        ferry_result r;
+        assert_int_equal(
+            ferry_client_run(other, echo, strlen(echo), "echo.lua", NULL, 0, 10000, &r), FERRY_OK);
+        expect_ok(&r);
+        ferry_result_fini(&r);
+    }
+    ferry_client_destroy(&other);
+
+    /* Every script it held finishes; then it exits 0. */
+    for (int i = 0; i < N; i++) {
+        ferry_result r;
+        assert_int_equal(ferry_client_wait(fx->s.client, 10000, &r), FERRY_OK);
+        expect_ok(&r);
+        ferry_result_fini(&r);
+    }
+    int st = stack_wait_exit(&fx->s, leaving, 10000);
+    int64_t took = ferry_now_ms() - t0;
+    printf("# SIGTERM engine running %d of %d sleeps of 1500 ms: all succeeded, exit %d after "
+           "%lld ms\n",
+           N / 2, N, WIFEXITED(st) ? WEXITSTATUS(st) : -1, (long long)took);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    stack_passed(&fx->s);
+}
+
 /* ---- the broker ---- */
 
 static int alive(fixture *fx, int idx)
@@ -763,6 +809,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_second_sigterm_stops_a_draining_worker, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_kill9_engine_fails_its_scripts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_engine_drains_its_scripts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_broker_and_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_times_out_when_broker_vanishes, setup,
                                         teardown),
