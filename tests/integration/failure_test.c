@@ -322,20 +322,30 @@ static void test_second_sigterm_stops_a_draining_worker(void **state)
 
 /* ---- engines ---- */
 
-static void test_kill9_engine_fails_its_scripts(void **state)
+/*
+ * A broker, two engines and a worker; n scripts running src, all blocked in
+ * their call (round robin gives each engine half). Returns the first engine.
+ */
+static int two_engines_running(fixture *fx, int n, const char *src)
 {
-    fixture *fx = *state;
     start_broker(fx, NULL);
     const char *eargs[] = {"--slots", "100", NULL};
-    int victim = stack_start_engine(&fx->s, eargs);
+    int first = stack_start_engine(&fx->s, eargs);
+    assert_true(first >= 0);
     assert_true(stack_start_engine(&fx->s, eargs) >= 0);
     assert_true(stack_start_worker(&fx->s, NULL) >= 0);
     assert_int_equal(stack_wait_ready(&fx->s, 2, 1, 10000), 0);
+    for (int i = 0; i < n; i++)
+        submit(fx, src, 20000, NULL);
+    wait_stats(fx, in_flight_at_least, (uint64_t)n, 10000);
+    return first;
+}
 
+static void test_kill9_engine_fails_its_scripts(void **state)
+{
+    fixture *fx = *state;
     enum { N = 20 };
-    for (int i = 0; i < N; i++)
-        submit(fx, "return ferry.call('sleep', 4000)", 20000, NULL);
-    wait_stats(fx, in_flight_at_least, N, 10000);
+    int victim = two_engines_running(fx, N, "return ferry.call('sleep', 4000)");
     int64_t t0 = ferry_now_ms();
     kill9(fx, victim);
 
@@ -382,17 +392,8 @@ static void test_kill9_engine_fails_its_scripts(void **state)
 static void test_sigterm_engine_drains_its_scripts(void **state)
 {
     fixture *fx = *state;
-    start_broker(fx, NULL);
-    const char *eargs[] = {"--slots", "100", NULL};
-    int leaving = stack_start_engine(&fx->s, eargs);
-    assert_true(stack_start_engine(&fx->s, eargs) >= 0);
-    assert_true(stack_start_worker(&fx->s, NULL) >= 0);
-    assert_int_equal(stack_wait_ready(&fx->s, 2, 1, 10000), 0);
-
     enum { N = 20 };
-    for (int i = 0; i < N; i++)
-        submit(fx, "return ferry.call('sleep', 1500)", 20000, NULL);
-    wait_stats(fx, in_flight_at_least, N, 10000);
+    int leaving = two_engines_running(fx, N, "return ferry.call('sleep', 1500)");
     int64_t t0 = ferry_now_ms();
     stack_signal(&fx->s, leaving, SIGTERM);
 
