@@ -368,6 +368,35 @@ static const body_handler handlers[] = {
     [FERRY__ENVELOPE__BODY_HEARTBEAT] = on_heartbeat,
 };
 
+/*
+ * A message that does not decode. The broker routes Replies on their top
+ * level alone, so a worker's Reply with malformed values reaches us whole:
+ * when the peek finds a Reply, its call is answered `bad_message` rather than
+ * left waiting for its deadline. Anything else is dropped.
+ */
+static void undecodable(engine *e, const void *data, size_t len)
+{
+    ferry_wire_call c;
+    if (ferry_wire_peek_call(data, len, &c) != FERRY_OK || c.body != FERRY__ENVELOPE__BODY_REPLY) {
+        drop(e, "undecodable");
+        return;
+    }
+    Ferry__Error error = FERRY__ERROR__INIT;
+    error.code = (char *)ferry_err_code(FERRY_EPROTO);
+    error.message = "the reply to this call does not decode";
+    Ferry__Reply reply = FERRY__REPLY__INIT;
+    reply.engine_id.data = (uint8_t *)c.engine_id;
+    reply.engine_id.len = c.engine_id_len;
+    reply.call_id = c.call_id;
+    reply.error = &error;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_REPLY;
+    env.reply = &reply;
+    drop(e, "undecodable_reply");
+    on_reply(e, &env);
+}
+
 static void handle(engine *e, ferry_frames *f)
 {
     if (f->count != 1 || f->truncated) {
@@ -375,9 +404,15 @@ static void handle(engine *e, ferry_frames *f)
         return;
     }
     Ferry__Envelope *env;
-    ferry_err err = ferry_envelope_decode(ferry_frame_data(f, 0), ferry_frame_size(f, 0), &env);
+    const void *data = ferry_frame_data(f, 0);
+    size_t len = ferry_frame_size(f, 0);
+    ferry_err err = ferry_envelope_decode(data, len, &env);
+    if (err == FERRY_EPROTO) {
+        undecodable(e, data, len);
+        return;
+    }
     if (err) {
-        drop(e, err == FERRY_EVERSION ? "bad_version" : "undecodable");
+        drop(e, err == FERRY_EVERSION ? "bad_version" : "out_of_memory");
         return;
     }
     size_t body = (size_t)env->body_case;

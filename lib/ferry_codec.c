@@ -4,8 +4,8 @@
  * Decoding checks the whole message first (framing, nesting depth, field
  * numbers) in one allocation-free walk, then builds Commands, Replies and
  * their Values straight into one arena block; anything unusual goes through
- * protobuf-c. The same walk is the broker's peek: it reads what the broker
- * routes on without decoding. Packing writes Commands, Replies and Values by
+ * protobuf-c. The broker's peek reads what it routes on from the top level
+ * of a Command or Reply alone, leaving the values to the endpoints' decode. Packing writes Commands, Replies and Values by
  * hand, byte for byte what protobuf-c writes (tests/unit/lib_wire_test.c).
  */
 #include "ferry_codec.h"
@@ -56,6 +56,7 @@ typedef struct {
     unsigned magic;
     arena_block *blocks; /* further blocks, freed with the arena */
     uint8_t *cur, *end;  /* free space in the current block */
+    size_t first;        /* size of the first block, after the header */
     ProtobufCAllocator allocator;
 } decode_arena;
 
@@ -105,18 +106,33 @@ static void arena_free_one(void *data, void *ptr)
     (void)ptr;
 }
 
+/* Arenas of small messages (most Commands and Replies) have one size and are
+ * kept for reuse when freed: a malloc/free pair per message less. Per thread,
+ * as the library may be. */
+#define ARENA_SMALL 640 /* first block of a message up to (640 - 256) / 4 = 96 bytes */
+#define ARENA_CACHE 8
+static _Thread_local decode_arena *arena_cache[ARENA_CACHE];
+static _Thread_local int arena_cached;
+
 static decode_arena *arena_new(size_t input_len)
 {
     /* A decoded message takes a few times its wire size (a 2-byte Value is
      * a 48-byte struct plus its pointer). */
     size_t first = input_len < (ARENA_FIRST_MAX - 256) / 4 ? 256 + 4 * input_len : ARENA_FIRST_MAX;
-    decode_arena *a = malloc(ARENA_HEADER + first);
+    decode_arena *a;
+    if (first <= ARENA_SMALL) {
+        first = ARENA_SMALL;
+        a = arena_cached ? arena_cache[--arena_cached] : malloc(ARENA_HEADER + first);
+    } else {
+        a = malloc(ARENA_HEADER + first);
+    }
     if (!a)
         return NULL;
     a->magic = ARENA_MAGIC;
     a->blocks = NULL;
     a->cur = (uint8_t *)a + ARENA_HEADER;
     a->end = a->cur + first;
+    a->first = first;
     a->allocator.alloc = arena_alloc;
     a->allocator.free = arena_free_one;
     a->allocator.allocator_data = a;
@@ -132,7 +148,10 @@ static void arena_free(decode_arena *a)
         a->blocks = b->next;
         free(b);
     }
-    free(a);
+    if (a->first == ARENA_SMALL && arena_cached < ARENA_CACHE)
+        arena_cache[arena_cached++] = a;
+    else
+        free(a);
 }
 
 void ferry_envelope_free(Ferry__Envelope *env)
@@ -263,8 +282,10 @@ static inline void record(ferry_wire_call *rec, const wire_field *f)
         break;
     case 3:
         if (rec->body == FERRY__ENVELOPE__BODY_COMMAND) { /* function */
-            const uint8_t *nul = memchr(f->data, 0, f->len);
-            rec->function_len = nul ? (size_t)(nul - f->data) : f->len;
+            size_t n = 0; /* names are short: no call to memchr */
+            while (n < f->len && f->data[n])
+                n++;
+            rec->function_len = n;
             rec->function = rec->function_len ? (const char *)f->data : NULL;
         }
         break;
@@ -286,14 +307,13 @@ static inline void record(ferry_wire_call *rec, const wire_field *f)
  * every known field of a wire type its type takes, submessages likewise down
  * to FERRY_MAX_NESTING (protobuf-c unpacks by recursion with no bound: a
  * message nested a hundred thousand deep would overflow the stack). Unknown
- * fields are skipped, as protobuf-c keeps them. With rec (a Command or Reply
- * body), its routing fields are read on the way. *plain is cleared when the
+ * fields are skipped, as protobuf-c keeps them. *plain is cleared when the
  * message holds anything decode_call does not build the way protobuf-c would:
  * unknown fields, a bool not sent as a varint, a singular submessage given
  * twice (protobuf-c merges those).
  */
 static int message_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
-                      int depth, ferry_wire_call *rec, int *plain);
+                      int depth, int *plain);
 
 /* message_ok for a Value, the message most often checked, with its fields'
  * rules written out (what wire_fits and the descriptor say of them). */
@@ -326,7 +346,7 @@ static int value_ok(const uint8_t *p, size_t len, int depth, int *plain)
             break;
         case FERRY__VALUE__KIND_TABLE: /* a oneof member: never merged */
             if (f.wire != 2 ||
-                !message_ok(&ferry__table__descriptor, f.data, f.len, depth + 1, NULL, plain))
+                !message_ok(&ferry__table__descriptor, f.data, f.len, depth + 1, plain))
                 return 0;
             break;
         default:
@@ -338,7 +358,7 @@ static int value_ok(const uint8_t *p, size_t len, int depth, int *plain)
 }
 
 static int message_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
-                      int depth, ferry_wire_call *rec, int *plain)
+                      int depth, int *plain)
 {
     if (desc == &ferry__value__descriptor)
         return value_ok(p, len, depth, plain);
@@ -358,7 +378,7 @@ static int message_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, 
         if (!wire_fits(fd, f.wire))
             return 0;
         if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
-            if (!message_ok(fd->descriptor, f.data, f.len, depth + 1, NULL, plain))
+            if (!message_ok(fd->descriptor, f.data, f.len, depth + 1, plain))
                 return 0;
             if (fd->label != PROTOBUF_C_LABEL_REPEATED &&
                 !(fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) {
@@ -370,8 +390,96 @@ static int message_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, 
         } else if (fd->type == PROTOBUF_C_TYPE_BOOL && f.wire != 0) {
             *plain = 0;
         }
-        if (rec)
-            record(rec, &f);
+    }
+    return 1;
+}
+
+/* The wire type of each field of a Command and of a Reply by number, -1 for
+ * none: what wire_fits says of their descriptors, as a table because the peek
+ * runs for every call twice (lib_wire_test holds it to protobuf-c). */
+static const int8_t command_wires[] = {-1, 2, 0, 2, 2, 0};
+static const int8_t reply_wires[] = {-1, 2, 0, 2, 2};
+
+/* A length prefix at *p (at most 5 bytes) that fits before end: the payload's
+ * start in *p and its length in *n. 0 when malformed. */
+static inline __attribute__((always_inline)) int read_length(const uint8_t **p,
+                                                             const uint8_t *end, uint64_t *n)
+{
+    if (*p < end && !(**p & 0x80))
+        *n = *(*p)++;
+    else if (!read_varint_max(p, end, 5, n))
+        return 0;
+    return *n <= (uint64_t)(end - *p);
+}
+
+/*
+ * Reads the routing fields of a Command or Reply body (rec->body), its top
+ * level only: framing and the wire types of its known fields are checked,
+ * submessages (args, values, error) are skipped unread. 0 when malformed.
+ * The one-byte keys Ferry's fields have are read directly (the peek runs
+ * twice per call in the broker); any other key takes next_field.
+ */
+static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
+{
+    int command = rec->body == FERRY__ENVELOPE__BODY_COMMAND;
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint64_t n;
+        switch (*p) {
+        case 1 << 3 | 2: /* engine_id */
+            p++;
+            if (!read_length(&p, end, &n))
+                return 0;
+            rec->engine_id = n ? p : NULL;
+            rec->engine_id_len = (size_t)n;
+            p += n;
+            continue;
+        case 2 << 3 | 0: /* call_id */
+            p++;
+            if (!read_varint_max(&p, end, 10, &rec->call_id))
+                return 0;
+            continue;
+        case 3 << 3 | 2: /* Command.function, Reply.values */
+        case 4 << 3 | 2: /* Command.args, Reply.error */
+            if (*p++ == (3 << 3 | 2)) {
+                if (!read_length(&p, end, &n))
+                    return 0;
+                if (command) {
+                    size_t k = 0; /* names are short: no call to memchr */
+                    while (k < n && p[k])
+                        k++;
+                    rec->function = k ? (const char *)p : NULL;
+                    rec->function_len = k;
+                }
+            } else {
+                if (!read_length(&p, end, &n))
+                    return 0;
+                if (!command)
+                    rec->has_error = 1; /* present; protobuf-c merges repeats */
+            }
+            p += n;
+            continue;
+        case 5 << 3 | 0: /* Command.timeout_ms */
+            if (!command)
+                break;
+            p++;
+            if (!read_varint_max(&p, end, 10, &n))
+                return 0;
+            rec->timeout_ms = (uint32_t)n;
+            continue;
+        default:
+            break;
+        }
+        wire_field f;
+        if (!next_field(&p, end, &f))
+            return 0;
+        const int8_t *wires = command ? command_wires : reply_wires;
+        uint32_t nwires = command ? sizeof command_wires : sizeof reply_wires;
+        if (f.tag >= nwires) /* unknown: skipped, as protobuf-c keeps it */
+            continue;
+        if (f.wire != wires[f.tag])
+            return 0;
+        record(rec, &f);
     }
     return 1;
 }
@@ -380,8 +488,26 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
 {
     memset(out, 0, sizeof *out);
     const uint8_t *p = data, *end = p + len;
-    uint32_t version = 0;
+    uint64_t version = 0;
+    const uint8_t *body_data = NULL;
+    uint64_t body_len = 0;
     while (p < end) {
+        if (*p == (1 << 3 | 0)) { /* version, the only scalar */
+            p++;
+            if (!read_varint_max(&p, end, 10, &version))
+                return FERRY_EPROTO;
+            continue;
+        }
+        if ((*p & 7) == 2 && (*p >> 3) >= FERRY__ENVELOPE__BODY_HELLO &&
+            (*p >> 3) <= FERRY__ENVELOPE__BODY_GOODBYE) {
+            /* A oneof member replaces whichever was set before, whole. */
+            out->body = (Ferry__Envelope__BodyCase)(*p++ >> 3);
+            if (!read_length(&p, end, &body_len))
+                return FERRY_EPROTO;
+            body_data = p;
+            p += body_len;
+            continue;
+        }
         wire_field f;
         if (!next_field(&p, end, &f))
             return FERRY_EPROTO;
@@ -390,21 +516,23 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
             continue;
         if (!wire_fits(fd, f.wire))
             return FERRY_EPROTO;
-        if (fd->type != PROTOBUF_C_TYPE_MESSAGE) { /* version, the only scalar */
-            version = (uint32_t)f.value;
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE) {
+            version = f.value;
             continue;
         }
-        /* A oneof member replaces whichever was set before, whole. */
-        ferry_wire_call body = {.body = (Ferry__Envelope__BodyCase)f.tag};
-        int routed = f.tag == FERRY__ENVELOPE__BODY_COMMAND || f.tag == FERRY__ENVELOPE__BODY_REPLY;
-        int plain = 1;
-        if (!message_ok(fd->descriptor, f.data, f.len, 1, routed ? &body : NULL, &plain))
-            return FERRY_EPROTO;
-        *out = body;
+        out->body = (Ferry__Envelope__BodyCase)f.tag;
+        body_data = f.data;
+        body_len = f.len;
     }
-    if (version != FERRY_PROTOCOL_VERSION) {
+    if ((uint32_t)version != FERRY_PROTOCOL_VERSION) {
         memset(out, 0, sizeof *out);
         return FERRY_EVERSION;
+    }
+    if (out->body == FERRY__ENVELOPE__BODY_COMMAND || out->body == FERRY__ENVELOPE__BODY_REPLY) {
+        if (!peek_body(body_data, (size_t)body_len, out)) {
+            memset(out, 0, sizeof *out);
+            return FERRY_EPROTO;
+        }
     }
     if (out->body == FERRY__ENVELOPE__BODY__NOT_SET)
         return FERRY_EPROTO;
@@ -415,17 +543,41 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
 
 /*
  * Commands and Replies (and the Values in them) are built here straight from
- * bytes that message_ok passed, into the arena: protobuf-c's generic unpack
- * scans every message twice and looks each field up in its descriptor. The
- * result is what protobuf-c builds (initialised by the generated _init, so
- * absent strings are "" and absent bytes empty; later scalars replace
- * earlier ones; a later oneof member replaces the earlier one). Whatever
- * message_ok found not plain goes to protobuf-c instead.
+ * the bytes into the arena, checked on the way in one pass: protobuf-c's
+ * generic unpack scans every message twice and looks each field up in its
+ * descriptor. The result is what protobuf-c builds (initialised by the
+ * generated _init, so absent strings are "" and absent bytes empty; later
+ * scalars replace earlier ones; a later oneof member replaces the earlier
+ * one). The build gives up (b->unusual) on anything it does not build the
+ * way protobuf-c would, and on anything malformed: unknown fields, a bool
+ * not sent as a varint, a singular submessage given twice (protobuf-c merges
+ * those), a wrong wire type, bad framing, nesting past FERRY_MAX_NESTING.
+ * ferry_envelope_decode then starts again on the checked path (message_ok,
+ * then this build or protobuf-c), which gives the precise verdict.
  */
 
-static void *build_alloc(decode_arena *a, size_t size)
+typedef struct {
+    decode_arena *a;
+    int unusual; /* gave up: not built the way protobuf-c would, or malformed */
+} builder;
+
+static inline void *build_alloc(builder *b, size_t size)
 {
+    /* arena_alloc's common case, inlined: the builder allocates a lot */
+    decode_arena *a = b->a;
+    size_t n = round_up(size);
+    if (size && n >= size && (size_t)(a->end - a->cur) >= n) {
+        void *p = a->cur;
+        a->cur += n;
+        return p;
+    }
     return arena_alloc(a, size);
+}
+
+static void *give_up(builder *b)
+{
+    b->unusual = 1;
+    return NULL;
 }
 
 /* A bool as protobuf-c reads it: any payload bit set among the varint's bytes. */
@@ -437,21 +589,25 @@ static protobuf_c_boolean varint_bool(const wire_field *f)
     return 0;
 }
 
-static int build_bytes(decode_arena *a, const wire_field *f, ProtobufCBinaryData *out)
+static int build_bytes(builder *b, const wire_field *f, ProtobufCBinaryData *out)
 {
+    if (f->wire != 2)
+        return give_up(b), 0;
     out->len = f->len;
     out->data = NULL;
     if (f->len) {
-        if (!(out->data = build_alloc(a, f->len)))
+        if (!(out->data = build_alloc(b, f->len)))
             return 0;
         memcpy(out->data, f->data, f->len);
     }
     return 1;
 }
 
-static int build_string(decode_arena *a, const wire_field *f, char **out)
+static int build_string(builder *b, const wire_field *f, char **out)
 {
-    char *s = build_alloc(a, f->len + 1);
+    if (f->wire != 2)
+        return give_up(b), 0;
+    char *s = build_alloc(b, f->len + 1);
     if (!s)
         return 0;
     memcpy(s, f->data, f->len);
@@ -460,201 +616,334 @@ static int build_string(decode_arena *a, const wire_field *f, char **out)
     return 1;
 }
 
-static Ferry__Value *build_value(decode_arena *a, const uint8_t *p, size_t len);
+static Ferry__Value *build_value(builder *b, const wire_field *at, int depth);
 
-/* Counts the fields numbered tag in the message at p. */
-static size_t count_field(const uint8_t *p, size_t len, uint32_t tag)
+/* Counts the fields numbered 1 and 2 in the message at p (framing is checked
+ * by the build that follows). */
+static void count_fields(const uint8_t *p, size_t len, size_t *n1, size_t *n2)
 {
     const uint8_t *end = p + len;
-    size_t n = 0;
     wire_field f;
-    while (p < end && next_field(&p, end, &f))
-        n += f.tag == tag;
-    return n;
+    *n1 = *n2 = 0;
+    while (p < end && next_field(&p, end, &f)) {
+        *n1 += f.tag == 1;
+        *n2 += f.tag == 2;
+    }
 }
 
 /* Allocates the array of a repeated message field of n elements (NULL for none). */
-static int build_array(decode_arena *a, size_t n, void ***out)
+static int build_array(builder *b, size_t n, void ***out)
 {
     *out = NULL;
     if (n == 0)
         return 1;
-    *out = build_alloc(a, n * sizeof(void *));
+    *out = build_alloc(b, n * sizeof(void *));
     return *out != NULL;
 }
 
-static Ferry__Pair *build_pair(decode_arena *a, const uint8_t *p, size_t len)
+/* The message of field at: wire type 2, within the nesting limit. */
+static int nested_ok(builder *b, const wire_field *at, int depth)
 {
-    Ferry__Pair *pair = build_alloc(a, sizeof *pair);
+    if (at->wire != 2 || depth > FERRY_MAX_NESTING)
+        return give_up(b), 0;
+    return 1;
+}
+
+static Ferry__Pair *build_pair(builder *b, const wire_field *at, int depth)
+{
+    if (!nested_ok(b, at, depth))
+        return NULL;
+    Ferry__Pair *pair = build_alloc(b, sizeof *pair);
     if (!pair)
         return NULL;
     ferry__pair__init(pair);
-    const uint8_t *end = p + len;
+    const uint8_t *p = at->data, *end = p + at->len;
     wire_field f;
-    while (p < end && next_field(&p, end, &f)) {
-        Ferry__Value *v = f.tag == 1 || f.tag == 2 ? build_value(a, f.data, f.len) : NULL;
-        if ((f.tag == 1 || f.tag == 2) && !v)
+    while (p < end) {
+        if (!next_field(&p, end, &f))
+            return give_up(b);
+        Ferry__Value **slot = f.tag == 1 ? &pair->key : f.tag == 2 ? &pair->value : NULL;
+        if (!slot || *slot) /* unknown, or given twice (merged by protobuf-c) */
+            return give_up(b);
+        if (!(*slot = build_value(b, &f, depth + 1)))
             return NULL;
-        if (f.tag == 1)
-            pair->key = v;
-        else if (f.tag == 2)
-            pair->value = v;
     }
     return pair;
 }
 
-static Ferry__Table *build_table(decode_arena *a, const uint8_t *p, size_t len)
+static Ferry__Table *build_table(builder *b, const wire_field *at, int depth)
 {
-    Ferry__Table *t = build_alloc(a, sizeof *t);
+    if (!nested_ok(b, at, depth))
+        return NULL;
+    Ferry__Table *t = build_alloc(b, sizeof *t);
     if (!t)
         return NULL;
     ferry__table__init(t);
-    if (!build_array(a, count_field(p, len, 1), (void ***)&t->array) ||
-        !build_array(a, count_field(p, len, 2), (void ***)&t->hash))
+    const uint8_t *p = at->data, *end = p + at->len;
+    size_t narray, nhash;
+    count_fields(p, at->len, &narray, &nhash);
+    if (!build_array(b, narray, (void ***)&t->array) || !build_array(b, nhash, (void ***)&t->hash))
         return NULL;
-    const uint8_t *end = p + len;
     wire_field f;
-    while (p < end && next_field(&p, end, &f)) {
+    while (p < end) {
+        if (!next_field(&p, end, &f))
+            return give_up(b);
         if (f.tag == 1) {
-            if (!(t->array[t->n_array++] = build_value(a, f.data, f.len)))
+            if (!(t->array[t->n_array++] = build_value(b, &f, depth + 1)))
                 return NULL;
         } else if (f.tag == 2) {
-            if (!(t->hash[t->n_hash++] = build_pair(a, f.data, f.len)))
+            if (!(t->hash[t->n_hash++] = build_pair(b, &f, depth + 1)))
                 return NULL;
+        } else {
+            return give_up(b);
         }
     }
     return t;
 }
 
-static Ferry__Value *build_value(decode_arena *a, const uint8_t *p, size_t len)
+static Ferry__Value *build_value(builder *b, const wire_field *at, int depth)
 {
-    Ferry__Value *v = build_alloc(a, sizeof *v);
+    if (!nested_ok(b, at, depth))
+        return NULL;
+    Ferry__Value *v = build_alloc(b, sizeof *v);
     if (!v)
         return NULL;
     ferry__value__init(v);
-    const uint8_t *end = p + len;
+    const uint8_t *p = at->data, *end = p + at->len;
     wire_field f;
-    while (p < end && next_field(&p, end, &f)) {
+    while (p < end) {
+        if (!next_field(&p, end, &f))
+            return give_up(b);
         switch (f.tag) {
         case FERRY__VALUE__KIND_NIL:
+            if (f.wire != 0)
+                return give_up(b);
             v->nil = varint_bool(&f);
             break;
         case FERRY__VALUE__KIND_BOOLEAN:
+            if (f.wire != 0)
+                return give_up(b);
             v->boolean = varint_bool(&f);
             break;
         case FERRY__VALUE__KIND_INTEGER:
+            if (f.wire != 0)
+                return give_up(b);
             v->integer = (int64_t)(f.value >> 1) ^ -(int64_t)(f.value & 1);
             break;
         case FERRY__VALUE__KIND_NUMBER:
+            if (f.wire != 1)
+                return give_up(b);
             memcpy(&v->number, f.data, sizeof v->number);
             break;
         case FERRY__VALUE__KIND_STRING:
-            if (!build_bytes(a, &f, &v->string))
+            if (!build_bytes(b, &f, &v->string))
                 return NULL;
             break;
         case FERRY__VALUE__KIND_TABLE:
-            if (!(v->table = build_table(a, f.data, f.len)))
+            if (!(v->table = build_table(b, &f, depth + 1)))
                 return NULL;
             break;
         default:
-            continue;
+            return give_up(b);
         }
         v->kind_case = (Ferry__Value__KindCase)f.tag;
     }
     return v;
 }
 
-static Ferry__Command *build_command(decode_arena *a, const uint8_t *p, size_t len)
+/* A scalar varint field (call_id, timeout_ms). */
+static int varint_ok(builder *b, const wire_field *f)
 {
-    Ferry__Command *c = build_alloc(a, sizeof *c);
+    return f->wire == 0 ? 1 : (give_up(b), 0);
+}
+
+/*
+ * The Values of a Command's args or a Reply's values (field tag) go into an
+ * array of the right length. The fields met on the first pass are kept
+ * (up to STASH of them) so that the values are built without reading the
+ * message again; past STASH the message is read once more.
+ */
+#define STASH 16
+
+typedef struct {
+    wire_field at[STASH];
+    size_t n;     /* fields kept */
+    size_t total; /* fields met */
+} stash;
+
+static int build_values(builder *b, const stash *st, const uint8_t *p, size_t len, uint32_t tag,
+                        Ferry__Value ***out, size_t *n)
+{
+    if (!build_array(b, st->total, (void ***)out))
+        return 0;
+    if (st->total <= STASH) {
+        for (size_t i = 0; i < st->n; i++)
+            if (!((*out)[(*n)++] = build_value(b, &st->at[i], 2)))
+                return 0;
+        return 1;
+    }
+    const uint8_t *end = p + len;
+    wire_field f;
+    while (p < end && next_field(&p, end, &f)) /* framed: the first pass checked it */
+        if (f.tag == tag && !((*out)[(*n)++] = build_value(b, &f, 2)))
+            return 0;
+    return 1;
+}
+
+static void keep(stash *st, const wire_field *f)
+{
+    if (st->n < STASH)
+        st->at[st->n++] = *f;
+    st->total++;
+}
+
+static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
+{
+    Ferry__Command *c = build_alloc(b, sizeof *c);
     if (!c)
         return NULL;
     ferry__command__init(c);
-    if (!build_array(a, count_field(p, len, 4), (void ***)&c->args))
-        return NULL;
-    const uint8_t *end = p + len;
+    stash args; /* not zeroed: 500 bytes, of which n and total count */
+    args.n = args.total = 0;
+    const uint8_t *q = p, *end = p + len;
     wire_field f;
-    while (p < end && next_field(&p, end, &f)) {
+    while (q < end) {
+        if (!next_field(&q, end, &f))
+            return give_up(b);
         int ok = 1;
         switch (f.tag) {
         case 1:
-            ok = build_bytes(a, &f, &c->engine_id);
+            ok = build_bytes(b, &f, &c->engine_id);
             break;
         case 2:
-            c->call_id = f.value;
+            if ((ok = varint_ok(b, &f)))
+                c->call_id = f.value;
             break;
         case 3:
-            ok = build_string(a, &f, &c->function);
+            ok = build_string(b, &f, &c->function);
             break;
         case 4:
-            ok = (c->args[c->n_args++] = build_value(a, f.data, f.len)) != NULL;
+            keep(&args, &f);
             break;
         case 5:
-            c->timeout_ms = (uint32_t)f.value;
+            if ((ok = varint_ok(b, &f)))
+                c->timeout_ms = (uint32_t)f.value;
             break;
         default:
-            break;
+            return give_up(b);
         }
         if (!ok)
             return NULL;
     }
+    if (!build_values(b, &args, p, len, 4, &c->args, &c->n_args))
+        return NULL;
     return c;
 }
 
-static Ferry__Error *build_error(decode_arena *a, const uint8_t *p, size_t len)
+static Ferry__Error *build_error(builder *b, const wire_field *at)
 {
-    Ferry__Error *e = build_alloc(a, sizeof *e);
+    if (!nested_ok(b, at, 2))
+        return NULL;
+    Ferry__Error *e = build_alloc(b, sizeof *e);
     if (!e)
         return NULL;
     ferry__error__init(e);
-    const uint8_t *end = p + len;
+    const uint8_t *p = at->data, *end = p + at->len;
     wire_field f;
-    while (p < end && next_field(&p, end, &f)) {
-        if ((f.tag == 1 && !build_string(a, &f, &e->code)) ||
-            (f.tag == 2 && !build_string(a, &f, &e->message)))
-            return NULL;
+    while (p < end) {
+        if (!next_field(&p, end, &f))
+            return give_up(b);
+        if (f.tag == 1) {
+            if (!build_string(b, &f, &e->code))
+                return NULL;
+        } else if (f.tag == 2) {
+            if (!build_string(b, &f, &e->message))
+                return NULL;
+        } else {
+            return give_up(b);
+        }
     }
     return e;
 }
 
-static Ferry__Reply *build_reply(decode_arena *a, const uint8_t *p, size_t len)
+static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
 {
-    Ferry__Reply *r = build_alloc(a, sizeof *r);
+    Ferry__Reply *r = build_alloc(b, sizeof *r);
     if (!r)
         return NULL;
     ferry__reply__init(r);
-    if (!build_array(a, count_field(p, len, 3), (void ***)&r->values))
-        return NULL;
-    const uint8_t *end = p + len;
+    stash values;
+    values.n = values.total = 0;
+    const uint8_t *q = p, *end = p + len;
     wire_field f;
-    while (p < end && next_field(&p, end, &f)) {
+    while (q < end) {
+        if (!next_field(&q, end, &f))
+            return give_up(b);
         int ok = 1;
         switch (f.tag) {
         case 1:
-            ok = build_bytes(a, &f, &r->engine_id);
+            ok = build_bytes(b, &f, &r->engine_id);
             break;
         case 2:
-            r->call_id = f.value;
+            if ((ok = varint_ok(b, &f)))
+                r->call_id = f.value;
             break;
         case 3:
-            ok = (r->values[r->n_values++] = build_value(a, f.data, f.len)) != NULL;
+            keep(&values, &f);
             break;
         case 4:
-            ok = (r->error = build_error(a, f.data, f.len)) != NULL;
+            if (r->error) /* given twice: protobuf-c merges the two */
+                return give_up(b);
+            ok = (r->error = build_error(b, &f)) != NULL;
             break;
         default:
-            break;
+            return give_up(b);
         }
         if (!ok)
             return NULL;
     }
+    if (!build_values(b, &values, p, len, 3, &r->values, &r->n_values))
+        return NULL;
     return r;
 }
 
-ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **out)
+/* Builds the Command or Reply body (of kind body) of an envelope into a new
+ * arena: FERRY_OK with *out; FERRY_EAGAIN-like 1 in *unusual when the build
+ * gave up (the arena is gone); FERRY_ENOMEM. */
+static ferry_err build_envelope(size_t len, uint32_t version, uint32_t body,
+                                const uint8_t *body_data, size_t body_len, int *unusual,
+                                Ferry__Envelope **out)
 {
-    *out = NULL;
-    /* The check first: it refuses what protobuf-c would, and too deep nesting. */
+    builder b = {.a = arena_new(len)};
+    if (!b.a)
+        return FERRY_ENOMEM;
+    Ferry__Envelope *env = build_alloc(&b, sizeof *env);
+    if (env) {
+        ferry__envelope__init(env);
+        env->version = version;
+        env->body_case = (Ferry__Envelope__BodyCase)body;
+        if (body == FERRY__ENVELOPE__BODY_COMMAND) {
+            if (!(env->command = build_command(&b, body_data, body_len)))
+                env = NULL;
+        } else if (!(env->reply = build_reply(&b, body_data, body_len))) {
+            env = NULL;
+        }
+    }
+    if (!env) {
+        arena_free(b.a);
+        *unusual = b.unusual;
+        return b.unusual ? FERRY_EPROTO : FERRY_ENOMEM;
+    }
+    /* The envelope is the arena's first allocation: ferry_envelope_free finds
+     * the arena from it. */
+    assert((uint8_t *)env == (uint8_t *)b.a + ARENA_HEADER);
+    *out = env;
+    return FERRY_OK;
+}
+
+/* The checked path: message_ok on every body, then the build or protobuf-c. */
+static ferry_err decode_checked(const void *data, size_t len, Ferry__Envelope **out)
+{
     const uint8_t *p = data, *end = p + len;
     uint32_t version = 0, body = FERRY__ENVELOPE__BODY__NOT_SET;
     const uint8_t *body_data = NULL;
@@ -675,7 +964,7 @@ ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **
             version = (uint32_t)f.value;
             continue;
         }
-        if (!message_ok(fd->descriptor, f.data, f.len, 1, NULL, &plain))
+        if (!message_ok(fd->descriptor, f.data, f.len, 1, &plain))
             return FERRY_EPROTO;
         body = f.tag;
         body_data = f.data;
@@ -685,35 +974,58 @@ ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **
         return FERRY_EVERSION;
     if (body == FERRY__ENVELOPE__BODY__NOT_SET)
         return FERRY_EPROTO;
+    if (plain && (body == FERRY__ENVELOPE__BODY_COMMAND || body == FERRY__ENVELOPE__BODY_REPLY)) {
+        /* Checked and plain: the build cannot give up, only run out of memory. */
+        int unusual = 0;
+        ferry_err err = build_envelope(len, version, body, body_data, body_len, &unusual, out);
+        assert(!unusual);
+        return err == FERRY_OK ? FERRY_OK : FERRY_ENOMEM;
+    }
     decode_arena *a = arena_new(len);
     if (!a)
         return FERRY_ENOMEM;
-    Ferry__Envelope *env;
-    if (plain && (body == FERRY__ENVELOPE__BODY_COMMAND || body == FERRY__ENVELOPE__BODY_REPLY)) {
-        env = build_alloc(a, sizeof *env);
-        if (env) {
-            ferry__envelope__init(env);
-            env->version = version;
-            env->body_case = (Ferry__Envelope__BodyCase)body;
-            if (body == FERRY__ENVELOPE__BODY_COMMAND) {
-                if (!(env->command = build_command(a, body_data, body_len)))
-                    env = NULL;
-            } else if (!(env->reply = build_reply(a, body_data, body_len))) {
-                env = NULL;
-            }
-        }
-    } else {
-        env = ferry__envelope__unpack(&a->allocator, len, data);
-    }
+    Ferry__Envelope *env = ferry__envelope__unpack(&a->allocator, len, data);
     if (!env) { /* checked already: only memory can be missing */
         arena_free(a);
         return FERRY_ENOMEM;
     }
-    /* The envelope is the arena's first allocation: ferry_envelope_free finds
-     * the arena from it. */
     assert((uint8_t *)env == (uint8_t *)a + ARENA_HEADER);
     *out = env;
     return FERRY_OK;
+}
+
+ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **out)
+{
+    *out = NULL;
+    /* The usual envelope: version 1 and one Command or Reply, nothing else.
+     * Built in one pass; anything else takes the checked path. */
+    const uint8_t *p = data, *end = p + len;
+    uint32_t version = 0, body = FERRY__ENVELOPE__BODY__NOT_SET;
+    const uint8_t *body_data = NULL;
+    size_t body_len = 0;
+    int usual = 1, bodies = 0;
+    while (p < end && usual) {
+        wire_field f;
+        if (!next_field(&p, end, &f) || (f.tag == 1 && f.wire != 0) ||
+            (f.tag != 1 && (f.wire != 2 || (f.tag != FERRY__ENVELOPE__BODY_COMMAND &&
+                                             f.tag != FERRY__ENVELOPE__BODY_REPLY)))) {
+            usual = 0;
+        } else if (f.tag == 1) {
+            version = (uint32_t)f.value;
+        } else {
+            body = f.tag;
+            body_data = f.data;
+            body_len = f.len;
+            bodies++;
+        }
+    }
+    if (usual && bodies == 1 && version == FERRY_PROTOCOL_VERSION) {
+        int unusual = 0;
+        ferry_err err = build_envelope(len, version, body, body_data, body_len, &unusual, out);
+        if (!unusual)
+            return err;
+    }
+    return decode_checked(data, len, out);
 }
 
 /* ---- packing ---- */
@@ -969,13 +1281,30 @@ static uint8_t *put_values(uint8_t *p, unsigned field, Ferry__Value *const *v, s
 
 size_t ferry_envelope_pack(const Ferry__Envelope *env, uint8_t *out)
 {
+    return ferry_envelope_pack_sized(env, ferry_envelope_packed_size(env), out);
+}
+
+size_t ferry_envelope_pack_sized(const Ferry__Envelope *env, size_t size, uint8_t *out)
+{
     if (!hand_packed(env))
         return ferry__envelope__pack(env, out);
     uint8_t *p = out;
-    if (env->version)
+    size_t rest = size - 1; /* the body's key, its length prefix, the body */
+    if (env->version) {
         p = put_uint(p, 1, env->version);
+        rest -= (size_t)(p - out);
+    }
+    /* The body's length from the size given: the one whose prefix fits. */
+    size_t body = 0;
+    for (size_t k = 1; k <= 10 && k <= rest; k++) {
+        if (varint_size(rest - k) == k) {
+            body = rest - k;
+            break;
+        }
+    }
+    assert(body == call_body_size(env));
     *p++ = (uint8_t)((unsigned)env->body_case << 3 | 2);
-    p = put_varint(p, call_body_size(env));
+    p = put_varint(p, body);
     if (env->body_case == FERRY__ENVELOPE__BODY_COMMAND) {
         const Ferry__Command *c = env->command;
         if (c->engine_id.len)

@@ -53,14 +53,17 @@ typedef struct {
 } ferry_wire_call;
 
 /*
- * Checks one envelope the way ferry_envelope_decode does, without decoding
- * it, and reads what routing a Command or a Reply needs into out. Every
- * byte is checked as protobuf-c's unpack would (framing, wire types of the
- * known fields, nesting, unknown fields skipped), so exactly the envelopes
- * ferry_envelope_decode refuses are refused (short of running out of
- * memory). The same errors: FERRY_EPROTO (does not decode, nests deeper than
- * FERRY_MAX_NESTING, no body), FERRY_EVERSION. Bounded by len: O(len) time,
- * O(FERRY_MAX_NESTING) stack.
+ * Reads what routing a Command or a Reply needs into out, from the top
+ * level of the envelope and of its body only: framing and the wire types of
+ * those fields are checked as protobuf-c's unpack checks them, but the
+ * submessages in the body (args, values, error) are skipped unread. So the
+ * peek refuses less than ferry_envelope_decode: what it refuses, the decode
+ * refuses too (FERRY_EPROTO: malformed at the top level, no body;
+ * FERRY_EVERSION), and where the decode succeeds the peek reads the same
+ * routing fields. Whoever decodes the body (worker, engine) must answer a
+ * body that peeks but does not decode; the broker forwards it unchanged.
+ * Any other body is only framed: decode it to use it. O(top-level fields),
+ * bounded by len; no recursion.
  */
 ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *out);
 
@@ -72,5 +75,9 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
  */
 size_t ferry_envelope_packed_size(const Ferry__Envelope *env);
 size_t ferry_envelope_pack(const Ferry__Envelope *env, uint8_t *out);
+
+/* ferry_envelope_pack for a caller that has size = ferry_envelope_packed_size(env)
+ * already: the sizes of the body are not computed a second time. */
+size_t ferry_envelope_pack_sized(const Ferry__Envelope *env, size_t size, uint8_t *out);
 
 #endif

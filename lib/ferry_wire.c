@@ -140,7 +140,7 @@ ferry_err ferry_wire_send_sized(void *socket, const void *rid, size_t rid_len,
     zmq_msg_t body;
     if (zmq_msg_init_size(&body, len) != 0)
         return FERRY_ENOMEM;
-    size_t packed = ferry_envelope_pack(env, zmq_msg_data(&body));
+    size_t packed = ferry_envelope_pack_sized(env, len, zmq_msg_data(&body));
     assert(packed == len);
     (void)packed;
     ferry_err err = ferry_wire_forward(socket, rid, rid_len, &body);

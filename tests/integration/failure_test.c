@@ -798,6 +798,116 @@ static void test_bad_frames_on_every_socket(void **state)
     stack_passed(&fx->s);
 }
 
+/* Waits up to timeout_ms for a message on sock; FERRY_OK with f filled. */
+static ferry_err recv_within(void *sock, int timeout_ms, ferry_frames *f)
+{
+    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, timeout_ms) != 1)
+        return FERRY_ETIMEOUT;
+    return ferry_frames_recv(sock, f);
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/*
+ * The broker routes a Reply on its top level only (engine_id, call_id), so
+ * a worker's Reply whose values do not decode reaches the engine: the engine
+ * answers that call `bad_message` at once instead of letting it wait for its
+ * deadline. The worker here is the test itself on a raw DEALER.
+ */
+static void test_undecodable_reply_fails_its_call(void **state)
+{
+    fixture *fx = *state;
+    start_broker(fx, NULL);
+    assert_true(stack_start_engine(&fx->s, NULL) >= 0);
+    assert_int_equal(stack_wait_ready(&fx->s, 1, 0, 10000), 0);
+
+    void *zctx = zmq_ctx_new();
+    char err[256];
+    ferry_socket_opts o = {.type = ZMQ_DEALER, .endpoint = fx->s.workers};
+    void *dealer = ferry_socket_open(zctx, &o, err, sizeof err);
+    assert_non_null(dealer);
+    Ferry__FunctionSpec spec = FERRY__FUNCTION_SPEC__INIT;
+    spec.name = "garbled";
+    Ferry__FunctionSpec *specs[] = {&spec};
+    Ferry__Ready ready = FERRY__READY__INIT;
+    ready.functions = specs;
+    ready.n_functions = 1;
+    ready.credit = 10;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_READY;
+    env.ready = &ready;
+    zmq_pollitem_t out = {.socket = dealer, .events = ZMQ_POLLOUT}; /* connected */
+    assert_int_equal(zmq_poll(&out, 1, 10000), 1);
+    assert_int_equal(ferry_wire_send(dealer, NULL, 0, &env), FERRY_OK);
+
+    /* Ready may reach the broker after the call: the broker queues it meanwhile. */
+    uint64_t id;
+    submit(fx, "return ferry.call('garbled', 1)", 60000, &id);
+    ferry_frames f;
+    Ferry__Envelope *cmd = NULL;
+    int64_t until = ferry_now_ms() + 10000;
+    while (!cmd && ferry_now_ms() < until) {
+        assert_int_equal(recv_within(dealer, 10000, &f), FERRY_OK);
+        Ferry__Envelope *got = NULL;
+        if (ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), &got) ==
+                FERRY_OK &&
+            got->body_case == FERRY__ENVELOPE__BODY_COMMAND)
+            cmd = got;
+        else
+            ferry_envelope_free(got); /* a heartbeat */
+        ferry_frames_close(&f);
+    }
+    assert_non_null(cmd);
+    const Ferry__Command *c = cmd->command;
+    assert_true(c->engine_id.len > 0 && c->engine_id.len < 100);
+
+    /* Reply{engine_id, call_id, values: [Value{integer sent length-delimited}]} */
+    uint8_t body[160], msg[180];
+    uint8_t *p = body;
+    *p++ = 0x0a;
+    *p++ = (uint8_t)c->engine_id.len;
+    memcpy(p, c->engine_id.data, c->engine_id.len);
+    p += c->engine_id.len;
+    *p++ = 0x10;
+    p = put_varint(p, c->call_id);
+    static const uint8_t bad_value[] = {0x1a, 0x03, 0x1a, 0x01, 0x02};
+    memcpy(p, bad_value, sizeof bad_value);
+    p += sizeof bad_value;
+    uint8_t *q = msg;
+    *q++ = 0x08; /* version 1 */
+    *q++ = FERRY_PROTOCOL_VERSION;
+    *q++ = 0x32; /* field 6: Reply */
+    *q++ = (uint8_t)(p - body);
+    memcpy(q, body, (size_t)(p - body));
+    q += p - body;
+    Ferry__Envelope *check = NULL;
+    assert_int_equal(ferry_envelope_decode(msg, (size_t)(q - msg), &check), FERRY_EPROTO);
+    assert_true(zmq_send(dealer, msg, (size_t)(q - msg), ZMQ_DONTWAIT) >= 0);
+    ferry_envelope_free(cmd);
+
+    int64_t t0 = ferry_now_ms();
+    ferry_result r;
+    assert_int_equal(ferry_client_wait(fx->s.client, 30000, &r), FERRY_OK);
+    printf("# a reply that does not decode: bad_message after %lld ms (deadline 60 s)\n",
+           (long long)(ferry_now_ms() - t0));
+    expect_code(&r, "bad_message");
+    assert_non_null(strstr(r.result->error->message, "does not decode"));
+    ferry_result_fini(&r);
+    ferry_socket_close(&dealer);
+    zmq_ctx_term(zctx);
+    stack_passed(&fx->s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) /* failure_test 'test_kill9_*': the tests matching a pattern */
@@ -817,6 +927,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_unserved_function_ends_by_its_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_frames_on_every_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undecodable_reply_fails_its_call, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
