@@ -161,7 +161,7 @@ static void answer_script(broker *b, broker_script *script, ferry_err code, cons
 
 /* ---- calls ---- */
 
-static void place_call(broker *b, broker_call *call, int front);
+static void place_call(broker *b, broker_call *call, zmq_msg_t *frame, int front);
 
 /* w is gone: its in-flight calls are sent once more elsewhere when they may
  * be, else answered `worker_lost` (dispatch.h); w is freed. */
@@ -178,36 +178,48 @@ static void lose_worker(broker *b, broker_worker *w, const char *why)
         broker_call *call = retry;
         DL_DELETE(retry, call);
         call->prev = call->next = NULL;
-        place_call(b, call, 1);
+        place_call(b, call, &call->frame, 1);
     }
 }
 
 /*
- * Forwards the call's frame to w. 1 when it went (the call is in flight);
- * 0 when w cannot take it, after taking w out of the rotation: an
- * unreachable worker is lost (and freed), a full one is blocked until it
- * answers. A call that may be re-sent should w be lost keeps a copy of its
- * frame (a reference, not a copy of the bytes, for all but tiny frames).
+ * Forwards frame, the call's Command, to w: either call->frame (a call that
+ * waited) or the frame just received, while call->frame is empty (a call
+ * placed as it arrives need not be moved into its record first). 1 when it
+ * went (the call is in flight); 0 when w cannot take it, after taking w out
+ * of the rotation: an unreachable worker is lost (and freed), a full one is
+ * blocked until it answers. The Command is still in frame then: a send that
+ * fails leaves its message as it was. A call that may be re-sent should w be
+ * lost keeps a copy of its frame in call->frame (a reference, not a copy of
+ * the bytes, for all but tiny frames).
  */
-static int send_call(broker *b, broker_call *call, broker_worker *w)
+static int send_call(broker *b, broker_call *call, broker_worker *w, zmq_msg_t *frame)
 {
-    zmq_msg_t out;
-    zmq_msg_init(&out);
-    int keep = broker_dispatch_may_retry(call, w);
-    if (keep && zmq_msg_copy(&out, &call->frame) != 0)
-        keep = 0;
-    if (!keep)
-        zmq_msg_move(&out, &call->frame);
-    ferry_err err = ferry_wire_forward(b->workers, w->rid, w->rid_len, &out);
+    zmq_msg_t copy;
+    zmq_msg_t *out = frame;  /* what is sent */
+    zmq_msg_t *kept = NULL; /* the copy made for a retry, dropped if the send fails */
+    if (broker_dispatch_may_retry(call, w)) {
+        kept = frame == &call->frame ? &copy : &call->frame;
+        if (kept == &copy)
+            zmq_msg_init(&copy);
+        if (zmq_msg_copy(kept, frame) != 0) {
+            zmq_msg_close(kept);
+            zmq_msg_init(kept);
+            kept = NULL;
+        } else if (kept == &copy) {
+            out = &copy;
+        }
+    }
+    ferry_err err = ferry_wire_forward(b->workers, w->rid, w->rid_len, out);
     if (err == FERRY_OK) {
         w->last_sent_ms = b->loop.now_ms;
         broker_dispatch_sent(&b->dispatch, call, w);
         return 1;
     }
-    if (keep)
-        zmq_msg_close(&out);
-    else
-        zmq_msg_move(&call->frame, &out);
+    if (kept) {
+        zmq_msg_close(kept);
+        zmq_msg_init(kept);
+    }
     char id[64];
     id_text(w->rid, w->rid_len, id, sizeof id);
     if (err == FERRY_EUNREACHABLE) {
@@ -221,14 +233,16 @@ static int send_call(broker *b, broker_call *call, broker_worker *w)
 }
 
 /* Sends a NEW call to a worker that can take it, or queues it (at the head
- * when it came from the queue). Answers `overloaded` when it cannot queue. */
-static void place_call(broker *b, broker_call *call, int front)
+ * when it came from the queue). Answers `overloaded` when it cannot queue.
+ * frame is the call's Command, as for send_call; it ends up sent or in
+ * call->frame. */
+static void place_call(broker *b, broker_call *call, zmq_msg_t *frame, int front)
 {
     broker_worker *w;
     while ((w = broker_dispatch_pick(&b->dispatch, call->fn)))
-        if (send_call(b, call, w))
+        if (send_call(b, call, w, frame))
             return;
-    ferry_err err = broker_dispatch_enqueue(&b->dispatch, call, NULL, front);
+    ferry_err err = broker_dispatch_enqueue(&b->dispatch, call, frame, front);
     if (err == FERRY_OK)
         return;
     char msg[128];
@@ -244,8 +258,8 @@ static void drain_worker(broker *b, broker_worker *w)
 {
     broker_call *call;
     while ((call = broker_dispatch_take(&b->dispatch, w))) {
-        if (!send_call(b, call, w)) {
-            place_call(b, call, 1);
+        if (!send_call(b, call, w, &call->frame)) {
+            place_call(b, call, &call->frame, 1);
             return;
         }
     }
@@ -291,8 +305,7 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
                                                  : "broker out of memory");
         return;
     }
-    zmq_msg_move(&call->frame, &f->frames[0]);
-    place_call(b, call, 0);
+    place_call(b, call, &f->frames[0], 0);
 }
 
 /* ---- workers ---- */
@@ -336,12 +349,12 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
              id_text(rid, rid_len, id, sizeof id));
         return;
     }
-    broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+    broker_worker *w;
+    broker_call *call = broker_dispatch_match_reply(&b->dispatch, rid, rid_len, r->engine_id,
+                                                    r->engine_id_len, r->call_id, &w);
     if (w)
         w->last_seen_ms = b->loop.now_ms;
-    broker_call *call = broker_dispatch_find(&b->dispatch, r->engine_id, r->engine_id_len,
-                                             r->call_id);
-    if (!w || !call || call->state != BROKER_CALL_IN_FLIGHT || call->worker != w) {
+    if (!call) {
         drop(b, BROKER_DROP_UNKNOWN, "what=reply worker=%s engine=%s call_id=%llu%s",
              id_text(rid, rid_len, id, sizeof id),
              id_text(r->engine_id, r->engine_id_len, eid, sizeof eid),
@@ -852,7 +865,8 @@ static void drain_socket(broker *b, void *socket, const socket_kind *k)
         } else {
             k->handlers[env->body_case](b, &f, &env);
         }
-        ferry_envelope_free(env);
+        if (env) /* Commands and Replies, the traffic, have none */
+            ferry_envelope_free(env);
         ferry_frames_close(&f);
     }
 }

@@ -11,11 +11,17 @@
  * Invariant (kept by the broker's handlers, which drain a worker whenever it
  * gains credit): a function with queued calls has an empty credit ring.
  *
- * Timers are embedded in each call: a queued call waits until its deadline,
- * or until --unserved-wait while no live worker serves its function; an
- * in-flight call has a backstop at deadline + grace in case the worker never
- * answers. When one fires the call leaves every table and the owner's
- * expire callback answers the engine; then the call is freed.
+ * Timers: a queued call has its own, embedded in it: it waits until its
+ * deadline, or until --unserved-wait while no live worker serves its
+ * function. An in-flight call has a backstop at deadline + grace in case the
+ * worker never answers, kept by one timer per worker rather than one per
+ * call: it is armed at or before the earliest backstop of the worker's
+ * calls, so sending a call arms it only when that call's backstop is the
+ * earliest (and with one timeout for all, never after the first), and a
+ * reply does no timer work at all. When it fires it walks the worker's calls
+ * (O(in flight there)), expires the due ones and re-arms at the earliest
+ * left. An expired call leaves every table and the owner's expire callback
+ * answers the engine; then the call is freed.
  *
  * A worker that is lost (silent past its liveness, or unreachable) takes its
  * in-flight calls with it: each one whose function it declared idempotent,
@@ -43,6 +49,7 @@ typedef struct broker_function broker_function;
 typedef struct broker_worker broker_worker;
 typedef struct broker_member broker_member;
 typedef struct broker_call broker_call;
+typedef struct broker_call_slot broker_call_slot;
 
 typedef enum {
     BROKER_CALL_NEW,       /* in the call table only: being placed by its owner */
@@ -51,22 +58,24 @@ typedef enum {
 } broker_call_state;
 
 struct broker_call {
-    UT_hash_handle hh;         /* d->calls, keyed by key[0..keylen) */
+    uint32_t hash;             /* of key[0..keylen): its place in d->slots */
     broker_call_state state;
     broker_function *fn;       /* borrowed; a function outlives its calls */
     broker_worker *worker;     /* set while in flight */
     broker_call *prev, *next;  /* fn->queue while queued, worker->calls while in flight */
     zmq_msg_t frame;           /* the original Command frame while queued, and while in
                                 * flight when it may be re-sent (see may_retry); else empty */
-    ferry_timer timer;         /* queued: deadline/unserved wait; in flight: backstop */
+    ferry_timer timer;         /* armed while queued only: deadline or unserved wait (the
+                                * backstop in flight is the worker's) */
     int64_t queued_ms;         /* when it arrived (or came back from a lost worker) */
     int64_t deadline_ms;
     uint32_t timeout_ms;       /* effective timeout (after default and cap) */
     uint64_t call_id;
     int retried;               /* re-sent once after its worker was lost: never again */
     size_t keylen;
-    uint8_t key[];             /* [len][engine_id...][call_id, 8 bytes little endian];
-                                * every record has room for the longest */
+    uint8_t key[];             /* [len][engine_id...][call_id, 8 bytes in host order: the
+                                * key never leaves the process]; every record has room
+                                * for the longest */
 };
 
 /* One (worker, function) pair: the worker's place in the function's credit ring. */
@@ -85,8 +94,9 @@ struct broker_worker {
     broker_member *members;     /* owned; one per function served */
     size_t nmembers;
     size_t next_member;         /* where the next drain starts, for fairness between functions */
+    int ringed;                 /* every member is in its ring (else none is) */
     uint32_t credit;            /* announced in Ready */
-    uint32_t in_flight;         /* calls in d->calls at this worker */
+    uint32_t in_flight;         /* calls in flight at this worker (in calls below) */
     uint32_t lost;              /* calls it runs that we hold no record of (past their
                                  * backstop, or announced in Ready.running): their credit
                                  * stays consumed until a stray reply or the next Ready */
@@ -94,13 +104,16 @@ struct broker_worker {
     int blocked;                /* a send would block: no new calls until its next reply */
     int64_t last_seen_ms;       /* last message from it: liveness */
     int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
-    broker_call *calls;         /* in-flight calls (utlist DL) */
+    broker_call *calls;         /* in-flight calls (utlist DL), in the order they were sent */
+    ferry_timer backstop;       /* armed at or before the earliest deadline + grace of calls;
+                                 * idle or early (the call completed) otherwise */
     uint64_t completed, failed; /* its replies, for stats */
 };
 
 struct broker_function {
     UT_hash_handle hh;          /* d->functions, keyed by name */
     char *name;                 /* owned */
+    size_t name_len;
     broker_member *ring;        /* members with credit; the head is picked next */
     broker_call *queue;         /* waiting calls, oldest first (utlist DL) */
     uint32_t workers;           /* live (not leaving) workers serving it */
@@ -109,6 +122,8 @@ struct broker_function {
     int served;                 /* some worker served it once: keep it (and its stats) */
 };
 
+/* Answers an expired call. It must not change the dispatch tables: the
+ * caller goes on walking them and frees call after it. */
 typedef void (*broker_call_expired_fn)(broker_call *call, ferry_err reason, void *arg);
 
 typedef struct {
@@ -127,8 +142,12 @@ struct broker_dispatch {
     void *arg;
     broker_function *functions;
     broker_worker *workers;
-    broker_call *calls;
+    broker_call_slot *slots;    /* the call table (dispatch.c); NULL until the first call */
+    size_t slot_mask;           /* the number of slots (a power of two) less one */
+    size_t ncalls;              /* calls in the table: NEW, queued and in flight */
     broker_call *spare;         /* freed records kept for reuse (through next), nspare of them */
+    broker_function *last_fn;   /* the function of the last new call: most calls name it
+                                 * again, and a comparison is cheaper than a hash */
     size_t nspare;
     size_t nfunctions;
     size_t nworkers;            /* live (not leaving) workers */
@@ -227,13 +246,26 @@ const uint8_t *broker_call_engine(const broker_call *call, size_t *len);
 broker_call *broker_dispatch_find(broker_dispatch *d, const void *engine_id, size_t eid_len,
                                   uint64_t call_id);
 
+/*
+ * The call a Reply from the worker with routing id rid answers: (engine_id,
+ * call_id) in flight at that worker; NULL when there is none (unknown,
+ * answered already, queued, or at another worker). *w is the worker rid
+ * either way, NULL when it is not registered. The worker table is only
+ * searched when the call is not in flight at rid: a call's worker is the
+ * one registered under its rid.
+ */
+broker_call *broker_dispatch_match_reply(broker_dispatch *d, const void *rid, size_t rid_len,
+                                         const void *engine_id, size_t eid_len, uint64_t call_id,
+                                         broker_worker **w);
+
 /* A worker that serves fn and can take a call, rotating the ring; NULL when none. */
 broker_worker *broker_dispatch_pick(broker_dispatch *d, broker_function *fn);
 
 /*
  * Marks a NEW call in flight at w (which must have room): takes one credit
- * and arms the backstop. The caller has sent the frame; call->frame holds a
- * copy when the call may be re-sent (broker_dispatch_may_retry), else it is
+ * and sees that w's backstop timer fires no later than this call's
+ * deadline + grace. The caller has sent the frame; call->frame holds a copy
+ * when the call may be re-sent (broker_dispatch_may_retry), else it is
  * empty.
  */
 void broker_dispatch_sent(broker_dispatch *d, broker_call *call, broker_worker *w);

@@ -1,7 +1,8 @@
 /*
  * broker_dispatch_test: the broker's call routing tables without sockets:
  * picking workers by credit, round robin, queue bounds and order, worker
- * replacement and departure, call lookup, and call timers driven by a
+ * replacement and departure, call lookup, reply matching, and call timers
+ * (queued calls' own, in-flight calls' per-worker backstop) driven by a
  * private timer heap with a made-up clock.
  */
 #include "dispatch.h"
@@ -10,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,11 +25,14 @@ typedef struct {
     int expired;
     ferry_err last_reason;
     uint64_t last_call_id;
+    uint64_t order[16]; /* call ids in the order they expired (the first 16) */
 } fixture;
 
 static void on_expired(broker_call *call, ferry_err reason, void *arg)
 {
     fixture *fx = arg;
+    if (fx->expired < 16)
+        fx->order[fx->expired] = call->call_id;
     fx->expired++;
     fx->last_reason = reason;
     fx->last_call_id = call->call_id;
@@ -339,11 +344,66 @@ static void test_call_lookup_and_duplicates(void **state)
     broker_call *again = new_call(fx, "engine-1", 42, "echo", 0, T0);
     assert_non_null(again);
 
+    /* Calls name functions in any order: each finds its own. */
+    broker_call *x = new_call(fx, "engine-3", 1, "x", 0, T0);
+    broker_call *e = new_call(fx, "engine-3", 2, "echo", 0, T0);
+    broker_call *ex = new_call(fx, "engine-3", 3, "ech", 0, T0);
+    assert_ptr_equal(x->fn, broker_dispatch_function(&fx->d, "x"));
+    assert_ptr_equal(e->fn, again->fn);
+    assert_ptr_equal(ex->fn, broker_dispatch_function(&fx->d, "ech"));
+    assert_ptr_not_equal(ex->fn, e->fn);
+    /* A function forgotten with its last call is made anew for the next one. */
+    broker_dispatch_call_free(&fx->d, ex);
+    assert_null(broker_dispatch_function(&fx->d, "ech"));
+    ex = new_call(fx, "engine-3", 3, "ech", 0, T0);
+    assert_ptr_equal(ex->fn, broker_dispatch_function(&fx->d, "ech"));
+    assert_string_equal(ex->fn->name, "ech");
+
     /* Bad input is refused, not asserted. */
     broker_call *bad;
     assert_int_equal(broker_dispatch_call_new(&fx->d, "e", 1, 1, "", 0, 0, T0, &bad), FERRY_EPROTO);
     assert_int_equal(broker_dispatch_call_new(&fx->d, "", 0, 1, "echo", 4, 0, T0, &bad),
                      FERRY_EPROTO);
+}
+
+/* Many calls in and out of the call table, in an order that leaves holes
+ * everywhere: each one is found while it is there, and only then. */
+static void test_call_table_many(void **state)
+{
+    fixture *fx = *state;
+    enum { N = 3000 };
+    static broker_call *calls[N];
+    char eid[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(eid, sizeof eid, "engine-%d", i % 7);
+        calls[i] = new_call(fx, eid, (uint64_t)i, "echo", 0, T0);
+    }
+    assert_int_equal(fx->d.ncalls, N);
+    /* Out go every third, then every fifth of those left, from the end. */
+    for (int i = N - 1; i >= 0; i--) {
+        if (i % 3 == 0 || (i % 5 == 0 && calls[i])) {
+            broker_dispatch_call_free(&fx->d, calls[i]);
+            calls[i] = NULL;
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(eid, sizeof eid, "engine-%d", i % 7);
+        assert_ptr_equal(broker_dispatch_find(&fx->d, eid, strlen(eid), (uint64_t)i), calls[i]);
+        broker_call *dup = NULL;
+        assert_int_equal(
+            broker_dispatch_call_new(&fx->d, eid, strlen(eid), (uint64_t)i, "echo", 4, 0, T0, &dup),
+            calls[i] ? FERRY_EPROTO : FERRY_OK);
+        if (!calls[i])
+            calls[i] = dup;
+    }
+    assert_int_equal(fx->d.ncalls, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(eid, sizeof eid, "engine-%d", i % 7);
+        assert_ptr_equal(broker_dispatch_find(&fx->d, eid, strlen(eid), (uint64_t)i), calls[i]);
+        broker_dispatch_call_free(&fx->d, calls[i]);
+        assert_null(broker_dispatch_find(&fx->d, eid, strlen(eid), (uint64_t)i));
+    }
+    assert_int_equal(fx->d.ncalls, 0);
 }
 
 static void test_timeout_default_and_cap(void **state)
@@ -480,6 +540,116 @@ static void test_in_flight_backstop(void **state)
     assert_int_equal(broker_dispatch_stray_reply(&fx->d, w), 1);
     assert_int_equal(broker_dispatch_worker_room(w), 2);
     assert_int_equal(broker_dispatch_stray_reply(&fx->d, w), 0);
+}
+
+static void test_backstops_expire_in_order(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 10, fns);
+    /* Sent in this order, due (deadline + 5000 grace) at +8000, +6000, +7000, +6000, +9000. */
+    const uint32_t timeouts[] = {3000, 1000, 2000, 1000, 4000};
+    for (uint64_t id = 1; id <= 5; id++)
+        assert_ptr_equal(dispatch(fx, new_call(fx, "e1", id, "echo", timeouts[id - 1], T0)), w);
+    /* One timer for the worker, not one per call. */
+    assert_int_equal(ferry_timers_count(&fx->timers), 1);
+    assert_int_equal(w->backstop.when_ms, T0 + 6000);
+
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 5999), 0);
+    assert_int_equal(fx->expired, 0);
+    /* The two due together go in the order they were sent. */
+    ferry_timers_run(&fx->timers, T0 + 6000);
+    assert_int_equal(fx->expired, 2);
+    assert_int_equal(fx->order[0], 2);
+    assert_int_equal(fx->order[1], 4);
+    assert_int_equal(fx->last_reason, FERRY_ETIMEOUT);
+    assert_int_equal(w->in_flight, 3);
+    assert_int_equal(w->lost, 2);
+    assert_int_equal(w->backstop.when_ms, T0 + 7000);
+    ferry_timers_run(&fx->timers, T0 + 6999);
+    assert_int_equal(fx->expired, 2);
+    /* Late: the three left expire in one run, each in its turn. */
+    ferry_timers_run(&fx->timers, T0 + 9500);
+    assert_int_equal(fx->expired, 5);
+    assert_int_equal(fx->order[2], 3);
+    assert_int_equal(fx->order[3], 1);
+    assert_int_equal(fx->order[4], 5);
+    assert_int_equal(w->in_flight, 0);
+    assert_int_equal(fx->d.in_flight, 0);
+    assert_int_equal(w->lost, 5);
+    assert_int_equal(broker_dispatch_worker_room(w), 5);
+    assert_int_equal(broker_dispatch_function(&fx->d, "echo")->failed, 5);
+    assert_false(ferry_timer_active(&w->backstop));
+}
+
+static void test_completed_call_never_expires(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *w = ready(fx, "w-a", 4, fns);
+    broker_call *c2 = new_call(fx, "e1", 2, "echo", 3000, T0);
+    broker_call *c1 = new_call(fx, "e1", 1, "echo", 1000, T0 + 10);
+    assert_ptr_equal(dispatch(fx, c2), w);
+    assert_int_equal(w->backstop.when_ms, T0 + 8000);
+    /* Sent later but due earlier: it brings the worker's timer forward. */
+    assert_ptr_equal(dispatch(fx, c1), w);
+    assert_int_equal(w->backstop.when_ms, T0 + 6010);
+    broker_dispatch_complete(&fx->d, c1, 0);
+    broker_dispatch_call_free(&fx->d, c1);
+    /* The timer still fires at c1's backstop, finds nothing due and moves on to c2's. */
+    assert_int_equal(ferry_timers_run(&fx->timers, T0 + 6010), 1);
+    assert_int_equal(fx->expired, 0);
+    assert_int_equal(w->lost, 0);
+    assert_int_equal(c2->state, BROKER_CALL_IN_FLIGHT);
+    assert_int_equal(w->backstop.when_ms, T0 + 8000);
+    broker_call *c3 = new_call(fx, "e1", 3, "echo", 500, T0 + 7000);
+    assert_ptr_equal(dispatch(fx, c3), w);
+    broker_dispatch_complete(&fx->d, c2, 1);
+    broker_dispatch_call_free(&fx->d, c2);
+    broker_dispatch_complete(&fx->d, c3, 0);
+    broker_dispatch_call_free(&fx->d, c3);
+    ferry_timers_run(&fx->timers, T0 + 100000);
+    assert_int_equal(fx->expired, 0);
+    assert_int_equal(w->lost, 0);
+    assert_int_equal(broker_dispatch_worker_room(w), 4);
+    assert_false(ferry_timer_active(&w->backstop));
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    assert_int_equal(fn->completed, 2);
+    assert_int_equal(fn->failed, 1);
+}
+
+static void test_match_reply(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready(fx, "w-a", 1, fns);
+    broker_worker *b = ready(fx, "w-b", 1, fns);
+    broker_call *c = new_call(fx, "e1", 1, "echo", 0, T0);
+    broker_worker *at = dispatch(fx, c);
+    broker_worker *other = at == a ? b : a;
+    broker_worker *w = NULL;
+    assert_ptr_equal(broker_dispatch_match_reply(&fx->d, at->rid, at->rid_len, "e1", 2, 1, &w), c);
+    assert_ptr_equal(w, at);
+    /* From the other worker, or a worker we do not know: stray. */
+    assert_null(broker_dispatch_match_reply(&fx->d, other->rid, 3, "e1", 2, 1, &w));
+    assert_ptr_equal(w, other);
+    assert_null(broker_dispatch_match_reply(&fx->d, "w-c", 3, "e1", 2, 1, &w));
+    assert_null(w);
+    /* A prefix of the worker's id is another worker. */
+    assert_null(broker_dispatch_match_reply(&fx->d, at->rid, 2, "e1", 2, 1, &w));
+    assert_null(w);
+    /* Unknown calls, and a call that is only queued, match nothing. */
+    assert_null(broker_dispatch_match_reply(&fx->d, at->rid, 3, "e1", 2, 2, &w));
+    assert_ptr_equal(w, at);
+    assert_null(broker_dispatch_match_reply(&fx->d, at->rid, 3, "e2", 2, 1, &w));
+    assert_null(broker_dispatch_match_reply(&fx->d, at->rid, 3, "", 0, 1, &w));
+    assert_ptr_equal(w, at);
+    broker_call *q = new_call(fx, "e1", 2, "echo", 0, T0);
+    assert_ptr_equal(dispatch(fx, q), other);
+    broker_call *queued = new_call(fx, "e1", 3, "echo", 0, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, queued, NULL, 0), FERRY_OK);
+    assert_null(broker_dispatch_match_reply(&fx->d, at->rid, 3, "e1", 2, 3, &w));
+    assert_ptr_equal(w, at);
 }
 
 static void test_lost_credit_reset_by_ready(void **state)
@@ -818,6 +988,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_worker_replace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call_lookup_and_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_table_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_default_and_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unserved_gives_no_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_deadline_unserved, setup, teardown),
@@ -829,6 +1000,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replace_dropping_function_starts_unserved_wait, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_in_flight_backstop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backstops_expire_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_completed_call_never_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_match_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_credit_reset_by_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goodbye, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_after_goodbye, setup, teardown),
