@@ -3,8 +3,10 @@
  *
  * A call lives in the worker's list of live calls from its Command until it
  * is answered and no library callback of it is on the stack. Its deadline
- * and ferry_call_after timers are embedded in it (no allocation per timer, no
- * scan of calls): ten thousand sleeping calls are ten thousand heap entries.
+ * sits in a lane (worker_internal.h): calls with the same timeout share one
+ * timer, so starting and answering a call costs no timer heap operation. Its
+ * ferry_call_after timer, and the deadline of a call no lane takes, are
+ * embedded in it (no allocation per timer, no scan of calls).
  *
  * The states (worker_internal.h) keep the "exactly one Reply" promise:
  * QUEUED and RUNNING calls owe the engine a Reply; the deadline sends
@@ -28,20 +30,18 @@
 #include <string.h>
 #include <utlist.h>
 
-static void on_deadline(ferry_timer *timer, void *arg);
 static void on_after(ferry_timer *timer, void *arg);
 
 #define SPARE_CALLS_MAX 1024 /* freed call records kept for reuse */
 
-/* A zeroed call record: a spare one, else a new one (NULL when memory runs out). */
+/* A call record, fields unset: a spare one, else a new one (NULL when memory runs out). */
 static ferry_call *call_alloc(ferry_worker *w)
 {
     ferry_call *call = w->spare_calls;
     if (!call)
-        return calloc(1, sizeof *call);
+        return malloc(sizeof *call);
     w->spare_calls = call->next;
     w->nspare_calls--;
-    memset(call, 0, sizeof *call);
     return call;
 }
 
@@ -67,10 +67,120 @@ void worker_call_free_spares(ferry_worker *w)
     w->nspare_calls = 0;
 }
 
+/* ---- deadlines ------------------------------------------------------------------ */
+
+static void expire(ferry_call *call);
+
+static void on_deadline(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    expire(arg);
+}
+
+/* The lane's timer: times out the calls at its head that are due by the time it was
+ * armed for (the loop's clock reached it), then re-arms at the next head. */
+static void on_lane(ferry_timer *timer, void *arg)
+{
+    worker_lane *lane = arg;
+    ferry_timers *timers = &lane->worker->loop.timers;
+    int64_t due = timer->when_ms;
+    /* Parked first, while the heap still has the slot this timer just left: then
+     * no start below can fail for want of memory (a re-arm frees its slot first). */
+    (void)ferry_timer_start(timers, timer, INT64_MAX);
+    ferry_call *call;
+    while ((call = lane->head) && call->deadline_ms <= due) {
+        DL_DELETE2(lane->head, call, dprev, dnext);
+        call->lane = NULL;
+        expire(call); /* may answer or free other calls of the lane: the head is read again */
+    }
+    if (lane->head)
+        (void)ferry_timer_start(timers, timer, lane->head->deadline_ms);
+    else
+        ferry_timer_stop(timers, timer);
+}
+
+void worker_call_lanes_init(ferry_worker *w)
+{
+    for (int i = 0; i < WORKER_LANES; i++) {
+        w->lanes[i].head = NULL;
+        w->lanes[i].last_ms = 0;
+        w->lanes[i].last_timeout_ms = 0;
+        w->lanes[i].worker = w;
+        ferry_timer_init(&w->lanes[i].timer, on_lane, &w->lanes[i]);
+    }
+}
+
+void worker_call_lanes_fini(ferry_worker *w)
+{
+    for (int i = 0; i < WORKER_LANES; i++) {
+        assert(!w->lanes[i].head);
+        ferry_timer_stop(&w->loop.timers, &w->lanes[i].timer);
+    }
+}
+
+/* The lane for a deadline: the one whose last deadline is the latest not after it
+ * (calls of one timeout keep to one lane), else an empty one; NULL when none fits. */
+static worker_lane *lane_for(ferry_worker *w, int64_t deadline_ms, uint32_t timeout_ms)
+{
+    /* The usual case, answered without a search: the same timeout as the last call. */
+    worker_lane *last = w->last_lane;
+    if (last && last->last_timeout_ms == timeout_ms && last->last_ms <= deadline_ms)
+        return last;
+    worker_lane *fit = NULL, *empty = NULL;
+    for (int i = 0; i < WORKER_LANES; i++) {
+        worker_lane *lane = &w->lanes[i];
+        if (!lane->head) {
+            if (!empty)
+                empty = lane;
+        } else if (lane->last_ms <= deadline_ms && (!fit || lane->last_ms > fit->last_ms)) {
+            fit = lane;
+        }
+    }
+    return fit ? fit : empty;
+}
+
+/* Arms the deadline of call (deadline_ms set). FERRY_ENOMEM when the timer heap
+ * cannot grow. */
+static ferry_err deadline_start(ferry_worker *w, ferry_call *call)
+{
+    worker_lane *lane = lane_for(w, call->deadline_ms, call->cmd->timeout_ms);
+    if (!lane) {
+        ferry_timer_init(&call->deadline, on_deadline, call);
+        return ferry_timer_start(&w->loop.timers, &call->deadline, call->deadline_ms);
+    }
+    /* A non-empty lane's timer is due no later than its head, hence than this call;
+     * an empty one's may be idle, or left armed later than this call. */
+    if (!ferry_timer_active(&lane->timer) || lane->timer.when_ms > call->deadline_ms) {
+        ferry_err err = ferry_timer_start(&w->loop.timers, &lane->timer, call->deadline_ms);
+        if (err != FERRY_OK)
+            return err;
+    }
+    DL_APPEND2(lane->head, call, dprev, dnext);
+    lane->last_ms = call->deadline_ms;
+    lane->last_timeout_ms = call->cmd->timeout_ms;
+    w->last_lane = lane;
+    call->lane = lane;
+    return FERRY_OK;
+}
+
+/* Disarms the deadline of call; a no-op when it has none. */
+static void deadline_stop(ferry_call *call)
+{
+    if (call->lane) {
+        /* The lane's timer stays: it fires early once, or serves the calls behind. */
+        DL_DELETE2(call->lane->head, call, dprev, dnext);
+        call->lane = NULL;
+    } else {
+        ferry_timer_stop(&call->worker->loop.timers, &call->deadline);
+    }
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
 static void call_free(ferry_call *call)
 {
     ferry_worker *w = call->worker;
-    ferry_timer_stop(&w->loop.timers, &call->deadline);
+    deadline_stop(call);
     ferry_timer_stop(&w->loop.timers, &call->after);
     DL_DELETE(w->calls, call);
     ferry_envelope_free(call->env);
@@ -121,15 +231,25 @@ void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *en
         ferry_envelope_free(env);
         return;
     }
+    /* A reused record is not zeroed: these are the fields something may read before
+     * anything else sets them (links, after_fn, cancel_arg are set with what reads
+     * them). The timers only need to be idle: they get their callbacks when armed. */
     call->worker = w;
     call->fn = fn;
     call->env = env;
     call->cmd = cmd;
-    ferry_timer_init(&call->deadline, on_deadline, call);
-    ferry_timer_init(&call->after, on_after, call);
+    call->state = CALL_QUEUED;
+    call->answered = 0;
+    call->depth = 0;
+    call->deadline_ms = 0;
+    call->lane = NULL;
+    call->deadline.index = FERRY_TIMER_IDLE;
+    call->after.index = FERRY_TIMER_IDLE;
+    call->cancel_fn = NULL;
+    call->data = NULL;
     if (cmd->timeout_ms > 0) {
         call->deadline_ms = ferry_now_ms() + cmd->timeout_ms;
-        if (ferry_timer_start(&w->loop.timers, &call->deadline, call->deadline_ms) != FERRY_OK) {
+        if (deadline_start(w, call) != FERRY_OK) {
             worker_send_error(w, cmd->engine_id, cmd->call_id, ferry_err_code(FERRY_ENOMEM),
                               "worker %s is out of memory", w->id);
             ferry_envelope_free(env);
@@ -162,10 +282,9 @@ void worker_call_pump(ferry_timer *timer, void *arg)
     }
 }
 
-static void on_deadline(ferry_timer *timer, void *arg)
+/* The deadline of call passed (it was disarmed): `timeout` to the engine. */
+static void expire(ferry_call *call)
 {
-    (void)timer;
-    ferry_call *call = arg;
     ferry_worker *w = call->worker;
     assert(call->state == CALL_QUEUED || call->state == CALL_RUNNING);
     w->stats.in_flight--;
@@ -222,7 +341,7 @@ void worker_call_cancel_all(ferry_worker *w)
         else if (call->state == CALL_TIMED_OUT)
             w->stats.zombies--;
         call->state = CALL_CANCELLED;
-        ferry_timer_stop(&w->loop.timers, &call->deadline);
+        deadline_stop(call);
         ferry_timer_stop(&w->loop.timers, &call->after);
         enter(call);
         if (call->cancel_fn)
@@ -253,13 +372,14 @@ static ferry_err answer_values(ferry_call *call, Ferry__Value **values, size_t n
     }
     assert(call->state != CALL_QUEUED);
     call->answered = 1;
-    ferry_timer_stop(&w->loop.timers, &call->deadline);
+    deadline_stop(call);
     ferry_timer_stop(&w->loop.timers, &call->after);
     ferry_err err;
     switch (call->state) {
     case CALL_RUNNING: {
         char oom[128];
-        for (size_t i = 0; i < n && !error_code; i++) {
+        /* Borrowed values come from a decoded Command: never NULL. */
+        for (size_t i = 0; owned && i < n && !error_code; i++) {
             if (!values[i]) {
                 snprintf(oom, sizeof oom, "'%s' ran out of memory building its result",
                          call->fn->name);
@@ -377,6 +497,8 @@ ferry_err ferry_call_after(ferry_call *call, int64_t ms, ferry_handler fn, void 
         return FERRY_EUSAGE;
     call->after_fn = fn;
     call->after_arg = arg;
+    if (!ferry_timer_active(&call->after))
+        ferry_timer_init(&call->after, on_after, call);
     return ferry_loop_timer(&call->worker->loop, &call->after, ms < 0 ? 0 : ms);
 }
 

@@ -6,9 +6,16 @@
  * wrong version or a body the workers socket does not carry are dropped and
  * counted. A Command that can be answered (it names an engine) always is: by
  * its handler, or here with `bad_message`, `no_worker` or `overloaded`.
+ *
+ * The broker routes Commands on their top-level fields only (ferry_wire_peek_call)
+ * and forwards the rest unread, so a Command whose arguments are malformed
+ * reaches us. Dropping it would leave the call holding our credit at the broker
+ * until its backstop: such a Command is answered `bad_message` instead, from what
+ * the same peek reads of it.
  */
 #include "worker_internal.h"
 
+#include "ferry_codec.h"
 #include "ferry_log.h"
 #include "ferry_wire.h"
 
@@ -59,13 +66,41 @@ refused:
     ferry_envelope_free(env);
 }
 
+/* A frame that does not decode: answers it when its top level is a Command
+ * that names an engine (its nested values are what failed), else drops it. */
+static void on_undecodable(ferry_worker *w, const void *data, size_t len, ferry_err err)
+{
+    ferry_wire_call c;
+    if (err == FERRY_EVERSION || ferry_wire_peek_call(data, len, &c) != FERRY_OK ||
+        c.body != FERRY__ENVELOPE__BODY_COMMAND || c.engine_id_len == 0 ||
+        c.engine_id_len > FERRY_ROUTING_ID_MAX) {
+        drop(w, &w->lim_message, err == FERRY_EVERSION ? "bad_version" : "bad_message",
+             err == FERRY_EVERSION ? "protocol version mismatch" : "envelope does not decode");
+        return;
+    }
+    ProtobufCBinaryData engine = {.len = c.engine_id_len, .data = (uint8_t *)c.engine_id};
+    /* Not NUL-terminated, and only framed: bounded, and scrubbed by worker_send_error. */
+    int flen = c.function_len > FERRY_ROUTING_ID_MAX ? FERRY_ROUTING_ID_MAX : (int)c.function_len;
+    const char *fn = c.function ? c.function : "";
+    if (err == FERRY_ENOMEM) {
+        drop(w, &w->lim_message, "out_of_memory", "command not decoded: answered");
+        worker_send_error(w, engine, c.call_id, ferry_err_code(FERRY_ENOMEM),
+                          "worker %s ran out of memory decoding the command for '%.*s'", w->id,
+                          flen, fn);
+        return;
+    }
+    drop(w, &w->lim_message, "bad_message", "command does not decode: answered");
+    worker_send_error(w, engine, c.call_id, ferry_err_code(FERRY_EPROTO),
+                      "the command for '%.*s' does not decode at worker %s (malformed arguments)",
+                      flen, fn, w->id);
+}
+
 void worker_dispatch_frame(ferry_worker *w, const void *data, size_t len)
 {
     Ferry__Envelope *env = NULL;
     ferry_err err = ferry_envelope_decode(data, len, &env);
     if (err != FERRY_OK) {
-        drop(w, &w->lim_message, err == FERRY_EVERSION ? "bad_version" : "bad_message",
-             err == FERRY_EVERSION ? "protocol version mismatch" : "envelope does not decode");
+        on_undecodable(w, data, len, err);
         return;
     }
     switch (env->body_case) {

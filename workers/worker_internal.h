@@ -40,17 +40,39 @@ typedef struct worker_function {
     UT_hash_handle hh;
 } worker_function;
 
+/*
+ * Deadlines without a timer per call: calls whose deadlines come in
+ * non-decreasing order (all those with the same timeout, as they arrive) share
+ * a lane, a FIFO with one timer. Appending and removing are O(1); the timer is
+ * left armed when its head goes (it fires early, at most once a timeout
+ * period, and is re-armed at the new head), so answering a call touches no
+ * heap. A call no lane can take keeps a timer of its own (call->deadline).
+ * Deadlines stay exact: a call times out when the loop's clock reaches its
+ * deadline_ms (calls of one lane with the same deadline in arrival order).
+ */
+#define WORKER_LANES 4
+
+typedef struct {
+    ferry_call *head;         /* DL list through dprev/dnext; deadlines non-decreasing */
+    int64_t last_ms;          /* deadline of the last call appended (kept while empty) */
+    uint32_t last_timeout_ms; /* and its timeout */
+    ferry_timer timer;        /* while head: armed at or before head->deadline_ms */
+    ferry_worker *worker;
+} worker_lane;
+
 struct ferry_call {
     ferry_worker *worker;
     worker_function *fn;       /* borrowed from the function table, which outlives calls */
     Ferry__Envelope *env;      /* owned: the decoded Command; args point into it */
     const Ferry__Command *cmd; /* env->command */
     call_state state;
-    int answered;        /* the one answer was given */
-    int depth;           /* library callbacks of this call on the stack; free waits */
-    int64_t deadline_ms; /* ferry_now_ms() clock; 0: none */
-    ferry_timer deadline;
-    ferry_timer after; /* ferry_call_after */
+    int answered;              /* the one answer was given */
+    int depth;                 /* library callbacks of this call on the stack; free waits */
+    int64_t deadline_ms;       /* ferry_now_ms() clock; 0: none */
+    worker_lane *lane;         /* the lane holding the deadline; NULL: none, or in deadline */
+    ferry_call *dprev, *dnext; /* the lane's FIFO */
+    ferry_timer deadline;      /* the deadline when no lane took it */
+    ferry_timer after;         /* ferry_call_after */
     ferry_handler after_fn;
     void *after_arg;
     ferry_cancel_fn cancel_fn;
@@ -91,17 +113,20 @@ struct ferry_worker {
     int64_t last_heard_ms; /* last message from the broker */
     int64_t last_sent_ms;  /* last message to it */
     ferry_timer drain;     /* the drain's time limit */
-    void *ctx; /* NULL when offline */
+    void *ctx;             /* NULL when offline */
     void *dealer;
     void *monitor; /* PAIR receiving the DEALER's connection events */
     worker_send_fn send;
     void *send_arg;
-    worker_function *functions; /* uthash by name */
-    ferry_call *calls;          /* every live call */
-    ferry_call *spare_calls;    /* freed call records kept for reuse (through next) */
+    worker_function *functions;  /* uthash by name */
+    worker_function *last_found; /* worker_function_find's last hit: calls come in runs */
+    worker_lane lanes[WORKER_LANES];
+    worker_lane *last_lane;  /* where the last deadline went: the next of its timeout goes too */
+    ferry_call *calls;       /* every live call */
+    ferry_call *spare_calls; /* freed call records kept for reuse (through next) */
     size_t nspare_calls;
-    int connected;              /* a broker session is up: Ready can go */
-    int ready_pending;          /* Ready must be (re)sent */
+    int connected;     /* a broker session is up: Ready can go */
+    int ready_pending; /* Ready must be (re)sent */
     int ready_backoff_ms;
     ferry_timer ready_retry;
     ferry_timer heartbeat;
@@ -156,6 +181,11 @@ void worker_call_pump(ferry_timer *timer, void *arg);
 
 /* Frees the call records kept for reuse. */
 void worker_call_free_spares(ferry_worker *w);
+
+/* Sets up w->lanes (worker creation); worker_call_lanes_fini disarms their timers (destroy,
+ * after worker_call_cancel_all). */
+void worker_call_lanes_init(ferry_worker *w);
+void worker_call_lanes_fini(ferry_worker *w);
 
 /* Cancels every live call (FERRY_EWORKER_LOST) and frees them all. */
 void worker_call_cancel_all(ferry_worker *w);

@@ -270,6 +270,93 @@ static void test_bad_input(void **state)
     capture_fini(&c);
 }
 
+/* An envelope {version, Command{engine_id, call_id = 9, function = "f", args = [arg],
+ * timeout_ms = 100}} built by hand around arg, the encoded bytes of one Value that may be
+ * malformed. Returns its length. */
+static size_t command_with_raw_arg(uint8_t *out, uint32_t version, const char *engine,
+                                   const uint8_t *arg, size_t arg_len)
+{
+    uint8_t cmd[128];
+    size_t n = 0, elen = strlen(engine);
+    assert_true(elen < 100 && arg_len < 100);
+    cmd[n++] = 0x0a; /* engine_id: field 1, bytes */
+    cmd[n++] = (uint8_t)elen;
+    memcpy(cmd + n, engine, elen);
+    n += elen;
+    cmd[n++] = 0x10; /* call_id: field 2, varint */
+    cmd[n++] = 9;
+    cmd[n++] = 0x1a; /* function: field 3 */
+    cmd[n++] = 1;
+    cmd[n++] = 'f';
+    cmd[n++] = 0x22; /* args: field 4, one Value */
+    cmd[n++] = (uint8_t)arg_len;
+    memcpy(cmd + n, arg, arg_len);
+    n += arg_len;
+    cmd[n++] = 0x28; /* timeout_ms: field 5 */
+    cmd[n++] = 100;
+    size_t len = 0;
+    out[len++] = 0x08; /* version */
+    out[len++] = (uint8_t)version;
+    out[len++] = 0x2a; /* command: field 5 of Envelope */
+    out[len++] = (uint8_t)n;
+    memcpy(out + len, cmd, n);
+    return len + n;
+}
+
+/* The broker reads only a Command's top level: one whose arguments do not decode
+ * still reaches the worker, which answers it rather than keep the call (and its
+ * credit at the broker) hanging. */
+static void test_undecodable_args(void **state)
+{
+    (void)state;
+    static const struct {
+        uint8_t bytes[8];
+        size_t len;
+    } bad[] = {
+        {{0x1a, 0x00}, 2},                   /* integer (varint) sent as bytes */
+        {{0x32, 0x02, 0x0a, 0x05}, 4},       /* table whose array element overruns it */
+        {{0x32, 0x03, 0x12, 0x01, 0x0a}, 5}, /* pair whose key is cut short */
+    };
+    capture c = {0};
+    ferry_worker *w = offline(&c, 0);
+    assert_int_equal(ferry_worker_register(w, "f", answer_nothing, NULL, NULL), FERRY_OK);
+    uint8_t frame[256];
+    Ferry__Envelope *env = NULL;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t len =
+            command_with_raw_arg(frame, FERRY_PROTOCOL_VERSION, "eng", bad[i].bytes, bad[i].len);
+        assert_int_equal(ferry_envelope_decode(frame, len, &env), FERRY_EPROTO);
+        worker_dispatch_frame(w, frame, len);
+        assert_int_equal(c.n, i + 1);
+        const Ferry__Reply *r = reply_at(&c, i);
+        assert_int_equal(r->call_id, 9);
+        assert_int_equal(r->engine_id.len, 3);
+        assert_memory_equal(r->engine_id.data, "eng", 3);
+        assert_error(r, "bad_message", "the command for 'f' does not decode at worker w-test");
+    }
+    /* Nobody to answer, or another protocol: dropped as before. */
+    size_t len = command_with_raw_arg(frame, FERRY_PROTOCOL_VERSION, "", bad[0].bytes, bad[0].len);
+    worker_dispatch_frame(w, frame, len);
+    len = command_with_raw_arg(frame, FERRY_PROTOCOL_VERSION + 1, "eng", bad[0].bytes, bad[0].len);
+    worker_dispatch_frame(w, frame, len);
+    assert_int_equal(c.n, 3);
+    /* The same frame with a good argument runs. */
+    static const uint8_t good[] = {0x18, 0x02}; /* integer 1 */
+    len = command_with_raw_arg(frame, FERRY_PROTOCOL_VERSION, "eng", good, sizeof good);
+    worker_dispatch_frame(w, frame, len);
+    assert_int_equal(c.n, 4);
+    assert_null(reply_at(&c, 3)->error);
+
+    ferry_worker_stats st;
+    ferry_worker_get_stats(w, &st);
+    assert_int_equal(st.dropped, 5);
+    assert_int_equal(st.failed, 3);
+    assert_int_equal(st.received, 1);
+    assert_int_equal(st.in_flight, 0);
+    ferry_worker_destroy(&w);
+    capture_fini(&c);
+}
+
 static void test_register_errors(void **state)
 {
     (void)state;
@@ -420,7 +507,7 @@ static void test_after(void **state)
     capture_fini(&c);
 }
 
-static ferry_call *held[8];
+static ferry_call *held[16];
 static size_t nheld;
 
 static void hold(ferry_call *call, void *udata)
@@ -504,6 +591,78 @@ static void test_timeout_cancel(void **state)
     /* No timer is left behind: the call took its deadline and continuation along. */
     assert_int_equal(ferry_timers_count(&ferry_worker_loop(w)->timers), 0);
     ferry_worker_destroy(&w);
+    capture_fini(&c);
+}
+
+/* A cancel callback that answers another call held by the test (partner). */
+static void on_cancel_answer_partner(ferry_call *call, ferry_err reason, void *arg)
+{
+    assert_int_equal(reason, FERRY_ETIMEOUT);
+    assert_int_equal(ferry_call_return(arg, NULL, 0), FERRY_OK);
+    ferry_call_on_cancel(call, NULL, NULL); /* the partner is gone */
+}
+
+static ferry_call *pair_first;
+
+/* The first of each pair answers the second when it times out. */
+static void hold_partner(ferry_call *call, void *udata)
+{
+    (void)udata;
+    held[nheld++] = call;
+    if (!pair_first) {
+        pair_first = call;
+        return;
+    }
+    ferry_call_on_cancel(pair_first, on_cancel_answer_partner, call);
+    pair_first = NULL;
+}
+
+/* Deadlines share timers by lane (worker_internal.h): every call still times out at its
+ * own deadline, in deadline order, whatever lane or timer it got. */
+static void test_deadline_lanes(void **state)
+{
+    (void)state;
+    capture c = {0};
+    nheld = 0;
+    pair_first = NULL;
+    ferry_worker *w = offline(&c, 0);
+    assert_int_equal(ferry_worker_register(w, "hold", hold, NULL, NULL), FERRY_OK);
+    assert_int_equal(ferry_worker_register(w, "pair", hold_partner, NULL, NULL), FERRY_OK);
+    /* Falling timeouts: each takes a lane of its own until they run out (the
+     * 40 ms one gets a timer of its own); the 250 ms one follows the 240 ms one. */
+    static const uint32_t timeouts[] = {240, 180, 120, 80, 40, 250};
+    for (size_t i = 0; i < 6; i++)
+        feed(w, "e", i + 1, "hold", NULL, 0, timeouts[i]);
+    assert_int_equal(nheld, 6);
+    assert_true(ferry_call_remaining_ms(held[3]) > 40);
+    /* Answered: its lane empties, its timer is left armed for 120 ms. */
+    assert_int_equal(ferry_call_return(held[2], NULL, 0), FERRY_OK);
+    /* That lane takes a 10 ms deadline, which must not wait for the 120 ms timer. */
+    feed(w, "e", 7, "hold", NULL, 0, 10);
+    /* Two calls in one lane; the first's cancel answers the second as the lane's
+     * timer works through its head. */
+    feed(w, "e", 8, "pair", NULL, 0, 150);
+    feed(w, "e", 9, "pair", NULL, 0, 150);
+    assert_int_equal(nheld, 9);
+    assert_int_equal(c.n, 1);
+    run_until(w, &c, 8, GUARD_MS);
+    static const uint64_t order[] = {3, 7, 5, 4, 8, 9, 2, 1};
+    for (size_t i = 0; i < 8; i++)
+        assert_int_equal(reply_at(&c, i)->call_id, order[i]);
+    assert_null(reply_at(&c, 0)->error);
+    assert_error(reply_at(&c, 1), "timeout", "within 10 ms");
+    assert_error(reply_at(&c, 4), "timeout", "within 150 ms");
+    assert_null(reply_at(&c, 5)->error); /* answered by its partner's cancel, in time */
+    run_until(w, &c, 9, GUARD_MS);
+    assert_int_equal(reply_at(&c, 8)->call_id, 6);
+    assert_error(reply_at(&c, 8), "timeout", "within 250 ms");
+    ferry_worker_stats st;
+    ferry_worker_get_stats(w, &st);
+    assert_int_equal(st.timed_out, 7);
+    assert_int_equal(st.in_flight, 0);
+    /* Every deadline passed: no lane keeps a timer. */
+    assert_int_equal(ferry_timers_count(&ferry_worker_loop(w)->timers), 0);
+    ferry_worker_destroy(&w); /* ASan: the timed-out calls still held are freed */
     capture_fini(&c);
 }
 
@@ -699,12 +858,14 @@ int main(void)
         cmocka_unit_test(test_arg_accessors),
         cmocka_unit_test(test_unknown_function),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_undecodable_args),
         cmocka_unit_test(test_register_errors),
         cmocka_unit_test(test_answers),
         cmocka_unit_test(test_utf8_messages),
         cmocka_unit_test(test_after),
         cmocka_unit_test(test_timeout_late_answer),
         cmocka_unit_test(test_timeout_cancel),
+        cmocka_unit_test(test_deadline_lanes),
         cmocka_unit_test(test_destroy_cancels),
         cmocka_unit_test(test_concurrency_limit),
         cmocka_unit_test(test_function_max_concurrency),
