@@ -48,6 +48,7 @@ typedef struct {
     uint64_t errors;      /* replies that carried an error or did not check out */
     char last_error[128]; /* the code and message of the last one */
     int64_t last_heartbeat_ns;
+    uint64_t received;    /* replies received (Ferry mode), for the heartbeat check */
 } bench_path;
 
 /*
