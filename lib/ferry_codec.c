@@ -589,31 +589,42 @@ static protobuf_c_boolean varint_bool(const wire_field *f)
     return 0;
 }
 
+static inline int copy_bytes(builder *b, const uint8_t *data, size_t len,
+                             ProtobufCBinaryData *out)
+{
+    out->len = len;
+    out->data = NULL;
+    if (len) {
+        if (!(out->data = build_alloc(b, len)))
+            return 0;
+        memcpy(out->data, data, len);
+    }
+    return 1;
+}
+
+static inline int copy_string(builder *b, const uint8_t *data, size_t len, char **out)
+{
+    char *s = build_alloc(b, len + 1);
+    if (!s)
+        return 0;
+    memcpy(s, data, len);
+    s[len] = '\0';
+    *out = s;
+    return 1;
+}
+
 static int build_bytes(builder *b, const wire_field *f, ProtobufCBinaryData *out)
 {
     if (f->wire != 2)
         return give_up(b), 0;
-    out->len = f->len;
-    out->data = NULL;
-    if (f->len) {
-        if (!(out->data = build_alloc(b, f->len)))
-            return 0;
-        memcpy(out->data, f->data, f->len);
-    }
-    return 1;
+    return copy_bytes(b, f->data, f->len, out);
 }
 
 static int build_string(builder *b, const wire_field *f, char **out)
 {
     if (f->wire != 2)
         return give_up(b), 0;
-    char *s = build_alloc(b, f->len + 1);
-    if (!s)
-        return 0;
-    memcpy(s, f->data, f->len);
-    s[f->len] = '\0';
-    *out = s;
-    return 1;
+    return copy_string(b, f->data, f->len, out);
 }
 
 static Ferry__Value *build_value(builder *b, const wire_field *at, int depth);
@@ -708,10 +719,39 @@ static Ferry__Value *build_value(builder *b, const wire_field *at, int depth)
     Ferry__Value *v = build_alloc(b, sizeof *v);
     if (!v)
         return NULL;
-    ferry__value__init(v);
+    *v = (Ferry__Value)FERRY__VALUE__INIT;
     const uint8_t *p = at->data, *end = p + at->len;
     wire_field f;
     while (p < end) {
+        /* The keys values are written with, read directly; the rest below. */
+        uint64_t n;
+        switch (*p) {
+        case FERRY__VALUE__KIND_INTEGER << 3 | 0:
+            p++;
+            if (!read_varint_max(&p, end, 10, &n))
+                return give_up(b);
+            v->integer = (int64_t)(n >> 1) ^ -(int64_t)(n & 1);
+            v->kind_case = FERRY__VALUE__KIND_INTEGER;
+            continue;
+        case FERRY__VALUE__KIND_NUMBER << 3 | 1:
+            if (end - p < 9)
+                return give_up(b);
+            memcpy(&v->number, p + 1, sizeof v->number);
+            p += 9;
+            v->kind_case = FERRY__VALUE__KIND_NUMBER;
+            continue;
+        case FERRY__VALUE__KIND_STRING << 3 | 2:
+            p++;
+            if (!read_length(&p, end, &n))
+                return give_up(b);
+            if (!copy_bytes(b, p, (size_t)n, &v->string))
+                return NULL;
+            p += n;
+            v->kind_case = FERRY__VALUE__KIND_STRING;
+            continue;
+        default:
+            break;
+        }
         if (!next_field(&p, end, &f))
             return give_up(b);
         switch (f.tag) {
@@ -802,12 +842,57 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
     Ferry__Command *c = build_alloc(b, sizeof *c);
     if (!c)
         return NULL;
-    ferry__command__init(c);
+    *c = (Ferry__Command)FERRY__COMMAND__INIT;
     stash args; /* not zeroed: 500 bytes, of which n and total count */
     args.n = args.total = 0;
     const uint8_t *q = p, *end = p + len;
     wire_field f;
     while (q < end) {
+        /* The keys Ferry writes, read directly; anything else below. */
+        uint64_t n;
+        switch (*q) {
+        case 1 << 3 | 2: /* engine_id */
+            q++;
+            if (!read_length(&q, end, &n))
+                return give_up(b);
+            if (!copy_bytes(b, q, (size_t)n, &c->engine_id))
+                return NULL;
+            q += n;
+            continue;
+        case 2 << 3 | 0: /* call_id */
+            q++;
+            if (!read_varint_max(&q, end, 10, &c->call_id))
+                return give_up(b);
+            continue;
+        case 3 << 3 | 2: /* function */
+            q++;
+            if (!read_length(&q, end, &n))
+                return give_up(b);
+            if (!copy_string(b, q, (size_t)n, &c->function))
+                return NULL;
+            q += n;
+            continue;
+        case 4 << 3 | 2: /* args */
+            f.tag = 4;
+            f.wire = 2;
+            f.value = 0;
+            q++;
+            if (!read_length(&q, end, &n))
+                return give_up(b);
+            f.data = q;
+            f.len = (size_t)n;
+            keep(&args, &f);
+            q += n;
+            continue;
+        case 5 << 3 | 0: /* timeout_ms */
+            q++;
+            if (!read_varint_max(&q, end, 10, &n))
+                return give_up(b);
+            c->timeout_ms = (uint32_t)n;
+            continue;
+        default:
+            break;
+        }
         if (!next_field(&q, end, &f))
             return give_up(b);
         int ok = 1;
@@ -871,12 +956,43 @@ static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
     Ferry__Reply *r = build_alloc(b, sizeof *r);
     if (!r)
         return NULL;
-    ferry__reply__init(r);
+    *r = (Ferry__Reply)FERRY__REPLY__INIT;
     stash values;
     values.n = values.total = 0;
     const uint8_t *q = p, *end = p + len;
     wire_field f;
     while (q < end) {
+        /* The keys Ferry writes, read directly; anything else below. */
+        uint64_t n;
+        switch (*q) {
+        case 1 << 3 | 2: /* engine_id */
+            q++;
+            if (!read_length(&q, end, &n))
+                return give_up(b);
+            if (!copy_bytes(b, q, (size_t)n, &r->engine_id))
+                return NULL;
+            q += n;
+            continue;
+        case 2 << 3 | 0: /* call_id */
+            q++;
+            if (!read_varint_max(&q, end, 10, &r->call_id))
+                return give_up(b);
+            continue;
+        case 3 << 3 | 2: /* values */
+            f.tag = 3;
+            f.wire = 2;
+            f.value = 0;
+            q++;
+            if (!read_length(&q, end, &n))
+                return give_up(b);
+            f.data = q;
+            f.len = (size_t)n;
+            keep(&values, &f);
+            q += n;
+            continue;
+        default:
+            break;
+        }
         if (!next_field(&q, end, &f))
             return give_up(b);
         int ok = 1;
@@ -919,7 +1035,7 @@ static ferry_err build_envelope(size_t len, uint32_t version, uint32_t body,
         return FERRY_ENOMEM;
     Ferry__Envelope *env = build_alloc(&b, sizeof *env);
     if (env) {
-        ferry__envelope__init(env);
+        *env = (Ferry__Envelope)FERRY__ENVELOPE__INIT;
         env->version = version;
         env->body_case = (Ferry__Envelope__BodyCase)body;
         if (body == FERRY__ENVELOPE__BODY_COMMAND) {
@@ -1005,18 +1121,21 @@ ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **
     size_t body_len = 0;
     int usual = 1, bodies = 0;
     while (p < end && usual) {
-        wire_field f;
-        if (!next_field(&p, end, &f) || (f.tag == 1 && f.wire != 0) ||
-            (f.tag != 1 && (f.wire != 2 || (f.tag != FERRY__ENVELOPE__BODY_COMMAND &&
-                                             f.tag != FERRY__ENVELOPE__BODY_REPLY)))) {
-            usual = 0;
-        } else if (f.tag == 1) {
-            version = (uint32_t)f.value;
-        } else {
-            body = f.tag;
-            body_data = f.data;
-            body_len = f.len;
+        uint64_t n = 0;
+        if (*p == (1 << 3 | 0)) { /* version */
+            p++;
+            usual = read_varint_max(&p, end, 10, &n);
+            version = (uint32_t)n;
+        } else if (*p == (FERRY__ENVELOPE__BODY_COMMAND << 3 | 2) ||
+                   *p == (FERRY__ENVELOPE__BODY_REPLY << 3 | 2)) {
+            body = *p++ >> 3;
+            usual = read_length(&p, end, &n);
+            body_data = p;
+            body_len = (size_t)n;
+            p += usual ? n : 0;
             bodies++;
+        } else {
+            usual = 0;
         }
     }
     if (usual && bodies == 1 && version == FERRY_PROTOCOL_VERSION) {
@@ -1140,6 +1259,12 @@ static int value_plain(const Ferry__Value *v)
     return 1;
 }
 
+/* A scalar value with no unknown fields: written here in one go, the common case. */
+static inline int scalar_plain(const Ferry__Value *v)
+{
+    return v->kind_case != FERRY__VALUE__KIND_TABLE && !v->base.n_unknown_fields;
+}
+
 static size_t value_size(const Ferry__Value *v)
 {
     switch (v->kind_case) {
@@ -1225,7 +1350,8 @@ static size_t values_size(Ferry__Value *const *v, size_t n)
 {
     size_t size = 0;
     for (size_t i = 0; i < n; i++)
-        size += delimited_size(any_value_size(v[i]));
+        size += scalar_plain(v[i]) ? delimited_size(value_size(v[i]))
+                                   : delimited_size(any_value_size(v[i]));
     return size;
 }
 
@@ -1268,7 +1394,14 @@ size_t ferry_envelope_packed_size(const Ferry__Envelope *env)
 static uint8_t *put_values(uint8_t *p, unsigned field, Ferry__Value *const *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (value_plain(v[i])) {
+        if (scalar_plain(v[i]) && v[i]->kind_case != FERRY__VALUE__KIND_STRING) {
+            /* nil, boolean, integer, number: under 128 bytes, a one-byte length */
+            *p++ = (uint8_t)(field << 3 | 2);
+            uint8_t *len = p++;
+            uint8_t *start = p;
+            p = put_value(p, v[i]);
+            *len = (uint8_t)(p - start);
+        } else if (value_plain(v[i])) {
             p = put_value_field(p, field, v[i]);
         } else {
             *p++ = (uint8_t)(field << 3 | 2);
