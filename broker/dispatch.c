@@ -7,9 +7,8 @@
 #include <string.h>
 
 /* uthash's default (Jenkins, byte by byte) costs ~250 instructions on a
- * 45-byte call key, and each call hashes its key twice (Command and Reply).
- * This one reads 8 bytes at a time. The worker and function tables use it
- * through uthash, the call table directly. */
+ * 45-byte key. This one reads 8 bytes at a time. The worker, function and
+ * engine id tables use it through uthash. */
 static inline unsigned dispatch_hash(const void *key, size_t len);
 #define HASH_FUNCTION(keyptr, keylen, hashv) ((hashv) = dispatch_hash((keyptr), (keylen)))
 
@@ -20,12 +19,11 @@ static inline unsigned dispatch_hash(const void *key, size_t len);
 #include <assert.h>
 #include <stdlib.h>
 
-#define KEY_MAX (1 + FERRY_ROUTING_ID_MAX + 8)
 #define SPARE_MAX 1024 /* freed call records kept for reuse */
 #define SLOTS_MIN 256  /* the call table's first size */
 
 /*
- * The call table, by (engine_id, call_id). Each Command inserts (after a
+ * The call table, by (engine, call_id). Each Command inserts (after a
  * check for a duplicate, in the same probe) and each Reply finds and
  * removes, so it is made for that: open addressing with linear probing, a
  * power-of-two size, at most half full; a slot keeps the call's hash beside
@@ -72,6 +70,48 @@ static inline unsigned dispatch_hash(const void *key, size_t len)
     return (unsigned)mix64(h ^ w);
 }
 
+/* A call's key is two words: its interned engine and its call_id. */
+static inline uint32_t call_hash(const broker_engine_id *e, uint64_t call_id)
+{
+    return (uint32_t)mix64(call_id ^ e->salt);
+}
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static inline uint32_t load32(const uint8_t *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* Whether two ids of len bytes are equal: inline, without a loop up to 32
+ * bytes, for the short ids compared on every call (engine and worker
+ * routing ids, function names), where calling memcmp costs more than
+ * comparing. Loads overlap rather than handle a tail byte by byte. */
+static inline int same_bytes(const void *a, const void *b, size_t len)
+{
+    const uint8_t *p = a, *q = b;
+    if (len >= 8) {
+        uint64_t diff = (load64(p) ^ load64(q)) | (load64(p + len - 8) ^ load64(q + len - 8));
+        if (len > 16) {
+            diff |= (load64(p + 8) ^ load64(q + 8)) | (load64(p + len - 16) ^ load64(q + len - 16));
+            for (size_t i = 16; i + 16 < len; i += 8)
+                diff |= load64(p + i) ^ load64(q + i);
+        }
+        return diff == 0;
+    }
+    if (len >= 4)
+        return ((load32(p) ^ load32(q)) | (load32(p + len - 4) ^ load32(q + len - 4))) == 0;
+    /* 0 to 3 bytes: the first, middle and last cover them all. */
+    return len == 0 || (p[0] == q[0] && p[len / 2] == q[len / 2] && p[len - 1] == q[len - 1]);
+}
+
 /* Function records also count the calls pointing at them, so that one no
  * worker ever served can be forgotten once its last call is answered: a
  * peer sending commands for ever new names must not grow the table. */
@@ -80,12 +120,62 @@ typedef struct {
     size_t ncalls;
 } function_rec;
 
-static size_t make_key(uint8_t *key, const void *eid, size_t eid_len, uint64_t call_id)
+/* ---- interned engine ids ---- */
+
+/* Drops a reference to e; frees it with the last one. */
+static void engine_id_release(broker_dispatch *d, broker_engine_id *e)
 {
-    key[0] = (uint8_t)eid_len;
-    memcpy(key + 1, eid, eid_len);
-    memcpy(key + 1 + eid_len, &call_id, 8);
-    return 1 + eid_len + 8;
+    assert(e->refs > 0);
+    if (--e->refs > 0)
+        return;
+    assert(d->last_engine != e);
+    HASH_DEL(d->engine_ids, e);
+    d->nengine_ids--;
+    free(e);
+}
+
+/* Makes e the last engine id seen, which holds a reference to it. */
+static void engine_id_remember(broker_dispatch *d, broker_engine_id *e)
+{
+    broker_engine_id *old = d->last_engine;
+    e->refs++;
+    d->last_engine = e;
+    if (old)
+        engine_id_release(d, old);
+}
+
+/*
+ * The interned engine id equal to id (1..FERRY_ROUTING_ID_MAX bytes), made
+ * when missing with create (NULL when memory runs out, or when missing
+ * without create). It becomes the last seen. The caller takes no reference.
+ */
+static inline broker_engine_id *engine_id_get(broker_dispatch *d, const void *id, size_t len,
+                                              int create)
+{
+    broker_engine_id *e = d->last_engine;
+    if (e && e->len == len && same_bytes(e->id, id, len))
+        return e;
+    HASH_FIND(hh, d->engine_ids, id, len, e);
+    if (!e) {
+        if (!create || !(e = malloc(sizeof *e)))
+            return NULL;
+        e->refs = 0;
+        e->len = (uint8_t)len;
+        memcpy(e->id, id, len);
+        HASH_ADD(hh, d->engine_ids, id, len, e);
+        e->salt = mix64(e->hh.hashv ^ 0x9e3779b97f4a7c15ull);
+        d->nengine_ids++;
+    }
+    engine_id_remember(d, e);
+    return e;
+}
+
+broker_engine_id *broker_dispatch_engine_id(broker_dispatch *d, const void *id, size_t len)
+{
+    broker_engine_id *e = NULL;
+    if (len > 0 && len <= FERRY_ROUTING_ID_MAX)
+        HASH_FIND(hh, d->engine_ids, id, len, e);
+    return e;
 }
 
 static function_rec *rec_of(broker_function *fn)
@@ -191,9 +281,8 @@ static void free_worker(broker_dispatch *d, broker_worker *w)
 
 void broker_dispatch_fini(broker_dispatch *d)
 {
-    broker_call *call;
     for (size_t i = 0; d->slots && i <= d->slot_mask; i++) {
-        call = d->slots[i].call;
+        broker_call *call = d->slots[i].call;
         if (!call)
             continue;
         ferry_timer_stop(d->timers, &call->timer);
@@ -201,10 +290,14 @@ void broker_dispatch_fini(broker_dispatch *d)
         free(call);
     }
     free(d->slots);
-    while (d->spare) {
-        call = d->spare;
-        d->spare = call->next;
-        free(call);
+    for (size_t i = 0; i < d->nspare; i++)
+        free(d->spare[i]);
+    free(d->spare);
+    broker_engine_id *e, *etmp;
+    HASH_ITER(hh, d->engine_ids, e, etmp)
+    {
+        HASH_DEL(d->engine_ids, e);
+        free(e);
     }
     broker_worker *w, *wtmp;
     HASH_ITER(hh, d->workers, w, wtmp)
@@ -404,7 +497,7 @@ int broker_dispatch_may_retry(const broker_call *call, const broker_worker *w)
     return 0;
 }
 
-static broker_worker *unflight(broker_dispatch *d, broker_call *call);
+static inline broker_worker *unflight(broker_dispatch *d, broker_call *call);
 
 void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t now_ms,
                                  broker_call **retry)
@@ -440,15 +533,14 @@ void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t n
 
 /* ---- the call table ---- */
 
-/* The slot holding the call with this key, or the empty one where it would go. */
-static inline size_t slot_of(const broker_dispatch *d, const uint8_t *key, size_t keylen,
-                             uint32_t hash)
+/* The slot holding the call (e, call_id), or the empty one where it would go. */
+static inline size_t slot_of(const broker_dispatch *d, const broker_engine_id *e,
+                             uint64_t call_id, uint32_t hash)
 {
     size_t mask = d->slot_mask;
     for (size_t i = hash & mask;; i = (i + 1) & mask) {
         const broker_call_slot *s = &d->slots[i];
-        if (!s->call || (s->hash == hash && s->call->keylen == keylen &&
-                         memcmp(s->call->key, key, keylen) == 0))
+        if (!s->call || (s->hash == hash && s->call->call_id == call_id && s->call->engine == e))
             return i;
     }
 }
@@ -501,13 +593,14 @@ static void remove_slot(broker_dispatch *d, const broker_call *call)
 /* Keeps a record that is in no table for the next call, up to SPARE_MAX. */
 static void release_record(broker_dispatch *d, broker_call *call)
 {
-    if (d->nspare < SPARE_MAX) {
-        call->next = d->spare;
-        d->spare = call;
-        d->nspare++;
-    } else {
+    if (!d->spare && !(d->spare = malloc(SPARE_MAX * sizeof *d->spare))) {
         free(call);
+        return;
     }
+    if (d->nspare < SPARE_MAX)
+        d->spare[d->nspare++] = call;
+    else
+        free(call);
 }
 
 ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, size_t eid_len,
@@ -517,57 +610,52 @@ ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, si
     *out = NULL;
     if (eid_len == 0 || eid_len > FERRY_ROUTING_ID_MAX || !function || fn_len == 0)
         return FERRY_EPROTO;
-    /* Every record has room for the longest key, so that freed ones serve
-     * again; their timer was set up when they were made and is idle. The
-     * key is made in the record, which goes back to the spares when the call
-     * is refused. */
-    broker_call *call = d->spare;
-    if (call) {
-        d->spare = call->next;
-        d->nspare--;
-    } else if ((call = malloc(sizeof *call + KEY_MAX))) {
-        ferry_timer_init(&call->timer, call_timer, d);
-    } else {
+    if (reserve_slot(d) != FERRY_OK)
         return FERRY_ENOMEM;
-    }
-    if (reserve_slot(d) != FERRY_OK) {
-        release_record(d, call);
+    broker_engine_id *e = engine_id_get(d, engine_id, eid_len, 1);
+    if (!e)
         return FERRY_ENOMEM;
-    }
     /* One probe for the duplicate check and the insert. */
-    size_t keylen = make_key(call->key, engine_id, eid_len, call_id);
-    uint32_t hash = dispatch_hash(call->key, keylen);
-    size_t slot = slot_of(d, call->key, keylen, hash);
-    if (d->slots[slot].call) {
-        release_record(d, call);
+    uint32_t hash = call_hash(e, call_id);
+    size_t slot = slot_of(d, e, call_id, hash);
+    if (d->slots[slot].call)
         return FERRY_EPROTO;
-    }
     broker_function *fn = d->last_fn;
-    if (!fn || fn->name_len != fn_len || memcmp(fn->name, function, fn_len) != 0) {
+    if (!fn || fn->name_len != fn_len || !same_bytes(fn->name, function, fn_len)) {
         int full = 0;
         fn = get_function(d, function, fn_len, 1, &full);
-        if (!fn) {
-            release_record(d, call);
+        if (!fn)
             return full ? FERRY_EOVERLOADED : FERRY_ENOMEM;
-        }
         d->last_fn = fn;
+    }
+    /* Freed records serve again; their timer was set up when they were
+     * made and is idle. */
+    broker_call *call;
+    if (d->nspare > 0) {
+        call = d->spare[--d->nspare];
+    } else if ((call = malloc(sizeof *call))) {
+        ferry_timer_init(&call->timer, call_timer, d);
+    } else {
+        forget_if_unused(d, fn);
+        return FERRY_ENOMEM;
     }
     /* Each field is set here: a record is not cleared as a whole. */
     assert(!ferry_timer_active(&call->timer));
+    call->engine = e;
+    e->refs++;
+    call->call_id = call_id;
+    call->hash = hash;
     call->state = BROKER_CALL_NEW;
     call->fn = fn;
     rec_of(fn)->ncalls++;
     call->worker = NULL;
     call->prev = call->next = NULL;
-    zmq_msg_init(&call->frame);
-    call->call_id = call_id;
-    call->retried = 0;
     uint32_t cap = d->lim.call_timeout_ms;
     call->timeout_ms = timeout_ms == 0 || timeout_ms > cap ? cap : timeout_ms;
     call->queued_ms = now_ms;
     call->deadline_ms = now_ms + call->timeout_ms;
-    call->keylen = keylen;
-    call->hash = hash;
+    zmq_msg_init(&call->frame);
+    call->retried = 0;
     d->slots[slot].call = call;
     d->slots[slot].hash = hash;
     d->ncalls++;
@@ -577,27 +665,35 @@ ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, si
 
 const uint8_t *broker_call_engine(const broker_call *call, size_t *len)
 {
-    *len = call->key[0];
-    return call->key + 1;
+    *len = call->engine->len;
+    return call->engine->id;
+}
+
+/* The call (engine_id, call_id), or NULL; engine_id becomes the last seen when it is known. */
+static inline broker_call *find_call(broker_dispatch *d, const void *engine_id, size_t eid_len,
+                                     uint64_t call_id)
+{
+    if (eid_len == 0 || eid_len > FERRY_ROUTING_ID_MAX || !d->slots)
+        return NULL;
+    broker_engine_id *e = engine_id_get(d, engine_id, eid_len, 0);
+    if (!e)
+        return NULL;
+    return d->slots[slot_of(d, e, call_id, call_hash(e, call_id))].call;
 }
 
 broker_call *broker_dispatch_find(broker_dispatch *d, const void *engine_id, size_t eid_len,
                                   uint64_t call_id)
 {
-    if (eid_len == 0 || eid_len > FERRY_ROUTING_ID_MAX || !d->slots)
-        return NULL;
-    uint8_t key[KEY_MAX];
-    size_t keylen = make_key(key, engine_id, eid_len, call_id);
-    return d->slots[slot_of(d, key, keylen, dispatch_hash(key, keylen))].call;
+    return find_call(d, engine_id, eid_len, call_id);
 }
 
 broker_call *broker_dispatch_match_reply(broker_dispatch *d, const void *rid, size_t rid_len,
                                          const void *engine_id, size_t eid_len, uint64_t call_id,
                                          broker_worker **w)
 {
-    broker_call *call = broker_dispatch_find(d, engine_id, eid_len, call_id);
+    broker_call *call = find_call(d, engine_id, eid_len, call_id);
     if (call && call->state == BROKER_CALL_IN_FLIGHT && call->worker->rid_len == rid_len &&
-        memcmp(call->worker->rid, rid, rid_len) == 0) {
+        same_bytes(call->worker->rid, rid, rid_len)) {
         *w = call->worker;
         return call;
     }
@@ -704,7 +800,7 @@ broker_call *broker_dispatch_take(broker_dispatch *d, broker_worker *w)
 }
 
 /* Takes an in-flight call off its worker, without giving the credit back yet. */
-static broker_worker *unflight(broker_dispatch *d, broker_call *call)
+static inline broker_worker *unflight(broker_dispatch *d, broker_call *call)
 {
     assert(call->state == BROKER_CALL_IN_FLIGHT);
     broker_worker *w = call->worker;
@@ -730,8 +826,18 @@ void broker_dispatch_complete(broker_dispatch *d, broker_call *call, int failed)
         call->fn->completed++;
         w->completed++;
     }
-    w->blocked = 0; /* it answers, so it reads */
+    /* It answers, so it reads: unblocked. Stored only when set, because
+     * update_rings reads blocked at once (with leaving, in one load), and a
+     * load over a store still in flight waits for it to reach the cache,
+     * and so for every store before it (unflight's, to a cold record). */
+    if (w->blocked)
+        w->blocked = 0;
     update_rings(w);
+    /* A worker answers mostly in the order it was sent calls, so its oldest
+     * call is most likely the next Reply's: fetch that call's slot now, a
+     * message ahead, rather than miss it then. */
+    if (w->calls)
+        __builtin_prefetch(&d->slots[w->calls->hash & d->slot_mask]);
 }
 
 int broker_dispatch_stray_reply(broker_dispatch *d, broker_worker *w)
@@ -761,6 +867,7 @@ void broker_dispatch_call_free(broker_dispatch *d, broker_call *call)
     remove_slot(d, call);
     zmq_msg_close(&call->frame);
     broker_function *fn = call->fn;
+    engine_id_release(d, call->engine);
     release_record(d, call);
     assert(rec_of(fn)->ncalls > 0);
     rec_of(fn)->ncalls--;

@@ -1,7 +1,13 @@
 /*
  * dispatch: the broker's call routing tables, with no sockets in them.
  *
- * Functions by name, workers by routing id, calls by (engine_id, call_id).
+ * Functions by name, workers by routing id, calls by (engine, call_id),
+ * where engine is the call's engine id interned: one broker_engine_id per
+ * distinct id, shared by the calls that name it, so that a call's key is
+ * two words (no bytes to copy, hash or compare per call) and its record
+ * does not carry room for a 255-byte id. Commands and Replies find the
+ * interned id through a one-entry cache of the last one seen (one engine
+ * host sends most of the traffic in a row), else through a hash table.
  * Each function keeps a FIFO of calls waiting for a worker and a ring of the
  * workers that serve it and have credit left, so picking a worker is O(1):
  * take the ring's head and rotate it (round robin between workers). A worker
@@ -50,6 +56,7 @@ typedef struct broker_worker broker_worker;
 typedef struct broker_member broker_member;
 typedef struct broker_call broker_call;
 typedef struct broker_call_slot broker_call_slot;
+typedef struct broker_engine_id broker_engine_id;
 
 typedef enum {
     BROKER_CALL_NEW,       /* in the call table only: being placed by its owner */
@@ -57,25 +64,39 @@ typedef enum {
     BROKER_CALL_IN_FLIGHT, /* sent to call->worker */
 } broker_call_state;
 
+/*
+ * An engine id, interned. Each call naming it holds a reference, and so
+ * does d->last_engine while it points here: it is freed when its last call
+ * goes, unless it is the last engine id seen (then when another one is
+ * seen, or at fini), so that an engine sending one call at a time does not
+ * make and free a record per call. A peer naming ever new engine ids grows
+ * this table no more than it grows the call table.
+ */
+struct broker_engine_id {
+    uint64_t salt;         /* from the id's hash: mixed with a call_id into the call's hash */
+    uint32_t refs;         /* calls naming it, plus one while it is d->last_engine */
+    uint8_t len;           /* 1..FERRY_ROUTING_ID_MAX */
+    uint8_t id[FERRY_ROUTING_ID_MAX];
+    UT_hash_handle hh;     /* d->engine_ids, keyed by id */
+};
+
+/* The fields every Command and Reply touches come first: 64 bytes, a cache line's worth. */
 struct broker_call {
-    uint32_t hash;             /* of key[0..keylen): its place in d->slots */
+    broker_engine_id *engine;  /* holds a reference; engine->id is where replies go */
+    uint64_t call_id;
+    uint32_t hash;             /* of (engine, call_id): its place in d->slots */
     broker_call_state state;
     broker_function *fn;       /* borrowed; a function outlives its calls */
     broker_worker *worker;     /* set while in flight */
     broker_call *prev, *next;  /* fn->queue while queued, worker->calls while in flight */
+    int64_t deadline_ms;
     zmq_msg_t frame;           /* the original Command frame while queued, and while in
                                 * flight when it may be re-sent (see may_retry); else empty */
+    int64_t queued_ms;         /* when it arrived (or came back from a lost worker) */
+    uint32_t timeout_ms;       /* effective timeout (after default and cap) */
+    int retried;               /* re-sent once after its worker was lost: never again */
     ferry_timer timer;         /* armed while queued only: deadline or unserved wait (the
                                 * backstop in flight is the worker's) */
-    int64_t queued_ms;         /* when it arrived (or came back from a lost worker) */
-    int64_t deadline_ms;
-    uint32_t timeout_ms;       /* effective timeout (after default and cap) */
-    uint64_t call_id;
-    int retried;               /* re-sent once after its worker was lost: never again */
-    size_t keylen;
-    uint8_t key[];             /* [len][engine_id...][call_id, 8 bytes in host order: the
-                                * key never leaves the process]; every record has room
-                                * for the longest */
 };
 
 /* One (worker, function) pair: the worker's place in the function's credit ring. */
@@ -145,7 +166,12 @@ struct broker_dispatch {
     broker_call_slot *slots;    /* the call table (dispatch.c); NULL until the first call */
     size_t slot_mask;           /* the number of slots (a power of two) less one */
     size_t ncalls;              /* calls in the table: NEW, queued and in flight */
-    broker_call *spare;         /* freed records kept for reuse (through next), nspare of them */
+    broker_engine_id *engine_ids; /* interned engine ids (uthash) */
+    broker_engine_id *last_engine; /* the last one a Command or Reply named (holds a
+                                    * reference): most name it again */
+    size_t nengine_ids;
+    broker_call **spare;        /* freed records kept for reuse, nspare of them: a stack of
+                                 * pointers, so that taking one reads no cold record */
     broker_function *last_fn;   /* the function of the last new call: most calls name it
                                  * again, and a comparison is cheaper than a hash */
     size_t nspare;
@@ -239,8 +265,14 @@ ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, si
                                    uint64_t call_id, const char *function, size_t fn_len,
                                    uint32_t timeout_ms, int64_t now_ms, broker_call **out);
 
-/* The engine id of call (points into the call). */
+/* The engine id of call (points into its interned record, which lives as long as the call). */
 const uint8_t *broker_call_engine(const broker_call *call, size_t *len);
+
+/*
+ * The interned engine id equal to id, or NULL (no call names it, and it is
+ * not the last seen). For tests: it leaves the last-seen cache alone.
+ */
+broker_engine_id *broker_dispatch_engine_id(broker_dispatch *d, const void *id, size_t len);
 
 /* The queued or in-flight call (engine_id, call_id), or NULL. */
 broker_call *broker_dispatch_find(broker_dispatch *d, const void *engine_id, size_t eid_len,

@@ -406,6 +406,160 @@ static void test_call_table_many(void **state)
     assert_int_equal(fx->d.ncalls, 0);
 }
 
+/* Engine ids are interned: calls naming one share a record, which goes
+ * with its last call (or, when it is the last seen, when another is seen). */
+static void test_engine_ids_interned(void **state)
+{
+    fixture *fx = *state;
+    broker_call *a1 = new_call(fx, "engine-a", 1, "echo", 0, T0);
+    broker_call *a2 = new_call(fx, "engine-a", 2, "echo", 0, T0);
+    broker_engine_id *a = broker_dispatch_engine_id(&fx->d, "engine-a", 8);
+    assert_non_null(a);
+    assert_ptr_equal(a1->engine, a);
+    assert_ptr_equal(a2->engine, a);
+    assert_ptr_equal(fx->d.last_engine, a);
+    assert_int_equal(a->refs, 3); /* two calls and the last-seen cache */
+    assert_int_equal(fx->d.nengine_ids, 1);
+
+    /* Another engine: a miss of the cache, which moves there. */
+    broker_call *b1 = new_call(fx, "engine-b", 1, "echo", 0, T0);
+    broker_engine_id *b = broker_dispatch_engine_id(&fx->d, "engine-b", 8);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    assert_ptr_equal(fx->d.last_engine, b);
+    assert_int_equal(a->refs, 2);
+    assert_int_equal(b->refs, 2);
+    assert_int_equal(fx->d.nengine_ids, 2);
+
+    /* Duplicates show through the cache (b) and past it (a). */
+    broker_call *dup = NULL;
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "engine-b", 8, 1, "echo", 4, 0, T0, &dup),
+                     FERRY_EPROTO);
+    assert_ptr_equal(fx->d.last_engine, b);
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "engine-a", 8, 2, "echo", 4, 0, T0, &dup),
+                     FERRY_EPROTO);
+    assert_null(dup);
+    assert_ptr_equal(fx->d.last_engine, a);
+    assert_int_equal(a->refs, 3);
+    assert_int_equal(b->refs, 1);
+
+    /* A lookup (the Reply's) moves the cache to a known engine, never to an
+     * unknown one, and interns nothing. */
+    assert_ptr_equal(broker_dispatch_find(&fx->d, "engine-b", 8, 1), b1);
+    assert_ptr_equal(fx->d.last_engine, b);
+    assert_null(broker_dispatch_find(&fx->d, "engine-c", 8, 1));
+    assert_ptr_equal(fx->d.last_engine, b);
+    assert_null(broker_dispatch_engine_id(&fx->d, "engine-c", 8));
+    assert_int_equal(fx->d.nengine_ids, 2);
+    assert_int_equal(a->refs, 2);
+
+    /* a goes with its last call. */
+    broker_dispatch_call_free(&fx->d, a1);
+    assert_int_equal(a->refs, 1);
+    broker_dispatch_call_free(&fx->d, a2);
+    assert_null(broker_dispatch_engine_id(&fx->d, "engine-a", 8));
+    assert_int_equal(fx->d.nengine_ids, 1);
+    /* b is the last seen: it outlives its last call until another is seen. */
+    broker_dispatch_call_free(&fx->d, b1);
+    assert_ptr_equal(broker_dispatch_engine_id(&fx->d, "engine-b", 8), b);
+    assert_int_equal(b->refs, 1);
+    broker_call *c1 = new_call(fx, "engine-c", 1, "echo", 0, T0);
+    assert_null(broker_dispatch_engine_id(&fx->d, "engine-b", 8));
+    assert_int_equal(fx->d.nengine_ids, 1);
+    size_t len;
+    const uint8_t *eid = broker_call_engine(c1, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(eid, "engine-c", 8);
+    /* A refused call holds no reference. */
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "engine-d", 8, 1, "", 0, 0, T0, &dup),
+                     FERRY_EPROTO);
+    assert_int_equal(broker_dispatch_call_new(&fx->d, "engine-c", 8, 1, "echo", 4, 0, T0, &dup),
+                     FERRY_EPROTO);
+    assert_int_equal(broker_dispatch_engine_id(&fx->d, "engine-c", 8)->refs, 2);
+}
+
+/* Many engines, their calls interleaved so that the cache mostly misses. */
+static void test_engine_ids_many(void **state)
+{
+    fixture *fx = *state;
+    enum { ENGINES = 300, PER = 3 };
+    static broker_call *calls[ENGINES * PER];
+    char eid[32];
+    for (int k = 0; k < PER; k++) {
+        for (int e = 0; e < ENGINES; e++) {
+            snprintf(eid, sizeof eid, "engine-%d", e);
+            calls[e * PER + k] = new_call(fx, eid, (uint64_t)k, "echo", 0, T0);
+        }
+    }
+    assert_int_equal(fx->d.nengine_ids, ENGINES);
+    for (int e = 0; e < ENGINES; e++) {
+        snprintf(eid, sizeof eid, "engine-%d", e);
+        broker_engine_id *rec = broker_dispatch_engine_id(&fx->d, eid, strlen(eid));
+        assert_non_null(rec);
+        for (int k = 0; k < PER; k++) {
+            assert_ptr_equal(calls[e * PER + k]->engine, rec);
+            assert_ptr_equal(broker_dispatch_find(&fx->d, eid, strlen(eid), (uint64_t)k),
+                             calls[e * PER + k]);
+        }
+        assert_null(broker_dispatch_find(&fx->d, eid, strlen(eid), PER));
+    }
+    /* Out go the calls, engine by engine: each id with its last call. */
+    for (int e = 0; e < ENGINES; e++) {
+        snprintf(eid, sizeof eid, "engine-%d", e);
+        for (int k = 0; k < PER; k++)
+            broker_dispatch_call_free(&fx->d, calls[e * PER + k]);
+        broker_engine_id *rec = broker_dispatch_engine_id(&fx->d, eid, strlen(eid));
+        if (rec) /* only the last seen stays */
+            assert_ptr_equal(rec, fx->d.last_engine);
+    }
+    assert_int_equal(fx->d.ncalls, 0);
+    assert_true(fx->d.nengine_ids <= 1);
+}
+
+/* Ids are compared a word at a time with overlapping loads: ids of every
+ * length that differ in one byte, wherever it is, are different ids, and
+ * so are function names. */
+static void test_ids_differ_anywhere(void **state)
+{
+    fixture *fx = *state;
+    uint8_t base[FERRY_ROUTING_ID_MAX], other[FERRY_ROUTING_ID_MAX];
+    for (size_t i = 0; i < sizeof base; i++)
+        base[i] = (uint8_t)('a' + i % 26);
+    for (size_t len = 1; len <= FERRY_ROUTING_ID_MAX; len++) {
+        for (size_t pos = 0; pos < len; pos++) {
+            memcpy(other, base, len);
+            other[pos] ^= 0x20;
+            broker_call *x = NULL, *y = NULL;
+            assert_int_equal(broker_dispatch_call_new(&fx->d, base, len, 7, "echo", 4, 0, T0, &x),
+                             FERRY_OK);
+            /* The cache holds base now: other must miss it. */
+            assert_int_equal(broker_dispatch_call_new(&fx->d, other, len, 7, "echo", 4, 0, T0, &y),
+                             FERRY_OK);
+            assert_ptr_not_equal(x->engine, y->engine);
+            assert_ptr_equal(broker_dispatch_find(&fx->d, base, len, 7), x);
+            assert_ptr_equal(broker_dispatch_find(&fx->d, other, len, 7), y);
+            broker_dispatch_call_free(&fx->d, x);
+            broker_dispatch_call_free(&fx->d, y);
+        }
+    }
+    char name[41], alt[41];
+    for (size_t len = 1; len < sizeof name; len++) {
+        memcpy(name, base, len);
+        name[len] = '\0';
+        for (size_t pos = 0; pos < len; pos++) {
+            memcpy(alt, name, len + 1);
+            alt[pos] ^= 0x20;
+            broker_call *x = new_call(fx, "e1", 1, name, 0, T0);
+            broker_call *y = new_call(fx, "e1", 2, alt, 0, T0);
+            assert_ptr_not_equal(x->fn, y->fn);
+            assert_string_equal(y->fn->name, alt);
+            broker_dispatch_call_free(&fx->d, x);
+            broker_dispatch_call_free(&fx->d, y);
+        }
+    }
+    assert_int_equal(fx->d.ncalls, 0);
+}
+
 static void test_timeout_default_and_cap(void **state)
 {
     fixture *fx = *state;
@@ -637,6 +791,10 @@ static void test_match_reply(void **state)
     assert_null(w);
     /* A prefix of the worker's id is another worker. */
     assert_null(broker_dispatch_match_reply(&fx->d, at->rid, 2, "e1", 2, 1, &w));
+    assert_null(w);
+    /* So is an id of the same length that differs in one byte. */
+    char near[3] = {(char)at->rid[0], (char)at->rid[1], (char)(at->rid[2] ^ 1)};
+    assert_null(broker_dispatch_match_reply(&fx->d, near, 3, "e1", 2, 1, &w));
     assert_null(w);
     /* Unknown calls, and a call that is only queued, match nothing. */
     assert_null(broker_dispatch_match_reply(&fx->d, at->rid, 3, "e1", 2, 2, &w));
@@ -989,6 +1147,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ready_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call_lookup_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call_table_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_engine_ids_interned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_engine_ids_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ids_differ_anywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_default_and_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unserved_gives_no_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_deadline_unserved, setup, teardown),
