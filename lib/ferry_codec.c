@@ -837,6 +837,51 @@ static void keep(stash *st, const wire_field *f)
     st->total++;
 }
 
+/*
+ * The fields a Command and a Reply share, when their one-byte key is at *q:
+ * engine_id (1) and call_id (2). 1 when read (q moves past it), 0 when the
+ * key is another, -1 when it does not decode (the build gave up) or memory
+ * ran out.
+ */
+static inline __attribute__((always_inline)) int
+routing_field(builder *b, const uint8_t **q, const uint8_t *end, ProtobufCBinaryData *engine_id,
+              uint64_t *call_id)
+{
+    uint64_t n;
+    switch (**q) {
+    case 1 << 3 | 2:
+        (*q)++;
+        if (!read_length(q, end, &n))
+            return give_up(b), -1;
+        if (!copy_bytes(b, *q, (size_t)n, engine_id))
+            return -1;
+        *q += n;
+        return 1;
+    case 2 << 3 | 0:
+        (*q)++;
+        if (!read_varint_max(q, end, 10, call_id))
+            return give_up(b), -1;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Keeps the Value field (number tag) whose one-byte key is at *q for
+ * build_values; q moves past it. 0 when it does not decode. */
+static inline __attribute__((always_inline)) int
+keep_value(builder *b, stash *st, uint32_t tag, const uint8_t **q, const uint8_t *end)
+{
+    uint64_t n;
+    (*q)++;
+    if (!read_length(q, end, &n))
+        return give_up(b), 0;
+    wire_field f = {.tag = tag, .wire = 2, .data = *q, .len = (size_t)n};
+    keep(st, &f);
+    *q += n;
+    return 1;
+}
+
 static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
 {
     Ferry__Command *c = build_alloc(b, sizeof *c);
@@ -849,21 +894,13 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
     wire_field f;
     while (q < end) {
         /* The keys Ferry writes, read directly; anything else below. */
+        int routing = routing_field(b, &q, end, &c->engine_id, &c->call_id);
+        if (routing < 0)
+            return NULL;
+        if (routing)
+            continue;
         uint64_t n;
         switch (*q) {
-        case 1 << 3 | 2: /* engine_id */
-            q++;
-            if (!read_length(&q, end, &n))
-                return give_up(b);
-            if (!copy_bytes(b, q, (size_t)n, &c->engine_id))
-                return NULL;
-            q += n;
-            continue;
-        case 2 << 3 | 0: /* call_id */
-            q++;
-            if (!read_varint_max(&q, end, 10, &c->call_id))
-                return give_up(b);
-            continue;
         case 3 << 3 | 2: /* function */
             q++;
             if (!read_length(&q, end, &n))
@@ -873,16 +910,8 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
             q += n;
             continue;
         case 4 << 3 | 2: /* args */
-            f.tag = 4;
-            f.wire = 2;
-            f.value = 0;
-            q++;
-            if (!read_length(&q, end, &n))
-                return give_up(b);
-            f.data = q;
-            f.len = (size_t)n;
-            keep(&args, &f);
-            q += n;
+            if (!keep_value(b, &args, 4, &q, end))
+                return NULL;
             continue;
         case 5 << 3 | 0: /* timeout_ms */
             q++;
@@ -963,32 +992,15 @@ static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
     wire_field f;
     while (q < end) {
         /* The keys Ferry writes, read directly; anything else below. */
-        uint64_t n;
+        int routing = routing_field(b, &q, end, &r->engine_id, &r->call_id);
+        if (routing < 0)
+            return NULL;
+        if (routing)
+            continue;
         switch (*q) {
-        case 1 << 3 | 2: /* engine_id */
-            q++;
-            if (!read_length(&q, end, &n))
-                return give_up(b);
-            if (!copy_bytes(b, q, (size_t)n, &r->engine_id))
-                return NULL;
-            q += n;
-            continue;
-        case 2 << 3 | 0: /* call_id */
-            q++;
-            if (!read_varint_max(&q, end, 10, &r->call_id))
-                return give_up(b);
-            continue;
         case 3 << 3 | 2: /* values */
-            f.tag = 3;
-            f.wire = 2;
-            f.value = 0;
-            q++;
-            if (!read_length(&q, end, &n))
-                return give_up(b);
-            f.data = q;
-            f.len = (size_t)n;
-            keep(&values, &f);
-            q += n;
+            if (!keep_value(b, &values, 3, &q, end))
+                return NULL;
             continue;
         default:
             break;
