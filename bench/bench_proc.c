@@ -4,23 +4,19 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define STOP_BOUND_MS 30000 /* a child under valgrind takes a while to write its profile */
 #define KILL_BOUND_MS 5000
+#define LOG_LINES 200 /* of a child's log, printed on stderr */
 #define MAX_STACKS 32
 
 static bench_proc_config config = {.bin_dir = ".", .log_level = "info"};
@@ -129,25 +125,6 @@ int bench_stack_init(bench_stack *s)
     return 0;
 }
 
-/* environ without FERRY_* settings, plus extra: a malloc'd array (free only the array). */
-static char **child_env(char *extra)
-{
-    extern char **environ;
-    size_t n = 0;
-    while (environ[n])
-        n++;
-    char **envp = malloc((n + 2) * sizeof *envp);
-    if (!envp)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "FERRY_", 6) != 0)
-            envp[k++] = environ[i];
-    envp[k++] = extra;
-    envp[k] = NULL;
-    return envp;
-}
-
 /* Resolves a program name through PATH into out (before fork: no malloc after). */
 static int find_program(const char *name, char *out, size_t outlen)
 {
@@ -175,13 +152,7 @@ int bench_stack_spawn(bench_stack *s, const char *binary, const char *role,
     if (s->nprocs == BENCH_MAX_PROCS)
         return -1;
     int idx = s->nprocs;
-    bench_proc *p = &s->procs[idx];
-    char name[sizeof p->name];
-    snprintf(name, sizeof name, "%s.%d", role ? role : binary, idx);
-    memcpy(p->name, name, sizeof name);
-    char log[sizeof p->log];
-    snprintf(log, sizeof log, "%s/%s.log", s->dir, name);
-    memcpy(p->log, log, sizeof log);
+    ferry_proc *p = &s->procs[idx];
     char path[512];
     snprintf(path, sizeof path, "%s/%s", config.bin_dir, binary);
     if (access(path, X_OK) != 0) {
@@ -231,36 +202,23 @@ int bench_stack_spawn(bench_stack *s, const char *binary, const char *role,
         argv[n++] = argv_extra[i];
     argv[n] = NULL;
 
-    /* Everything the child needs is made before fork: the bench has ZeroMQ
-     * threads, so the child may only make async-signal-safe calls. */
     char level[64];
     snprintf(level, sizeof level, "FERRY_LOG_LEVEL=%s", config.log_level);
-    char **envp = child_env(level);
-    int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = envp && fd >= 0 ? fork() : -1;
-    if (pid == 0) {
-        /* Die with the bench, whatever kills it. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        execve(exe, (char *const *)argv, envp);
-        _exit(127);
-    }
-    if (fd >= 0)
-        close(fd);
+    const char *add[] = {level, NULL};
+    char **envp = ferry_proc_env(add, NULL);
+    /* Die with the bench, whatever kills it; the signals it catches or
+     * ignores are the child's own business again. */
+    ferry_proc_opts o = {.path = exe,
+                         .argv = argv,
+                         .envp = envp,
+                         .flags = FERRY_PROC_DIE_WITH_PARENT | FERRY_PROC_DEFAULT_SIGNALS};
+    int rc = envp ? ferry_proc_start(p, s->dir, role ? role : binary, idx, &o) : -1;
     free(envp);
-    if (pid < 0) {
+    if (rc != 0) {
         fprintf(stderr, "ferry-bench: cannot start %s: %s\n", binary, strerror(errno));
         return -1;
     }
-    p->pid = pid;
+    p->stop_last = strstr(p->name, "broker") != NULL;
     s->nprocs++;
     return idx;
 }
@@ -270,56 +228,10 @@ pid_t bench_stack_pid(const bench_stack *s, int idx)
     return idx >= 0 && idx < s->nprocs ? s->procs[idx].pid : 0;
 }
 
-/* Waits for pid to exit within timeout_ms through a pidfd. The wait status, or -1. */
-static int wait_child(pid_t pid, int timeout_ms)
-{
-    int status;
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd >= 0) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int64_t until = bench_now_ns() / 1000000 + timeout_ms;
-        int rc;
-        do {
-            int64_t left = until - bench_now_ns() / 1000000;
-            rc = poll(&pfd, 1, left > 0 ? (int)left : 0);
-        } while (rc < 0 && errno == EINTR);
-        close(fd);
-        if (rc <= 0)
-            return -1;
-    } else {
-        /* No pidfd (old kernel): look every 10 ms, within the same bound. */
-        for (int waited = 0; waited < timeout_ms; waited += 10) {
-            pid_t r = waitpid(pid, &status, WNOHANG);
-            if (r == pid)
-                return status;
-            if (r < 0)
-                return -1;
-            poll(NULL, 0, 10);
-        }
-        return -1;
-    }
-    if (waitpid(pid, &status, 0) != pid)
-        return -1;
-    return status;
-}
-
-static void dump_log(const bench_proc *p)
-{
-    FILE *f = fopen(p->log, "r");
-    fprintf(stderr, "----- %s (%s) -----\n", p->name, p->log);
-    if (!f)
-        return;
-    char line[2048];
-    int lines = 0;
-    while (fgets(line, sizeof line, f) && lines++ < 200)
-        fputs(line, stderr);
-    fclose(f);
-}
-
 int bench_stack_alive(bench_stack *s)
 {
     for (int i = 0; i < s->nprocs; i++) {
-        bench_proc *p = &s->procs[i];
+        ferry_proc *p = &s->procs[i];
         if (p->pid <= 0)
             continue;
         int status;
@@ -329,7 +241,7 @@ int bench_stack_alive(bench_stack *s)
             fprintf(stderr, "ferry-bench: %s exited (status %d, signal %d)\n", p->name,
                     WIFEXITED(status) ? WEXITSTATUS(status) : -1,
                     WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-            dump_log(p);
+            ferry_proc_dump_log(p, LOG_LINES);
             return 0;
         }
     }
@@ -338,37 +250,10 @@ int bench_stack_alive(bench_stack *s)
 
 int bench_stack_stop(bench_stack *s, int print_logs)
 {
-    int clean = 1;
-    /* Engines and workers first, then brokers, so nobody waits on a gone peer. */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < s->nprocs; i++) {
-            int is_broker = strstr(s->procs[i].name, "broker") != NULL;
-            if (is_broker == pass && s->procs[i].pid > 0)
-                kill(s->procs[i].pid, SIGTERM);
-        }
-        for (int i = 0; i < s->nprocs; i++) {
-            bench_proc *p = &s->procs[i];
-            int is_broker = strstr(p->name, "broker") != NULL;
-            if (is_broker != pass || p->pid <= 0)
-                continue;
-            int st = wait_child(p->pid, STOP_BOUND_MS);
-            if (st == -1) {
-                fprintf(stderr, "ferry-bench: %s did not exit on SIGTERM, killing it\n", p->name);
-                kill(p->pid, SIGKILL);
-                wait_child(p->pid, KILL_BOUND_MS);
-                clean = 0;
-            } else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-                fprintf(stderr, "ferry-bench: %s exited with status %d (signal %d)\n", p->name,
-                        WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-                clean = 0;
-            }
-            p->pid = 0;
-            p->status = st;
-        }
-    }
-    if (print_logs || !clean || config.verbose)
+    int rc = ferry_proc_stop_all(s->procs, s->nprocs, STOP_BOUND_MS, KILL_BOUND_MS, "ferry-bench");
+    if (print_logs || rc != 0 || config.verbose)
         for (int i = 0; i < s->nprocs; i++)
-            dump_log(&s->procs[i]);
+            ferry_proc_dump_log(&s->procs[i], LOG_LINES);
     s->nprocs = 0;
     track(s, 0);
     if (s->dir[0] && !getenv("FERRY_BENCH_KEEP")) {
@@ -378,7 +263,7 @@ int bench_stack_stop(bench_stack *s, int print_logs)
             fprintf(stderr, "ferry-bench: could not remove %s\n", s->dir);
     }
     s->dir[0] = '\0';
-    return clean ? 0 : -1;
+    return rc;
 }
 
 int64_t bench_cpu_ns(pid_t pid)

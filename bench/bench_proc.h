@@ -11,6 +11,8 @@
 #ifndef BENCH_PROC_H
 #define BENCH_PROC_H
 
+#include "ferry_proc.h"
+
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -18,16 +20,9 @@
 #define BENCH_MAX_WRAP 16
 
 typedef struct {
-    char name[48];
-    pid_t pid;  /* 0 once reaped */
-    int status; /* wait status once reaped */
-    char log[300];
-} bench_proc;
-
-typedef struct {
     char dir[128];
     char clients[160], commands[160], engines[160], workers[160];
-    bench_proc procs[BENCH_MAX_PROCS];
+    ferry_proc procs[BENCH_MAX_PROCS]; /* brokers (stop_last) stop after the rest */
     int nprocs;
 } bench_stack;
 

@@ -61,6 +61,17 @@ static void start_broker(fixture *fx, const char *const *extra)
     assert_non_null(fx->s.client);
 }
 
+/* A broker, one engine (eargs) and one worker (wargs), both registered. The worker's index. */
+static int start_one_each(fixture *fx, const char *const *eargs, const char *const *wargs)
+{
+    start_broker(fx, NULL);
+    assert_true(stack_start_engine(&fx->s, eargs) >= 0);
+    int worker = stack_start_worker(&fx->s, wargs);
+    assert_true(worker >= 0);
+    assert_int_equal(stack_wait_ready(&fx->s, 1, 1, 10000), 0);
+    return worker;
+}
+
 static Ferry__Stats *stats(fixture *fx, Ferry__Envelope **env)
 {
     assert_int_equal(ferry_client_stats(fx->s.client, 5000, env), FERRY_OK);
@@ -136,11 +147,8 @@ static void kill9(fixture *fx, int idx)
 static void test_kill9_worker_mid_call_not_idempotent(void **state)
 {
     fixture *fx = *state;
-    start_broker(fx, NULL);
-    assert_true(stack_start_engine(&fx->s, NULL) >= 0);
     const char *wargs[] = {"--not-idempotent", "sleep", NULL};
-    int worker = stack_start_worker(&fx->s, wargs);
-    assert_int_equal(stack_wait_ready(&fx->s, 1, 1, 10000), 0);
+    int worker = start_one_each(fx, NULL, wargs);
 
     submit(fx, "return ferry.call('sleep', 20000)", 30000, NULL);
     wait_stats(fx, in_flight_at_least, 1, 10000);
@@ -167,11 +175,8 @@ static void test_kill9_worker_mid_call_not_idempotent(void **state)
 static void test_silent_worker_is_lost_past_liveness(void **state)
 {
     fixture *fx = *state;
-    start_broker(fx, NULL);
-    assert_true(stack_start_engine(&fx->s, NULL) >= 0);
     const char *wargs[] = {"--not-idempotent", "sleep", NULL};
-    int worker = stack_start_worker(&fx->s, wargs);
-    assert_int_equal(stack_wait_ready(&fx->s, 1, 1, 10000), 0);
+    int worker = start_one_each(fx, NULL, wargs);
 
     submit(fx, "local ok, e = pcall(ferry.call, 'sleep', 20000) return e.code", 30000, NULL);
     wait_stats(fx, in_flight_at_least, 1, 10000);
@@ -236,11 +241,8 @@ static void test_kill9_worker_echo_calls_all_succeed(void **state)
 static void test_sigterm_worker_drains_100_sleeps(void **state)
 {
     fixture *fx = *state;
-    start_broker(fx, NULL);
     const char *eargs[] = {"--slots", "1000", NULL};
-    assert_true(stack_start_engine(&fx->s, eargs) >= 0);
-    int leaving = stack_start_worker(&fx->s, NULL);
-    assert_int_equal(stack_wait_ready(&fx->s, 1, 1, 10000), 0);
+    int leaving = start_one_each(fx, eargs, NULL);
 
     enum { N = 100 };
     for (int i = 0; i < N; i++)
@@ -289,11 +291,8 @@ static int workers_at_most(const Ferry__Stats *st, uint64_t want)
 static void test_second_sigterm_stops_a_draining_worker(void **state)
 {
     fixture *fx = *state;
-    start_broker(fx, NULL);
-    assert_true(stack_start_engine(&fx->s, NULL) >= 0);
     const char *wargs[] = {"--not-idempotent", "sleep", NULL};
-    int worker = stack_start_worker(&fx->s, wargs);
-    assert_int_equal(stack_wait_ready(&fx->s, 1, 1, 10000), 0);
+    int worker = start_one_each(fx, NULL, wargs);
 
     enum { N = 5 };
     for (int i = 0; i < N; i++)
@@ -430,7 +429,7 @@ static void test_sigterm_engine_drains_its_scripts(void **state)
 
 static int alive(fixture *fx, int idx)
 {
-    stack_proc *p = &fx->s.procs[idx];
+    ferry_proc *p = &fx->s.procs[idx];
     if (p->pid == 0)
         return 0;
     return waitpid(p->pid, &p->status, WNOHANG) == 0;
@@ -514,10 +513,7 @@ static void test_kill9_broker_and_restart(void **state)
 static void test_client_times_out_when_broker_vanishes(void **state)
 {
     fixture *fx = *state;
-    start_broker(fx, NULL);
-    assert_true(stack_start_engine(&fx->s, NULL) >= 0);
-    assert_true(stack_start_worker(&fx->s, NULL) >= 0);
-    assert_int_equal(stack_wait_ready(&fx->s, 1, 1, 10000), 0);
+    start_one_each(fx, NULL, NULL);
 
     /* Gone after the submission: the wait ends at the deadline plus the grace. */
     submit(fx, "return ferry.call('sleep', 10000)", 1000, NULL);
@@ -555,10 +551,7 @@ static void test_client_times_out_when_broker_vanishes(void **state)
 static void test_unserved_function_ends_by_its_deadline(void **state)
 {
     fixture *fx = *state;
-    start_broker(fx, NULL);
-    assert_true(stack_start_engine(&fx->s, NULL) >= 0);
-    assert_true(stack_start_worker(&fx->s, NULL) >= 0);
-    assert_int_equal(stack_wait_ready(&fx->s, 1, 1, 10000), 0);
+    start_one_each(fx, NULL, NULL);
 
     ferry_result r;
     int64_t t0 = ferry_now_ms();

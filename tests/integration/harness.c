@@ -5,15 +5,12 @@
 #include "ferry_clock.h"
 #include "ferry_wire.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,57 +29,28 @@ int stack_init(ferry_stack *s)
     return 0;
 }
 
-/* environ without FERRY_* settings, plus extra: a malloc'd array (free only the array). */
-static char **child_env(char *extra)
+/* FERRY_LOG_LEVEL for the children: $FERRY_TEST_LOG_LEVEL, or info. */
+static const char *child_log_level(void)
 {
-    extern char **environ;
-    size_t n = 0;
-    while (environ[n])
-        n++;
-    char **envp = malloc((n + 2) * sizeof *envp);
-    if (!envp)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "FERRY_", 6) != 0)
-            envp[k++] = environ[i];
-    envp[k++] = extra;
-    envp[k] = NULL;
-    return envp;
+    const char *level = getenv("FERRY_TEST_LOG_LEVEL");
+    return level ? level : "info";
 }
 
 /*
- * Starts argv[0] with envp in the next process slot, named "<name>.<slot>",
- * stdout and stderr into its log. Everything the child needs is made before
- * fork: between fork and exec a child of this multi-threaded process may only
- * make async-signal-safe calls (no malloc, so no setenv). Returns the slot or -1.
+ * Starts argv[0] with envp (built before fork: see ferry_proc.h) in the next
+ * process slot, named "<name>.<slot>", stdout and stderr into its log. A
+ * ferry-broker is stopped after the rest. Returns the slot or -1.
  */
 static int launch(ferry_stack *s, const char *name, const char *const *argv, char **envp)
 {
     if (s->nprocs == STACK_MAX_PROCS || !envp || !argv[0])
         return -1;
     int idx = s->nprocs;
-    stack_proc *p = &s->procs[idx];
-    /* Built locally: gcc -O2 takes p->name and s->dir for one object (-Wrestrict). */
-    char pname[sizeof p->name], log[sizeof p->log];
-    snprintf(pname, sizeof pname, "%s.%d", name, idx);
-    snprintf(log, sizeof log, "%s/%s.log", s->dir, pname);
-    memcpy(p->name, pname, sizeof pname);
-    memcpy(p->log, log, sizeof log);
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    fflush(NULL);
-    pid_t pid = fd >= 0 ? fork() : -1;
-    if (pid == 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execve(argv[0], (char *const *)argv, envp);
-        _exit(127);
-    }
-    if (fd >= 0)
-        close(fd);
-    if (pid < 0)
+    ferry_proc *p = &s->procs[idx];
+    ferry_proc_opts o = {.argv = argv, .envp = envp};
+    if (ferry_proc_start(p, s->dir, name, idx, &o) != 0)
         return -1;
-    p->pid = pid;
+    p->stop_last = strncmp(name, "ferry-broker", 12) == 0;
     s->nprocs++;
     return idx;
 }
@@ -120,9 +88,9 @@ int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra)
     argv[n] = NULL;
 
     char level[64];
-    snprintf(level, sizeof level, "FERRY_LOG_LEVEL=%s",
-             getenv("FERRY_TEST_LOG_LEVEL") ? getenv("FERRY_TEST_LOG_LEVEL") : "info");
-    char **envp = child_env(level);
+    snprintf(level, sizeof level, "FERRY_LOG_LEVEL=%s", child_log_level());
+    const char *add[] = {level, NULL};
+    char **envp = ferry_proc_env(add, NULL);
     int idx = launch(s, binary, argv, envp);
     free(envp);
     return idx;
@@ -177,43 +145,9 @@ void stack_signal(ferry_stack *s, int idx, int sig)
         kill(s->procs[idx].pid, sig);
 }
 
-/*
- * Waits for pid to exit within timeout_ms through a pidfd, which becomes
- * readable when the child exits. Returns the wait status, or -1.
- */
-static int wait_child(pid_t pid, int timeout_ms)
-{
-    int status;
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd >= 0) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int64_t until = ferry_now_ms() + timeout_ms;
-        int rc;
-        do {
-            int64_t left = until - ferry_now_ms();
-            rc = poll(&pfd, 1, left > 0 ? (int)left : 0);
-        } while (rc < 0 && errno == EINTR);
-        close(fd);
-        if (rc <= 0)
-            return -1;
-    }
-    /* Without a pidfd (old kernel) this blocks: the ctest timeout bounds it. */
-    if (waitpid(pid, &status, 0) != pid)
-        return -1;
-    return status;
-}
-
 int stack_wait_exit(ferry_stack *s, int idx, int timeout_ms)
 {
-    stack_proc *p = &s->procs[idx];
-    if (p->pid == 0)
-        return p->status;
-    int status = wait_child(p->pid, timeout_ms);
-    if (status == -1)
-        return -1;
-    p->pid = 0;
-    p->status = status;
-    return status;
+    return ferry_proc_reap(&s->procs[idx], timeout_ms);
 }
 
 void stack_passed(ferry_stack *s)
@@ -221,64 +155,22 @@ void stack_passed(ferry_stack *s)
     s->passed = 1;
 }
 
-static void dump_log(const stack_proc *p)
-{
-    FILE *f = fopen(p->log, "r");
-    fprintf(stderr, "----- %s (%s) -----\n", p->name, p->log);
-    if (!f)
-        return;
-    char line[2048];
-    int lines = 0;
-    while (fgets(line, sizeof line, f) && lines++ < 400)
-        fputs(line, stderr);
-    fclose(f);
-}
-
 int stack_stop(ferry_stack *s)
 {
     ferry_client_destroy(&s->client);
-    int clean = 1;
-    /* Engines and workers first, then the broker, so nobody waits on a gone peer. */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < s->nprocs; i++) {
-            int is_broker = strncmp(s->procs[i].name, "ferry-broker", 12) == 0;
-            if (is_broker != pass)
-                continue;
-            if (s->procs[i].pid > 0)
-                kill(s->procs[i].pid, SIGTERM);
-        }
-        for (int i = 0; i < s->nprocs; i++) {
-            int is_broker = strncmp(s->procs[i].name, "ferry-broker", 12) == 0;
-            if (is_broker != pass)
-                continue;
-            int was_running = s->procs[i].pid > 0;
-            int st = stack_wait_exit(s, i, 10000);
-            if (st == -1) {
-                fprintf(stderr, "harness: %s did not exit on SIGTERM within 10 s\n",
-                        s->procs[i].name);
-                kill(s->procs[i].pid, SIGKILL);
-                stack_wait_exit(s, i, 5000);
-                clean = 0;
-            } else if (was_running && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-                fprintf(stderr, "harness: %s exited with status %d (signal %d)\n",
-                        s->procs[i].name, WIFEXITED(st) ? WEXITSTATUS(st) : -1,
-                        WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-                clean = 0;
-            }
-        }
-    }
-    if (!s->passed || !clean)
+    int rc = ferry_proc_stop_all(s->procs, s->nprocs, 10000, 5000, "harness");
+    if (!s->passed || rc != 0)
         for (int i = 0; i < s->nprocs; i++)
-            dump_log(&s->procs[i]);
+            ferry_proc_dump_log(&s->procs[i], 400);
     if (getenv("FERRY_TEST_KEEP")) {
         fprintf(stderr, "harness: kept %s\n", s->dir);
-        return clean ? 0 : -1;
+        return rc;
     }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
     if (system(cmd) != 0)
         fprintf(stderr, "harness: could not remove %s\n", s->dir);
-    return clean ? 0 : -1;
+    return rc;
 }
 
 ferry_err stack_run(ferry_stack *s, const char *source, Ferry__Value *const *args, size_t nargs,
@@ -301,39 +193,29 @@ static char *slurp_fd(int fd)
     return b.data;
 }
 
-int stack_cli(ferry_stack *s, const char *const *argv, char **out, char **err, int timeout_ms)
+/*
+ * Runs argv[0] with envp (NULL: out of memory, fails) to completion, killed
+ * after timeout_ms, with stdout and stderr into <stack dir>/<tag>.out and
+ * .err, handed back as malloc'd strings (caller frees; out and err may be
+ * NULL). Returns the exit status, or -1.
+ */
+static int run_captured(ferry_stack *s, const char *tag, const char *const *argv, char **envp,
+                        char **out, char **err, int timeout_ms)
 {
-    char path[512], opath[300], epath[300];
-    snprintf(path, sizeof path, "%s/ferry", FERRY_BIN_DIR);
-    snprintf(opath, sizeof opath, "%s/cli.out", s->dir);
-    snprintf(epath, sizeof epath, "%s/cli.err", s->dir);
+    char opath[300], epath[300];
+    snprintf(opath, sizeof opath, "%s/%s.out", s->dir, tag);
+    snprintf(epath, sizeof epath, "%s/%s.err", s->dir, tag);
     int ofd = open(opath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int efd = open(epath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (ofd < 0 || efd < 0)
+    if (ofd < 0 || efd < 0 || !envp) {
+        if (ofd >= 0)
+            close(ofd);
+        if (efd >= 0)
+            close(efd);
         return -1;
-    char clients[256];
-    snprintf(clients, sizeof clients, "FERRY_CLIENTS=%s", s->clients);
-    char **envp = child_env(clients);
-    const char *args[64];
-    int n = 0;
-    args[n++] = path;
-    for (int i = 0; argv[i] && n < 63; i++)
-        args[n++] = argv[i];
-    args[n] = NULL;
-    fflush(NULL);
-    pid_t pid = envp ? fork() : -1;
-    if (pid == 0) {
-        dup2(ofd, 1);
-        dup2(efd, 2);
-        execve(path, (char *const *)args, envp);
-        _exit(127);
     }
-    free(envp);
-    int status = pid > 0 ? wait_child(pid, timeout_ms) : -1;
-    if (pid > 0 && status == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
+    ferry_proc_opts o = {.argv = argv, .envp = envp, .out_fd = ofd, .err_fd = efd};
+    int status = ferry_proc_run(&o, timeout_ms);
     if (out)
         *out = slurp_fd(ofd);
     if (err)
@@ -343,6 +225,25 @@ int stack_cli(ferry_stack *s, const char *const *argv, char **out, char **err, i
     if (status == -1 || !WIFEXITED(status))
         return -1;
     return WEXITSTATUS(status);
+}
+
+int stack_cli(ferry_stack *s, const char *const *argv, char **out, char **err, int timeout_ms)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/ferry", FERRY_BIN_DIR);
+    char clients[256];
+    snprintf(clients, sizeof clients, "FERRY_CLIENTS=%s", s->clients);
+    const char *add[] = {clients, NULL};
+    char **envp = ferry_proc_env(add, NULL);
+    const char *args[64];
+    int n = 0;
+    args[n++] = path;
+    for (int i = 0; argv[i] && n < 63; i++)
+        args[n++] = argv[i];
+    args[n] = NULL;
+    int rc = run_captured(s, "cli", args, envp, out, err, timeout_ms);
+    free(envp);
+    return rc;
 }
 
 const char *stack_write_file(ferry_stack *s, const char *name, const char *text)
@@ -365,31 +266,13 @@ typedef struct {
  * malloc'd array (free only the array). */
 static char **cmd_env(ferry_stack *s, const char *const *env, stack_vars *vars)
 {
-    extern char **environ;
     snprintf(vars->v[0], sizeof vars->v[0], "FERRY_CLIENTS=%s", s->clients);
     snprintf(vars->v[1], sizeof vars->v[1], "FERRY_COMMANDS=%s", s->commands);
     snprintf(vars->v[2], sizeof vars->v[2], "FERRY_ENGINES=%s", s->engines);
     snprintf(vars->v[3], sizeof vars->v[3], "FERRY_WORKERS=%s", s->workers);
-    snprintf(vars->v[4], sizeof vars->v[4], "FERRY_LOG_LEVEL=%s",
-             getenv("FERRY_TEST_LOG_LEVEL") ? getenv("FERRY_TEST_LOG_LEVEL") : "info");
-    size_t n = 0, extra = 0;
-    while (environ[n])
-        n++;
-    while (env && env[extra])
-        extra++;
-    char **envp = malloc((n + extra + 6) * sizeof *envp);
-    if (!envp)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "FERRY_", 6) != 0)
-            envp[k++] = environ[i];
-    for (size_t i = 0; i < 5; i++)
-        envp[k++] = vars->v[i];
-    for (size_t i = 0; i < extra; i++)
-        envp[k++] = (char *)env[i];
-    envp[k] = NULL;
-    return envp;
+    snprintf(vars->v[4], sizeof vars->v[4], "FERRY_LOG_LEVEL=%s", child_log_level());
+    const char *set[] = {vars->v[0], vars->v[1], vars->v[2], vars->v[3], vars->v[4], NULL};
+    return ferry_proc_env(set, env);
 }
 
 int stack_spawn_cmd(ferry_stack *s, const char *name, const char *const *argv,
@@ -407,44 +290,11 @@ int stack_spawn_cmd(ferry_stack *s, const char *name, const char *const *argv,
 int stack_exec(ferry_stack *s, const char *const *argv, const char *const *env, char **out,
                char **err, int timeout_ms)
 {
-    char opath[300], epath[300];
-    snprintf(opath, sizeof opath, "%s/exec.out", s->dir);
-    snprintf(epath, sizeof epath, "%s/exec.err", s->dir);
-    int ofd = open(opath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int efd = open(epath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     stack_vars vars;
     char **envp = cmd_env(s, env, &vars);
-    if (ofd < 0 || efd < 0 || !envp) {
-        if (ofd >= 0)
-            close(ofd);
-        if (efd >= 0)
-            close(efd);
-        free(envp);
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(ofd, 1);
-        dup2(efd, 2);
-        execve(argv[0], (char *const *)argv, envp);
-        _exit(127);
-    }
+    int rc = run_captured(s, "exec", argv, envp, out, err, timeout_ms);
     free(envp);
-    int status = pid > 0 ? wait_child(pid, timeout_ms) : -1;
-    if (pid > 0 && status == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    if (out)
-        *out = slurp_fd(ofd);
-    if (err)
-        *err = slurp_fd(efd);
-    close(ofd);
-    close(efd);
-    if (status == -1 || !WIFEXITED(status))
-        return -1;
-    return WEXITSTATUS(status);
+    return rc;
 }
 
 const char *stack_source_dir(void)

@@ -11,22 +11,16 @@
 #define FERRY_HARNESS_H
 
 #include "ferry/client.h"
+#include "ferry_proc.h"
 
 #include <sys/types.h>
 
 #define STACK_MAX_PROCS 16
 
 typedef struct {
-    char name[32];
-    pid_t pid;      /* 0 once reaped */
-    int status;     /* wait status once reaped */
-    char log[300];
-} stack_proc;
-
-typedef struct {
     char dir[128];
     char clients[200], commands[200], engines[200], workers[200];
-    stack_proc procs[STACK_MAX_PROCS];
+    ferry_proc procs[STACK_MAX_PROCS]; /* brokers (stop_last) stop after the rest */
     int nprocs;
     int passed;
     ferry_client *client; /* connected to clients once the broker runs */

@@ -2,135 +2,39 @@
  * engine_engine_test: the engine's message handling (engine-host/engine.c)
  * against a fake broker on inproc:// sockets in the same event loop.
  *
- * The fake broker's sockets sit in the engine's own ferry_loop; their
- * handlers queue what arrives and stop the loop once the test's condition
- * holds. A guard timer bounds every wait.
+ * The fake broker (engine_fixture.h) sits in the engine's own ferry_loop;
+ * the callbacks here queue what arrives, and each wait runs the loop until
+ * enough has, under a guard timer.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
-#include "engine.h"
+#include "engine_fixture.h"
 #include "ferry_value.h"
-#include "ferry_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define MAX_QUEUED 64
 
-typedef struct fixture fixture;
-typedef int (*condition)(fixture *fx);
-
-struct fixture {
-    void *zctx;
-    ferry_loop loop;
-    void *router, *pull; /* the fake broker */
+typedef struct {
+    fake_broker broker;
     engine *e;
-    char rid[FERRY_ROUTING_ID_MAX + 1];
-    size_t rid_len;
     Ferry__Envelope *from_engine[MAX_QUEUED]; /* on the engines socket */
     int n_from_engine;
     Ferry__Envelope *commands[MAX_QUEUED];
     int n_commands;
-    condition until;
-    ferry_timer guard;
-    int timed_out;
-};
+} fixture;
 
-static void check_done(fixture *fx)
+static void on_router(void *arg, Ferry__Envelope *env)
 {
-    if (fx->until && fx->until(fx))
-        ferry_loop_stop(&fx->loop);
-}
-
-static Ferry__Envelope *take(void *socket, fixture *fx)
-{
-    ferry_frames f;
-    if (ferry_frames_recv(socket, &f) != FERRY_OK)
-        return NULL;
-    int body = f.count - 1;
-    if (socket == fx->router) {
-        fx->rid_len = ferry_frame_size(&f, 0);
-        memcpy(fx->rid, ferry_frame_data(&f, 0), fx->rid_len);
-    }
-    Ferry__Envelope *env = NULL;
-    ferry_envelope_decode(ferry_frame_data(&f, body), ferry_frame_size(&f, body), &env);
-    ferry_frames_close(&f);
-    return env;
-}
-
-static void on_router(ferry_loop *loop, short revents, void *arg)
-{
-    (void)loop;
-    (void)revents;
     fixture *fx = arg;
-    Ferry__Envelope *env;
-    while ((env = take(fx->router, fx))) {
-        assert_true(fx->n_from_engine < MAX_QUEUED);
-        fx->from_engine[fx->n_from_engine++] = env;
-    }
-    check_done(fx);
+    assert_true(fx->n_from_engine < MAX_QUEUED);
+    fx->from_engine[fx->n_from_engine++] = env;
 }
 
-static void on_pull(ferry_loop *loop, short revents, void *arg)
+static void on_pull(void *arg, Ferry__Envelope *env)
 {
-    (void)loop;
-    (void)revents;
     fixture *fx = arg;
-    Ferry__Envelope *env;
-    while ((env = take(fx->pull, fx))) {
-        assert_true(fx->n_commands < MAX_QUEUED);
-        fx->commands[fx->n_commands++] = env;
-    }
-    check_done(fx);
-}
-
-static void on_guard(ferry_timer *t, void *arg)
-{
-    (void)t;
-    fixture *fx = arg;
-    fx->timed_out = 1;
-    ferry_loop_stop(&fx->loop);
-}
-
-/* Runs the loop until cond holds, at most timeout_ms. */
-static void run_until(fixture *fx, condition cond, int timeout_ms)
-{
-    fx->until = cond;
-    fx->timed_out = 0;
-    if (!cond(fx)) {
-        ferry_loop_timer(&fx->loop, &fx->guard, timeout_ms);
-        ferry_loop_run(&fx->loop);
-        ferry_timer_stop(&fx->loop.timers, &fx->guard);
-    }
-    fx->until = NULL;
-    if (fx->timed_out)
-        fail_msg("condition not met within %d ms", timeout_ms);
-}
-
-static int has_hello(fixture *fx)
-{
-    return fx->n_from_engine >= 1;
-}
-
-static int one_command(fixture *fx)
-{
-    return fx->n_commands >= 1;
-}
-
-static int one_result(fixture *fx)
-{
-    return fx->n_from_engine >= 1;
-}
-
-static int two_results(fixture *fx)
-{
-    return fx->n_from_engine >= 2;
+    assert_true(fx->n_commands < MAX_QUEUED);
+    fx->commands[fx->n_commands++] = env;
 }
 
 static void clear(fixture *fx)
@@ -146,20 +50,11 @@ static int setup(void **state)
 {
     static int instance;
     fixture *fx = calloc(1, sizeof *fx);
-    fx->zctx = zmq_ctx_new();
-    ferry_loop_init(&fx->loop);
-    ferry_timer_init(&fx->guard, on_guard, fx);
+    assert_non_null(fx);
     char engines[64], commands[64], err[256];
     snprintf(engines, sizeof engines, "inproc://engines-%d", instance);
     snprintf(commands, sizeof commands, "inproc://commands-%d", instance++);
-    ferry_socket_opts ro = {.type = ZMQ_ROUTER, .endpoint = engines, .bind = 1};
-    ferry_socket_opts po = {.type = ZMQ_PULL, .endpoint = commands, .bind = 1};
-    fx->router = ferry_socket_open(fx->zctx, &ro, err, sizeof err);
-    fx->pull = ferry_socket_open(fx->zctx, &po, err, sizeof err);
-    assert_non_null(fx->router);
-    assert_non_null(fx->pull);
-    ferry_loop_add_socket(&fx->loop, fx->router, ZMQ_POLLIN, on_router, fx);
-    ferry_loop_add_socket(&fx->loop, fx->pull, ZMQ_POLLIN, on_pull, fx);
+    fake_broker_init(&fx->broker, engines, commands, on_router, on_pull, fx);
     engine_config cfg = {.commands = commands,
                          .engines = engines,
                          .slots = 2,
@@ -168,14 +63,15 @@ static int setup(void **state)
                          .max_output = 1024,
                          .max_memory = 8 << 20,
                          .hwm = 1000};
-    assert_int_equal(engine_new(&cfg, fx->zctx, &fx->loop, &fx->e, err, sizeof err), FERRY_OK);
-    run_until(fx, has_hello, 5000);
+    assert_int_equal(engine_new(&cfg, fx->broker.zctx, &fx->broker.loop, &fx->e, err, sizeof err),
+                     FERRY_OK);
+    run_until(&fx->broker, &fx->n_from_engine, 1, 5000);
     const Ferry__Envelope *hello = fx->from_engine[0];
     assert_int_equal(hello->body_case, FERRY__ENVELOPE__BODY_HELLO);
     assert_int_equal(hello->hello->slots, 2);
     assert_int_equal(hello->hello->running, 0);
-    assert_int_equal(fx->rid_len, strlen(engine_id(fx->e)));
-    assert_memory_equal(fx->rid, engine_id(fx->e), fx->rid_len);
+    assert_int_equal(fx->broker.rid_len, strlen(engine_id(fx->e)));
+    assert_memory_equal(fx->broker.rid, engine_id(fx->e), fx->broker.rid_len);
     clear(fx);
     *state = fx;
     return 0;
@@ -186,31 +82,9 @@ static int teardown(void **state)
     fixture *fx = *state;
     engine_destroy(&fx->e);
     clear(fx);
-    ferry_socket_close(&fx->router);
-    ferry_socket_close(&fx->pull);
-    ferry_loop_fini(&fx->loop);
-    zmq_ctx_term(fx->zctx);
+    fake_broker_fini(&fx->broker);
     free(fx);
     return 0;
-}
-
-static void send_to_engine(fixture *fx, const Ferry__Envelope *env)
-{
-    assert_int_equal(ferry_wire_send(fx->router, fx->rid, fx->rid_len, env), FERRY_OK);
-}
-
-static void submit(fixture *fx, uint64_t script_id, const char *src, uint32_t timeout_ms)
-{
-    Ferry__Submit sub = FERRY__SUBMIT__INIT;
-    sub.script_id = script_id;
-    sub.source.data = (uint8_t *)src;
-    sub.source.len = strlen(src);
-    sub.timeout_ms = timeout_ms;
-    Ferry__Envelope env;
-    ferry_envelope_init(&env);
-    env.body_case = FERRY__ENVELOPE__BODY_SUBMIT;
-    env.submit = &sub;
-    send_to_engine(fx, &env);
 }
 
 static void reply(fixture *fx, const Ferry__Command *cmd, Ferry__Value **values, size_t n)
@@ -224,7 +98,7 @@ static void reply(fixture *fx, const Ferry__Command *cmd, Ferry__Value **values,
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_REPLY;
     env.reply = &r;
-    send_to_engine(fx, &env);
+    fake_broker_send(&fx->broker, &env);
 }
 
 static const Ferry__Result *result(fixture *fx, int i, uint64_t script_id)
@@ -247,8 +121,9 @@ static void expect_failed(const Ferry__Result *r, const char *code)
 static void test_echo(void **state)
 {
     fixture *fx = *state;
-    submit(fx, 1, "print('x') return ferry.call('echo', 1, 2.5, 'x\\0y', {a = {1, 2}})", 0);
-    run_until(fx, one_command, 2000);
+    submit(&fx->broker, 1, "print('x') return ferry.call('echo', 1, 2.5, 'x\\0y', {a = {1, 2}})",
+           0);
+    run_until(&fx->broker, &fx->n_commands, 1, 2000);
     const Ferry__Command *cmd = fx->commands[0]->command;
     assert_string_equal(cmd->function, "echo");
     assert_int_equal(cmd->n_args, 4);
@@ -256,7 +131,7 @@ static void test_echo(void **state)
     assert_int_equal(cmd->engine_id.len, strlen(engine_id(fx->e)));
     assert_int_equal(engine_running(fx->e), 1);
     reply(fx, cmd, cmd->args, cmd->n_args);
-    run_until(fx, one_result, 2000);
+    run_until(&fx->broker, &fx->n_from_engine, 1, 2000);
     const Ferry__Result *r = result(fx, 0, 1);
     assert_true(r->ok);
     assert_int_equal(r->n_values, 4);
@@ -270,15 +145,15 @@ static void test_echo(void **state)
 static void test_call_timeout_and_late_reply(void **state)
 {
     fixture *fx = *state;
-    submit(fx, 2, "local ok, e = pcall(ferry.call, 'slow') return e.code", 0);
-    run_until(fx, one_result, 2000); /* the call timer (100 ms) answers */
+    submit(&fx->broker, 2, "local ok, e = pcall(ferry.call, 'slow') return e.code", 0);
+    run_until(&fx->broker, &fx->n_from_engine, 1, 2000); /* the call timer (100 ms) answers */
     const Ferry__Result *r = result(fx, 0, 2);
     assert_true(r->ok);
     assert_int_equal(r->values[0]->string.len, strlen("timeout"));
     assert_int_equal(fx->n_commands, 1);
     reply(fx, fx->commands[0]->command, NULL, 0); /* too late */
-    submit(fx, 3, "return 1", 0);                 /* processed after the late reply */
-    run_until(fx, two_results, 2000);
+    submit(&fx->broker, 3, "return 1", 0);        /* processed after the late reply */
+    run_until(&fx->broker, &fx->n_from_engine, 2, 2000);
     assert_true(result(fx, 1, 3)->ok);
     const engine_stats *st = engine_get_stats(fx->e);
     assert_int_equal(st->calls_timed_out, 1);
@@ -289,34 +164,29 @@ static void test_call_timeout_and_late_reply(void **state)
 static void test_deadline_while_blocked(void **state)
 {
     fixture *fx = *state;
-    submit(fx, 4, "ferry.call('slow')", 50); /* deadline before the call's 100 ms */
-    run_until(fx, one_result, 2000);
+    submit(&fx->broker, 4, "ferry.call('slow')", 50); /* deadline before the call's 100 ms */
+    run_until(&fx->broker, &fx->n_from_engine, 1, 2000);
     expect_failed(result(fx, 0, 4), "timeout");
     assert_int_equal(engine_running(fx->e), 0);
     assert_int_equal(fx->n_commands, 1);
     reply(fx, fx->commands[0]->command, NULL, 0); /* the forgotten call */
-    submit(fx, 5, "while true do pcall(function() while true do end end) end", 50);
-    run_until(fx, two_results, 2000);
+    submit(&fx->broker, 5, "while true do pcall(function() while true do end end) end", 50);
+    run_until(&fx->broker, &fx->n_from_engine, 2, 2000);
     expect_failed(result(fx, 1, 5), "timeout");
     assert_int_equal(engine_get_stats(fx->e)->late_replies, 1);
-}
-
-static int three_results(fixture *fx)
-{
-    return fx->n_from_engine >= 3;
 }
 
 static void test_overloaded(void **state)
 {
     fixture *fx = *state;
-    submit(fx, 6, "ferry.call('slow')", 0);
-    submit(fx, 7, "ferry.call('slow')", 0);
-    submit(fx, 8, "return 1", 0);
-    run_until(fx, one_result, 2000);
+    submit(&fx->broker, 6, "ferry.call('slow')", 0);
+    submit(&fx->broker, 7, "ferry.call('slow')", 0);
+    submit(&fx->broker, 8, "return 1", 0);
+    run_until(&fx->broker, &fx->n_from_engine, 1, 2000);
     expect_failed(result(fx, 0, 8), "overloaded");
     assert_int_equal(engine_get_stats(fx->e)->scripts_refused, 1);
     /* The two blocked ones end with their uncaught call timeouts. */
-    run_until(fx, three_results, 2000);
+    run_until(&fx->broker, &fx->n_from_engine, 3, 2000);
     expect_failed(result(fx, 1, 6), "timeout");
     expect_failed(result(fx, 2, 7), "timeout");
     assert_int_equal(engine_running(fx->e), 0);
@@ -325,36 +195,36 @@ static void test_overloaded(void **state)
 static void test_junk_is_dropped(void **state)
 {
     fixture *fx = *state;
-    zmq_send(fx->router, fx->rid, fx->rid_len, ZMQ_SNDMORE);
-    zmq_send(fx->router, "\xff\xff\xff", 3, 0);
-    zmq_send(fx->router, fx->rid, fx->rid_len, ZMQ_SNDMORE);
-    zmq_send(fx->router, "", 0, ZMQ_SNDMORE);
-    zmq_send(fx->router, "", 0, 0);
+    zmq_send(fx->broker.router, fx->broker.rid, fx->broker.rid_len, ZMQ_SNDMORE);
+    zmq_send(fx->broker.router, "\xff\xff\xff", 3, 0);
+    zmq_send(fx->broker.router, fx->broker.rid, fx->broker.rid_len, ZMQ_SNDMORE);
+    zmq_send(fx->broker.router, "", 0, ZMQ_SNDMORE);
+    zmq_send(fx->broker.router, "", 0, 0);
     Ferry__Envelope env;
     ferry_envelope_init(&env);
     Ferry__Hello hello = FERRY__HELLO__INIT;
     env.body_case = FERRY__ENVELOPE__BODY_HELLO; /* not something a broker sends */
     env.hello = &hello;
-    send_to_engine(fx, &env);
+    fake_broker_send(&fx->broker, &env);
     ferry_envelope_init(&env);
     env.version = 2;
     Ferry__Heartbeat hb = FERRY__HEARTBEAT__INIT;
     env.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
-    send_to_engine(fx, &env);
+    fake_broker_send(&fx->broker, &env);
     Ferry__Reply r = FERRY__REPLY__INIT; /* for another engine */
     r.engine_id.data = (uint8_t *)"someone-else";
     r.engine_id.len = 12;
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_REPLY;
     env.reply = &r;
-    send_to_engine(fx, &env);
+    fake_broker_send(&fx->broker, &env);
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
-    send_to_engine(fx, &env); /* fine, ignored */
-    submit(fx, 9, "return 'alive'", 0);
-    run_until(fx, one_result, 2000);
+    fake_broker_send(&fx->broker, &env); /* fine, ignored */
+    submit(&fx->broker, 9, "return 'alive'", 0);
+    run_until(&fx->broker, &fx->n_from_engine, 1, 2000);
     assert_true(result(fx, 0, 9)->ok);
     assert_int_equal(engine_get_stats(fx->e)->dropped, 5);
 }
@@ -362,12 +232,12 @@ static void test_junk_is_dropped(void **state)
 static void test_shutdown_fails_running(void **state)
 {
     fixture *fx = *state;
-    submit(fx, 10, "ferry.call('slow')", 0);
-    run_until(fx, one_command, 2000);
+    submit(&fx->broker, 10, "ferry.call('slow')", 0);
+    run_until(&fx->broker, &fx->n_commands, 1, 2000);
     engine_destroy(&fx->e);
-    zmq_pollitem_t it = {.socket = fx->router, .events = ZMQ_POLLIN};
+    zmq_pollitem_t it = {.socket = fx->broker.router, .events = ZMQ_POLLIN};
     assert_int_equal(zmq_poll(&it, 1, 2000), 1);
-    Ferry__Envelope *env = take(fx->router, fx);
+    Ferry__Envelope *env = fake_broker_take(&fx->broker, fx->broker.router);
     assert_non_null(env);
     fx->from_engine[fx->n_from_engine++] = env;
     expect_failed(result(fx, 0, 10), "engine_lost");
