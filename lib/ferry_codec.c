@@ -177,8 +177,21 @@ static inline __attribute__((always_inline)) int read_varint_max(const uint8_t *
                                                                   const uint8_t *end, int max,
                                                                   uint64_t *out)
 {
-    if (*p < end && !(**p & 0x80)) {
-        *out = *(*p)++;
+    const uint8_t *q = *p;
+    if (q < end && q[0] < 0x80) {
+        *out = q[0];
+        *p = q + 1;
+        return 1;
+    }
+    /* Two and three bytes (call ids, lengths past 127) without the loop. */
+    if (end - q >= 2 && q[1] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7F) | (uint64_t)q[1] << 7;
+        *p = q + 2;
+        return 1;
+    }
+    if (end - q >= 3 && q[2] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7F) | (uint64_t)(q[1] & 0x7F) << 7 | (uint64_t)q[2] << 14;
+        *p = q + 3;
         return 1;
     }
     uint64_t v = 0;
