@@ -104,8 +104,9 @@ ferry_err worker_send_reply(ferry_worker *w, ProtobufCBinaryData engine_id, uint
 {
     Ferry__Error error; /* initialised when used: most replies carry none */
     Ferry__Reply reply = FERRY__REPLY__INIT;
-    Ferry__Envelope env;
-    ferry_envelope_init(&env);
+    /* What ferry_envelope_init does, without the call and the memset: once per reply. */
+    Ferry__Envelope env = FERRY__ENVELOPE__INIT;
+    env.version = FERRY_PROTOCOL_VERSION;
     env.body_case = FERRY__ENVELOPE__BODY_REPLY;
     env.reply = &reply;
     reply.engine_id = engine_id;
@@ -422,13 +423,9 @@ ferry_err ferry_worker_register(ferry_worker *w, const char *name, ferry_handler
     return FERRY_OK;
 }
 
-worker_function *worker_function_find(ferry_worker *w, const char *name)
+worker_function *worker_function_lookup(ferry_worker *w, const char *name)
 {
-    /* Hashing the name costs more than the rest of the lookup: a run of calls of one
-     * function pays one comparison instead. Functions are never removed while w lives. */
-    worker_function *f = w->last_found;
-    if (f && strcmp(f->name, name) == 0)
-        return f;
+    worker_function *f;
     HASH_FIND_STR(w->functions, name, f);
     if (f)
         w->last_found = f;
@@ -445,12 +442,10 @@ static void on_drain_timeout(ferry_timer *timer, void *arg)
     ferry_loop_stop(&w->loop);
 }
 
-void worker_call_done(ferry_worker *w)
+void worker_drained(ferry_worker *w)
 {
-    if (w->state == WORKER_DRAINING && w->stats.in_flight == 0) {
-        ferry_info("drained", "id=%s", w->id);
-        ferry_loop_stop(&w->loop);
-    }
+    ferry_info("drained", "id=%s", w->id);
+    ferry_loop_stop(&w->loop);
 }
 
 void worker_drain(ferry_worker *w)

@@ -1,12 +1,15 @@
 /*
  * worker_call: one call, from its Command to its one Reply.
  *
- * A call lives in the worker's list of live calls from its Command until it
- * is answered and no library callback of it is on the stack. Its deadline
- * sits in a lane (worker_internal.h): calls with the same timeout share one
- * timer, so starting and answering a call costs no timer heap operation. Its
- * ferry_call_after timer, and the deadline of a call no lane takes, are
- * embedded in it (no allocation per timer, no scan of calls).
+ * A call lives from its Command until it is answered and no library callback
+ * of it is on the stack. A call its handler answers at once costs a reused
+ * record, the handler and the Reply: nothing else. One that outlives its
+ * handler's first run (or is queued) joins the worker's list of live calls
+ * (for shutdown) and gets its deadline then, in a lane (worker_internal.h):
+ * calls with the same timeout share one timer, so starting and answering a
+ * call costs no timer heap operation. Its ferry_call_after timer, and the
+ * deadline of a call no lane takes, are embedded in it (no allocation per
+ * timer, no scan of calls).
  *
  * The states (worker_internal.h) keep the "exactly one Reply" promise:
  * QUEUED and RUNNING calls owe the engine a Reply; the deadline sends
@@ -34,20 +37,33 @@ static void on_after(ferry_timer *timer, void *arg);
 
 #define SPARE_CALLS_MAX 1024 /* freed call records kept for reuse */
 
-/* A call record, fields unset: a spare one, else a new one (NULL when memory runs out). */
+/* A call record as a spare one is (worker_internal.h): a spare one, else a new one
+ * (NULL when memory runs out). */
 static ferry_call *call_alloc(ferry_worker *w)
 {
     ferry_call *call = w->spare_calls;
+    if (call) {
+        w->spare_calls = call->next;
+        w->nspare_calls--;
+        return call;
+    }
+    call = malloc(sizeof *call);
     if (!call)
-        return malloc(sizeof *call);
-    w->spare_calls = call->next;
-    w->nspare_calls--;
+        return NULL;
+    call->worker = w;
+    call->depth = 0;
+    call->listed = 0;
+    call->lane = NULL;
+    call->deadline.index = FERRY_TIMER_IDLE;
+    call->after.index = FERRY_TIMER_IDLE;
     return call;
 }
 
-/* Frees a record call_alloc gave that never went live. */
+/* Frees a record call_alloc gave, left as a spare one is. */
 static void call_release(ferry_worker *w, ferry_call *call)
 {
+    assert(call->depth == 0 && !call->listed && !call->lane);
+    assert(!ferry_timer_active(&call->deadline) && !ferry_timer_active(&call->after));
     if (w->nspare_calls < SPARE_CALLS_MAX) {
         call->next = w->spare_calls;
         w->spare_calls = call;
@@ -143,6 +159,10 @@ static worker_lane *lane_for(ferry_worker *w, int64_t deadline_ms, uint32_t time
  * cannot grow. */
 static ferry_err deadline_start(ferry_worker *w, ferry_call *call)
 {
+    if (w->fail_arms) {
+        w->fail_arms--;
+        return FERRY_ENOMEM;
+    }
     worker_lane *lane = lane_for(w, call->deadline_ms, call->cmd->timeout_ms);
     if (!lane) {
         ferry_timer_init(&call->deadline, on_deadline, call);
@@ -163,26 +183,35 @@ static ferry_err deadline_start(ferry_worker *w, ferry_call *call)
     return FERRY_OK;
 }
 
-/* Disarms the deadline of call; a no-op when it has none. */
-static void deadline_stop(ferry_call *call)
+/* Disarms the deadline of call; a no-op when it has none (or none yet). */
+static inline void deadline_stop(ferry_call *call)
 {
     if (call->lane) {
         /* The lane's timer stays: it fires early once, or serves the calls behind. */
         DL_DELETE2(call->lane->head, call, dprev, dnext);
         call->lane = NULL;
-    } else {
+    } else if (ferry_timer_active(&call->deadline)) {
         ferry_timer_stop(&call->worker->loop.timers, &call->deadline);
     }
 }
 
+static inline void after_stop(ferry_call *call)
+{
+    if (ferry_timer_active(&call->after))
+        ferry_timer_stop(&call->worker->loop.timers, &call->after);
+}
+
 /* ---- lifecycle ------------------------------------------------------------------ */
 
+/* Frees call; whoever ended it disarmed its deadline (answer, expiry, cancel). */
 static void call_free(ferry_call *call)
 {
     ferry_worker *w = call->worker;
-    deadline_stop(call);
-    ferry_timer_stop(&w->loop.timers, &call->after);
-    DL_DELETE(w->calls, call);
+    after_stop(call); /* a cancel callback may have armed it */
+    if (call->listed) {
+        DL_DELETE(w->calls, call);
+        call->listed = 0;
+    }
     ferry_envelope_free(call->env);
     call_release(w, call);
 }
@@ -211,14 +240,53 @@ static void slot_freed(worker_function *fn)
         ferry_error("pump_failed", "function=%s error=out_of_memory", fn->name);
 }
 
-static void run(ferry_call *call)
+/* The deadline_ms of call, set now unless it was already (timeout_ms > 0). */
+static int64_t deadline_of(ferry_call *call)
+{
+    if (!call->deadline_ms)
+        call->deadline_ms = ferry_now_ms() + call->cmd->timeout_ms;
+    return call->deadline_ms;
+}
+
+static void cut_short(ferry_call *call, ferry_err reason);
+
+/* Lists call, which outlived its handler's first run, and arms its deadline. Should
+ * the timer heap not grow, the call is answered `out_of_memory` at once, as on a
+ * timeout (its handler's answer will be discarded): a call without a deadline could
+ * keep a slot for ever. */
+static void settle(ferry_worker *w, ferry_call *call)
+{
+    DL_APPEND(w->calls, call);
+    call->listed = 1;
+    if (call->cmd->timeout_ms == 0)
+        return;
+    deadline_of(call);
+    if (deadline_start(w, call) != FERRY_OK)
+        cut_short(call, FERRY_ENOMEM);
+}
+
+static void run(ferry_worker *w, ferry_call *call)
 {
     worker_function *fn = call->fn;
     call->state = CALL_RUNNING;
     fn->running++;
     enter(call);
+    if (call->listed) {
+        fn->handler(call, fn->udata);
+        leave(call);
+        return;
+    }
+    ferry_call *outer = w->starting; /* NULL but for a handler that runs the loop */
+    w->starting = call;
     fn->handler(call, fn->udata);
-    leave(call);
+    w->starting = outer;
+    /* As leave(), and what a call that outlives its handler needs. */
+    assert(call->depth == 1);
+    call->depth = 0;
+    if (call->answered)
+        call_free(call);
+    else
+        settle(w, call);
 }
 
 void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *env)
@@ -233,40 +301,38 @@ void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *en
     }
     /* A reused record is not zeroed: these are the fields something may read before
      * anything else sets them (links, after_fn, cancel_arg are set with what reads
-     * them). The timers only need to be idle: they get their callbacks when armed. */
-    call->worker = w;
+     * them); the rest are as every call leaves them (worker_internal.h). */
     call->fn = fn;
     call->env = env;
     call->cmd = cmd;
-    call->state = CALL_QUEUED;
     call->answered = 0;
-    call->depth = 0;
     call->deadline_ms = 0;
-    call->lane = NULL;
-    call->deadline.index = FERRY_TIMER_IDLE;
-    call->after.index = FERRY_TIMER_IDLE;
     call->cancel_fn = NULL;
     call->data = NULL;
-    if (cmd->timeout_ms > 0) {
-        call->deadline_ms = ferry_now_ms() + cmd->timeout_ms;
-        if (deadline_start(w, call) != FERRY_OK) {
-            worker_send_error(w, cmd->engine_id, cmd->call_id, ferry_err_code(FERRY_ENOMEM),
-                              "worker %s is out of memory", w->id);
-            ferry_envelope_free(env);
-            call_release(w, call);
-            return;
-        }
-    }
-    DL_APPEND(w->calls, call);
-    w->stats.received++;
-    w->stats.in_flight++;
     if (fn->max_concurrency && fn->running >= fn->max_concurrency) {
+        /* Its deadline runs while it waits. */
         call->state = CALL_QUEUED;
+        if (cmd->timeout_ms > 0) {
+            deadline_of(call);
+            if (deadline_start(w, call) != FERRY_OK) {
+                worker_send_error(w, cmd->engine_id, cmd->call_id, ferry_err_code(FERRY_ENOMEM),
+                                  "worker %s is out of memory", w->id);
+                ferry_envelope_free(env);
+                call_release(w, call);
+                return;
+            }
+        }
+        DL_APPEND(w->calls, call);
+        call->listed = 1;
+        w->stats.received++;
+        w->stats.in_flight++;
         DL_APPEND2(fn->waiting, call, qprev, qnext);
         w->stats.queued++;
         return;
     }
-    run(call);
+    w->stats.received++;
+    w->stats.in_flight++;
+    run(w, call);
 }
 
 void worker_call_pump(ferry_timer *timer, void *arg)
@@ -278,24 +344,35 @@ void worker_call_pump(ferry_timer *timer, void *arg)
         ferry_call *call = fn->waiting;
         DL_DELETE2(fn->waiting, call, qprev, qnext);
         w->stats.queued--;
-        run(call);
+        run(w, call);
     }
 }
 
-/* The deadline of call passed (it was disarmed): `timeout` to the engine. */
-static void expire(ferry_call *call)
+/* The worker answers call itself, for its handler: `timeout` when its deadline passed
+ * (it was disarmed), `out_of_memory` when it could not be armed. A running call
+ * then waits for its handler's answer, which is discarded. */
+static void cut_short(ferry_call *call, ferry_err reason)
 {
     ferry_worker *w = call->worker;
     assert(call->state == CALL_QUEUED || call->state == CALL_RUNNING);
+    assert(!call->lane && !ferry_timer_active(&call->deadline));
     w->stats.in_flight--;
-    w->stats.timed_out++;
-    worker_send_error(w, call->cmd->engine_id, call->cmd->call_id, ferry_err_code(FERRY_ETIMEOUT),
-                      call->state == CALL_QUEUED
-                          ? "'%s' did not get a slot within %u ms at %s (max_concurrency)"
-                          : "'%s' did not answer within %u ms at %s",
-                      call->fn->name, call->cmd->timeout_ms, w->id);
-    ferry_debug("call_timeout", "function=%s call_id=%llu queued=%d", call->fn->name,
-                (unsigned long long)call->cmd->call_id, call->state == CALL_QUEUED);
+    if (reason == FERRY_ETIMEOUT) {
+        w->stats.timed_out++;
+        worker_send_error(w, call->cmd->engine_id, call->cmd->call_id, ferry_err_code(reason),
+                          call->state == CALL_QUEUED
+                              ? "'%s' did not get a slot within %u ms at %s (max_concurrency)"
+                              : "'%s' did not answer within %u ms at %s",
+                          call->fn->name, call->cmd->timeout_ms, w->id);
+        ferry_debug("call_timeout", "function=%s call_id=%llu queued=%d", call->fn->name,
+                    (unsigned long long)call->cmd->call_id, call->state == CALL_QUEUED);
+    } else {
+        worker_send_error(w, call->cmd->engine_id, call->cmd->call_id, ferry_err_code(reason),
+                          "worker %s is out of memory (the deadline of '%s')", w->id,
+                          call->fn->name);
+        ferry_error("deadline_failed", "function=%s call_id=%llu error=%s", call->fn->name,
+                    (unsigned long long)call->cmd->call_id, ferry_err_code(reason));
+    }
     worker_call_done(w);
     if (call->state == CALL_QUEUED) {
         /* The handler never saw it: nobody else holds the pointer. */
@@ -308,9 +385,14 @@ static void expire(ferry_call *call)
     w->stats.zombies++;
     if (call->cancel_fn) {
         enter(call);
-        call->cancel_fn(call, FERRY_ETIMEOUT, call->cancel_arg);
+        call->cancel_fn(call, reason, call->cancel_arg);
         leave(call); /* may free call: nothing after this */
     }
+}
+
+static void expire(ferry_call *call)
+{
+    cut_short(call, FERRY_ETIMEOUT);
 }
 
 static void on_after(ferry_timer *timer, void *arg)
@@ -325,6 +407,7 @@ static void on_after(ferry_timer *timer, void *arg)
 
 void worker_call_cancel_all(ferry_worker *w)
 {
+    assert(!w->starting && "ferry_worker_destroy called from a handler");
     /* Each round removes the head at least; a cancel callback may answer others. */
     while (w->calls) {
         ferry_call *call = w->calls;
@@ -333,6 +416,7 @@ void worker_call_cancel_all(ferry_worker *w)
             DL_DELETE2(call->fn->waiting, call, qprev, qnext);
             w->stats.queued--;
             w->stats.in_flight--;
+            deadline_stop(call);
             call_free(call);
             continue;
         }
@@ -342,7 +426,7 @@ void worker_call_cancel_all(ferry_worker *w)
             w->stats.zombies--;
         call->state = CALL_CANCELLED;
         deadline_stop(call);
-        ferry_timer_stop(&w->loop.timers, &call->after);
+        after_stop(call);
         enter(call);
         if (call->cancel_fn)
             call->cancel_fn(call, FERRY_EWORKER_LOST, call->cancel_arg);
@@ -373,7 +457,7 @@ static ferry_err answer_values(ferry_call *call, Ferry__Value **values, size_t n
     assert(call->state != CALL_QUEUED);
     call->answered = 1;
     deadline_stop(call);
-    ferry_timer_stop(&w->loop.timers, &call->after);
+    after_stop(call);
     ferry_err err;
     switch (call->state) {
     case CALL_RUNNING: {
@@ -532,9 +616,14 @@ ferry_worker *ferry_call_worker(const ferry_call *call)
 
 int64_t ferry_call_remaining_ms(const ferry_call *call)
 {
-    if (!call->deadline_ms)
+    if (call->cmd->timeout_ms == 0)
         return -1;
-    int64_t left = call->deadline_ms - ferry_now_ms();
+    int64_t now = ferry_now_ms();
+    /* Set on first use while the handler runs (worker_internal.h): call is one of ours,
+     * not a const object, and the deadline armed later is this one. */
+    if (!call->deadline_ms)
+        ((ferry_call *)call)->deadline_ms = now + call->cmd->timeout_ms;
+    int64_t left = call->deadline_ms - now;
     return left > 0 ? left : 0;
 }
 

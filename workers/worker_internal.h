@@ -11,6 +11,7 @@
 
 #include "ferry/worker.h"
 
+#include <string.h>
 #include <uthash.h>
 
 typedef enum {
@@ -49,6 +50,13 @@ typedef struct worker_function {
  * heap. A call no lane can take keeps a timer of its own (call->deadline).
  * Deadlines stay exact: a call times out when the loop's clock reaches its
  * deadline_ms (calls of one lane with the same deadline in arrival order).
+ *
+ * A call its handler answers before returning needs no deadline at all, so
+ * the deadline is set only once the handler returned without answering
+ * (timeout_ms from then: a handler does not block the loop, so that is
+ * when the Command came, give or take the handler's own run), when the call
+ * is queued instead, or when ferry_call_remaining_ms first asks for it: no
+ * clock read and no lane for the calls answered at once.
  */
 #define WORKER_LANES 4
 
@@ -60,25 +68,34 @@ typedef struct {
     ferry_worker *worker;
 } worker_lane;
 
+/*
+ * A call record. Records are reused (worker->spare_calls); a spare one keeps
+ * worker and holds depth 0, listed 0, lane NULL and both timers idle, which
+ * is how every record is left when its call ends, so starting a call sets
+ * only the first group of fields (fn to data).
+ */
 struct ferry_call {
-    ferry_worker *worker;
     worker_function *fn;       /* borrowed from the function table, which outlives calls */
     Ferry__Envelope *env;      /* owned: the decoded Command; args point into it */
     const Ferry__Command *cmd; /* env->command */
     call_state state;
     int answered;              /* the one answer was given */
+    int64_t deadline_ms;       /* ferry_now_ms() clock; 0: none, or not set yet (above) */
+    ferry_cancel_fn cancel_fn; /* ferry_call_on_cancel; NULL: none */
+    void *data;                /* ferry_call_set_data */
+
+    ferry_worker *worker;
     int depth;                 /* library callbacks of this call on the stack; free waits */
-    int64_t deadline_ms;       /* ferry_now_ms() clock; 0: none */
+    int listed;                /* in worker->calls: from when it is queued or its handler
+                                * returned without answering, until it is freed */
     worker_lane *lane;         /* the lane holding the deadline; NULL: none, or in deadline */
     ferry_call *dprev, *dnext; /* the lane's FIFO */
     ferry_timer deadline;      /* the deadline when no lane took it */
     ferry_timer after;         /* ferry_call_after */
     ferry_handler after_fn;
     void *after_arg;
-    ferry_cancel_fn cancel_fn;
     void *cancel_arg;
-    void *data;                /* ferry_call_set_data */
-    ferry_call *prev, *next;   /* every live call of the worker (for shutdown) */
+    ferry_call *prev, *next;   /* worker->calls while listed; next links spare records */
     ferry_call *qprev, *qnext; /* the function's waiting queue while CALL_QUEUED */
 };
 
@@ -122,8 +139,11 @@ struct ferry_worker {
     worker_function *last_found; /* worker_function_find's last hit: calls come in runs */
     worker_lane lanes[WORKER_LANES];
     worker_lane *last_lane;  /* where the last deadline went: the next of its timeout goes too */
-    ferry_call *calls;       /* every live call */
+    ferry_call *calls;       /* every live call but one whose handler is still in its first
+                              * run (it cannot be cancelled from there) */
+    ferry_call *starting;    /* that call, while its handler runs: destroy must not run */
     ferry_call *spare_calls; /* freed call records kept for reuse (through next) */
+    unsigned fail_arms;      /* tests: the next this many deadlines fail to arm (ENOMEM) */
     size_t nspare_calls;
     int connected;     /* a broker session is up: Ready can go */
     int ready_pending; /* Ready must be (re)sent */
@@ -145,8 +165,19 @@ struct ferry_worker {
  */
 ferry_worker *worker_new_offline(const ferry_worker_config *cfg, worker_send_fn send, void *arg);
 
-/* Looks a function up by name (NULL when not served). */
-worker_function *worker_function_find(ferry_worker *w, const char *name);
+/* worker_function_find past its one-entry cache. */
+worker_function *worker_function_lookup(ferry_worker *w, const char *name);
+
+/* Looks a function up by name (NULL when not served). Hashing the name costs more than
+ * the rest of the lookup: a run of calls of one function pays one comparison instead.
+ * Functions are never removed while w lives. */
+static inline worker_function *worker_function_find(ferry_worker *w, const char *name)
+{
+    worker_function *f = w->last_found;
+    if (f && strcmp(f->name, name) == 0)
+        return f;
+    return worker_function_lookup(w, name);
+}
 
 /*
  * Sends Reply{engine_id, call_id, values | error}. error_code NULL means a
@@ -190,8 +221,15 @@ void worker_call_lanes_fini(ferry_worker *w);
 /* Cancels every live call (FERRY_EWORKER_LOST) and frees them all. */
 void worker_call_cancel_all(ferry_worker *w);
 
+/* Stops the loop of a draining worker: its last call ended. */
+void worker_drained(ferry_worker *w);
+
 /* A call stopped being in flight: a draining worker whose last one it was stops. */
-void worker_call_done(ferry_worker *w);
+static inline void worker_call_done(ferry_worker *w)
+{
+    if (w->state == WORKER_DRAINING && w->stats.in_flight == 0)
+        worker_drained(w);
+}
 
 /* What the first SIGINT/SIGTERM does (and tests call): Goodbye, then stop once no call is
  * in flight, or after drain_ms. A second call, or drain_ms < 0, stops at once. */

@@ -51,6 +51,15 @@
  *   without a cancel callback still gets to answer. This way no pointer a
  *   handler holds ever dangles.
  *
+ *   The time starts when the call gets a deadline: when its handler returns
+ *   without having answered, or earlier when the call waits for a slot
+ *   (max_concurrency) or the handler asks ferry_call_remaining_ms. A handler
+ *   does not block the loop, so that is when the Command came, give or take
+ *   the handler's own run; a call answered by its handler never reads the
+ *   clock. Should the worker run out of memory arming a deadline, it answers
+ *   `out_of_memory` for the handler in the same way (cancel reason
+ *   FERRY_ENOMEM).
+ *
  * Shutdown
  *
  *   ferry_worker_destroy cancels every call still unanswered (the cancel
@@ -97,7 +106,8 @@ typedef struct ferry_call ferry_call;
 typedef void (*ferry_handler)(ferry_call *call, void *udata);
 
 /* The call will not be answered to the engine any more: reason is FERRY_ETIMEOUT
- * (the worker replied `timeout`) or FERRY_EWORKER_LOST (the worker is shutting
+ * (the worker replied `timeout`), FERRY_ENOMEM (it replied `out_of_memory`: no
+ * memory for the call's deadline) or FERRY_EWORKER_LOST (the worker is shutting
  * down). The callback may answer the call (nothing is sent); see the top. */
 typedef void (*ferry_cancel_fn)(ferry_call *call, ferry_err reason, void *arg);
 
@@ -206,10 +216,12 @@ const char *ferry_call_function(const ferry_call *call);
 uint64_t ferry_call_id(const ferry_call *call);
 ferry_worker *ferry_call_worker(const ferry_call *call);
 
-/* Milliseconds left before the worker replies `timeout` (0 once past), -1 with no deadline. */
+/* Milliseconds left before the worker replies `timeout` (0 once past), -1 with no deadline.
+ * Asked inside the handler's first run, it starts the deadline (see Deadlines). */
 int64_t ferry_call_remaining_ms(const ferry_call *call);
 
-/* True once the worker replied `timeout` for this call. */
+/* True once the worker replied `timeout` for this call (or `out_of_memory` in its place,
+ * see Deadlines): an answer now sends nothing. */
 int ferry_call_timed_out(const ferry_call *call);
 
 /* A pointer of the handler's own, kept with the call (NULL at first). */

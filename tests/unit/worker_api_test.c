@@ -7,6 +7,7 @@
  * capture has seen what it waits for, under a guard timer.
  */
 #include "worker_fixture.h"
+#include "ferry_clock.h"
 #include "ferry_utf8.h"
 
 #include "ferry_wire.h"
@@ -666,6 +667,146 @@ static void test_deadline_lanes(void **state)
     capture_fini(&c);
 }
 
+static void answer_now(ferry_call *call, void *udata)
+{
+    (void)udata;
+    ferry_call_return_values(call, 1, ferry_value_int(7));
+}
+
+static void assert_no_deadlines(ferry_worker *w)
+{
+    assert_int_equal(ferry_timers_count(&ferry_worker_loop(w)->timers), 0);
+    for (int i = 0; i < WORKER_LANES; i++)
+        assert_null(w->lanes[i].head);
+}
+
+/* A call its handler answers never gets a deadline (worker_internal.h): no lane, no
+ * timer, not listed. One that outlives its handler gets it when the handler returns. */
+static void test_deadline_after_handler(void **state)
+{
+    (void)state;
+    capture c = {0};
+    nheld = 0;
+    ferry_worker *w = offline(&c, 0);
+    assert_int_equal(ferry_worker_register(w, "now", answer_now, NULL, NULL), FERRY_OK);
+    assert_int_equal(ferry_worker_register(w, "hold", hold, NULL, NULL), FERRY_OK);
+    feed(w, "e", 1, "now", NULL, 0, 1000);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(reply_at(&c, 0)->values[0]->integer, 7);
+    assert_no_deadlines(w);
+    assert_null(w->calls);
+    int64_t t0 = ferry_now_ms();
+    feed(w, "e", 2, "hold", NULL, 0, 1000);
+    int64_t t1 = ferry_now_ms();
+    assert_int_equal(nheld, 1);
+    assert_true(held[0]->deadline_ms >= t0 + 1000 && held[0]->deadline_ms <= t1 + 1000);
+    assert_non_null(held[0]->lane);
+    assert_ptr_equal(w->calls, held[0]);
+    assert_int_equal(ferry_timers_count(&ferry_worker_loop(w)->timers), 1);
+    assert_int_equal(ferry_call_return(held[0], NULL, 0), FERRY_OK);
+    assert_null(w->calls);
+    ferry_worker_stats st;
+    ferry_worker_get_stats(w, &st);
+    assert_int_equal(st.completed, 2);
+    assert_int_equal(st.in_flight, 0);
+    ferry_worker_destroy(&w);
+    capture_fini(&c);
+}
+
+static int64_t peek_left, peek_deadline;
+
+static void peek_and_hold(ferry_call *call, void *udata)
+{
+    (void)udata;
+    peek_left = ferry_call_remaining_ms(call);
+    peek_deadline = call->deadline_ms;
+    held[nheld++] = call;
+}
+
+/* Asked inside the handler, ferry_call_remaining_ms starts the deadline: the one armed
+ * when the handler returns is that one, not a later one. */
+static void test_remaining_starts_deadline(void **state)
+{
+    (void)state;
+    capture c = {0};
+    nheld = 0;
+    ferry_worker *w = offline(&c, 0);
+    assert_int_equal(ferry_worker_register(w, "peek", peek_and_hold, NULL, NULL), FERRY_OK);
+    int64_t t0 = ferry_now_ms();
+    feed(w, "e", 1, "peek", NULL, 0, 500);
+    assert_true(peek_left > 0 && peek_left <= 500);
+    assert_true(peek_deadline >= t0 + 500);
+    assert_int_equal(held[0]->deadline_ms, peek_deadline);
+    assert_non_null(held[0]->lane);
+    assert_true(held[0]->lane->timer.when_ms <= peek_deadline);
+    feed(w, "e", 2, "peek", NULL, 0, 0);
+    assert_int_equal(peek_left, -1);
+    assert_int_equal(held[1]->deadline_ms, 0);
+    assert_null(held[1]->lane);
+    assert_int_equal(ferry_call_remaining_ms(held[1]), -1);
+    assert_int_equal(ferry_call_return(held[0], NULL, 0), FERRY_OK);
+    assert_int_equal(ferry_call_return(held[1], NULL, 0), FERRY_OK);
+    assert_int_equal(c.n, 2);
+    ferry_worker_destroy(&w);
+    capture_fini(&c);
+}
+
+/* No memory for a deadline: the worker answers `out_of_memory` for the handler, as it
+ * would `timeout`, and the handler's own answer is discarded. */
+static void test_deadline_arm_fails(void **state)
+{
+    (void)state;
+    capture c = {0};
+    nheld = 0;
+    cancels = 0;
+    ferry_worker *w = offline(&c, 0);
+    assert_int_equal(ferry_worker_register(w, "h", hold_with_cancel, NULL, NULL), FERRY_OK);
+    assert_int_equal(ferry_worker_register(w, "hold", hold, NULL, NULL), FERRY_OK);
+    ferry_function_opts one = {.max_concurrency = 1};
+    assert_int_equal(ferry_worker_register(w, "one", hold, NULL, &one), FERRY_OK);
+    /* The cancel callback answers, which frees the call and its continuation. */
+    w->fail_arms = 1;
+    feed(w, "e", 1, "h", NULL, 0, 1000);
+    assert_int_equal(c.n, 1);
+    assert_error(reply_at(&c, 0), "out_of_memory", "out of memory");
+    assert_int_equal(cancels, 1);
+    assert_int_equal(cancel_reason, FERRY_ENOMEM);
+    assert_no_deadlines(w);
+    assert_null(w->calls);
+    /* Without one, the call waits for its handler's answer, which sends nothing. */
+    w->fail_arms = 1;
+    feed(w, "e", 2, "hold", NULL, 0, 1000);
+    assert_int_equal(c.n, 2);
+    assert_error(reply_at(&c, 1), "out_of_memory", NULL);
+    assert_true(ferry_call_timed_out(held[0]));
+    ferry_worker_stats st;
+    ferry_worker_get_stats(w, &st);
+    assert_int_equal(st.zombies, 1);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(ferry_call_return(held[0], NULL, 0), FERRY_ETIMEOUT);
+    assert_int_equal(c.n, 2);
+    /* A call that must wait for a slot gets its deadline first, or is refused. */
+    feed(w, "e", 3, "one", NULL, 0, 0);
+    w->fail_arms = 1;
+    feed(w, "e", 4, "one", NULL, 0, 1000);
+    assert_int_equal(c.n, 3);
+    assert_int_equal(reply_at(&c, 2)->call_id, 4);
+    assert_error(reply_at(&c, 2), "out_of_memory", NULL);
+    ferry_worker_get_stats(w, &st);
+    assert_int_equal(st.zombies, 0);
+    assert_int_equal(st.late, 2);
+    assert_int_equal(st.timed_out, 0);
+    assert_int_equal(st.failed, 3);
+    assert_int_equal(st.in_flight, 1);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(nheld, 2);
+    assert_int_equal(ferry_call_return(held[1], NULL, 0), FERRY_OK);
+    assert_null(w->calls);
+    assert_int_equal(w->fail_arms, 0);
+    ferry_worker_destroy(&w);
+    capture_fini(&c);
+}
+
 static void test_destroy_cancels(void **state)
 {
     (void)state;
@@ -866,6 +1007,9 @@ int main(void)
         cmocka_unit_test(test_timeout_late_answer),
         cmocka_unit_test(test_timeout_cancel),
         cmocka_unit_test(test_deadline_lanes),
+        cmocka_unit_test(test_deadline_after_handler),
+        cmocka_unit_test(test_remaining_starts_deadline),
+        cmocka_unit_test(test_deadline_arm_fails),
         cmocka_unit_test(test_destroy_cancels),
         cmocka_unit_test(test_concurrency_limit),
         cmocka_unit_test(test_function_max_concurrency),
