@@ -161,7 +161,7 @@ static void answer_script(broker *b, broker_script *script, ferry_err code, cons
 
 /* ---- calls ---- */
 
-static void place_call(broker *b, broker_call *call, zmq_msg_t *frame, int front);
+static void place_call(broker *b, broker_call *call, ferry_frames *f, int front);
 
 /* w is gone: its in-flight calls are sent once more elsewhere when they may
  * be, else answered `worker_lost` (dispatch.h); w is freed. */
@@ -178,48 +178,54 @@ static void lose_worker(broker *b, broker_worker *w, const char *why)
         broker_call *call = retry;
         DL_DELETE(retry, call);
         call->prev = call->next = NULL;
-        place_call(b, call, &call->frame, 1);
+        place_call(b, call, NULL, 1);
     }
 }
 
 /*
- * Forwards frame, the call's Command, to w: either call->frame (a call that
- * waited) or the frame just received, while call->frame is empty (a call
- * placed as it arrives need not be moved into its record first). 1 when it
- * went (the call is in flight); 0 when w cannot take it, after taking w out
- * of the rotation: an unreachable worker is lost (and freed), a full one is
- * blocked until it answers. The Command is still in frame then: a send that
- * fails leaves its message as it was. A call that may be re-sent should w be
- * lost keeps a copy of its frame in call->frame (a reference, not a copy of
- * the bytes, for all but tiny frames).
+ * Forwards the call's Command to w: frame 0 of f, the message it just
+ * arrived in (a call placed as it arrives is not moved into its record
+ * first), or call->frame when f is NULL (a call that waited, or came back
+ * from a lost worker). 1 when it went (the call is in flight; frame 0 of f
+ * is marked moved); 0 when w cannot take it, after taking w out of the
+ * rotation: an unreachable worker is lost (and freed), a full one is
+ * blocked until it answers. The Command is where it was then: a send that
+ * fails leaves its message as it was. A call that may be re-sent should w
+ * be lost keeps a copy of its Command (broker_dispatch_keep); one that
+ * holds call->frame keeps it and sends a copy (a reference to its bytes).
  */
-static int send_call(broker *b, broker_call *call, broker_worker *w, zmq_msg_t *frame)
+static int send_call(broker *b, broker_call *call, broker_worker *w, ferry_frames *f)
 {
+    assert(f || call->held == BROKER_HELD_FRAME);
     zmq_msg_t copy;
-    zmq_msg_t *out = frame;  /* what is sent */
-    zmq_msg_t *kept = NULL; /* the copy made for a retry, dropped if the send fails */
+    zmq_msg_t *out = f ? &f->frames[0] : &call->frame; /* what is sent */
+    int kept = 0; /* a copy was kept for a retry: dropped if the send fails */
     if (broker_dispatch_may_retry(call, w)) {
-        kept = frame == &call->frame ? &copy : &call->frame;
-        if (kept == &copy)
+        if (f) {
+            kept = broker_dispatch_keep(call, out, ferry_frame_data(f, 0),
+                                        ferry_frame_size(f, 0)) == FERRY_OK;
+        } else {
             zmq_msg_init(&copy);
-        if (zmq_msg_copy(kept, frame) != 0) {
-            zmq_msg_close(kept);
-            zmq_msg_init(kept);
-            kept = NULL;
-        } else if (kept == &copy) {
-            out = &copy;
+            if (zmq_msg_copy(&copy, out) == 0)
+                out = &copy;
+            else
+                zmq_msg_close(&copy); /* sent without a retry then */
         }
     }
     ferry_err err = ferry_wire_forward(b->workers, w->rid, w->rid_len, out);
     if (err == FERRY_OK) {
+        if (f)
+            ferry_frame_moved(f, 0);
+        else if (out == &call->frame)
+            broker_dispatch_unkeep(call); /* it went itself: nothing is kept */
         w->last_sent_ms = b->loop.now_ms;
         broker_dispatch_sent(&b->dispatch, call, w);
         return 1;
     }
-    if (kept) {
-        zmq_msg_close(kept);
-        zmq_msg_init(kept);
-    }
+    if (out == &copy)
+        zmq_msg_close(&copy);
+    if (kept)
+        broker_dispatch_unkeep(call);
     char id[64];
     id_text(w->rid, w->rid_len, id, sizeof id);
     if (err == FERRY_EUNREACHABLE) {
@@ -234,17 +240,21 @@ static int send_call(broker *b, broker_call *call, broker_worker *w, zmq_msg_t *
 
 /* Sends a NEW call to a worker that can take it, or queues it (at the head
  * when it came from the queue). Answers `overloaded` when it cannot queue.
- * frame is the call's Command, as for send_call; it ends up sent or in
- * call->frame. */
-static void place_call(broker *b, broker_call *call, zmq_msg_t *frame, int front)
+ * f is where the call's Command is, as for send_call; it ends up sent or in
+ * call->frame (frame 0 of f is marked moved then). */
+static void place_call(broker *b, broker_call *call, ferry_frames *f, int front)
 {
     broker_worker *w;
     while ((w = broker_dispatch_pick(&b->dispatch, call->fn)))
-        if (send_call(b, call, w, frame))
+        if (send_call(b, call, w, f))
             return;
-    ferry_err err = broker_dispatch_enqueue(&b->dispatch, call, frame, front);
-    if (err == FERRY_OK)
+    ferry_err err =
+        broker_dispatch_enqueue(&b->dispatch, call, f ? &f->frames[0] : &call->frame, front);
+    if (err == FERRY_OK) {
+        if (f)
+            ferry_frame_moved(f, 0);
         return;
+    }
     char msg[128];
     snprintf(msg, sizeof msg, "broker call queue is full (%zu calls waiting)",
              b->dispatch.queued);
@@ -258,8 +268,8 @@ static void drain_worker(broker *b, broker_worker *w)
 {
     broker_call *call;
     while ((call = broker_dispatch_take(&b->dispatch, w))) {
-        if (!send_call(b, call, w, &call->frame)) {
-            place_call(b, call, &call->frame, 1);
+        if (!send_call(b, call, w, NULL)) {
+            place_call(b, call, NULL, 1);
             return;
         }
     }
@@ -305,7 +315,7 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
                                                  : "broker out of memory");
         return;
     }
-    place_call(b, call, &f->frames[0], 0);
+    place_call(b, call, f, 0);
 }
 
 /* ---- workers ---- */
@@ -371,6 +381,7 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
     const uint8_t *eid_bytes = broker_call_engine(call, &eid_len);
     ferry_err err = ferry_wire_forward(b->engines, eid_bytes, eid_len, &f->frames[1]);
     if (err == FERRY_OK) {
+        ferry_frame_moved(f, 1);
         b->completed++;
     } else {
         drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s call_id=%llu error=%s",
@@ -379,7 +390,11 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
         engine_unreachable(b, eid_bytes, eid_len, err);
     }
     broker_dispatch_call_free(&b->dispatch, call);
-    if (!broker_dispatch_reap(&b->dispatch, w))
+    /* w goes when it was leaving and this was its last call; else it may
+     * take a queued call (there are none, mostly: no call made then). */
+    if (w->leaving)
+        broker_dispatch_reap(&b->dispatch, w);
+    else if (b->dispatch.queued > 0)
         drain_worker(b, w);
 }
 

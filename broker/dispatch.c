@@ -286,7 +286,7 @@ void broker_dispatch_fini(broker_dispatch *d)
         if (!call)
             continue;
         ferry_timer_stop(d->timers, &call->timer);
-        zmq_msg_close(&call->frame);
+        broker_dispatch_unkeep(call);
         free(call);
     }
     free(d->slots);
@@ -497,6 +497,51 @@ int broker_dispatch_may_retry(const broker_call *call, const broker_worker *w)
     return 0;
 }
 
+ferry_err broker_dispatch_keep(broker_call *call, zmq_msg_t *frame, const void *data, size_t len)
+{
+    assert(call->held == BROKER_HELD_NONE && frame != &call->frame);
+    if (len <= BROKER_CALL_COPY_MAX) {
+        memcpy(call->bytes, data, len);
+        call->copy_len = (uint16_t)len;
+        call->held = BROKER_HELD_BYTES;
+        return FERRY_OK;
+    }
+    zmq_msg_init(&call->frame);
+    if (zmq_msg_copy(&call->frame, frame) != 0) {
+        zmq_msg_close(&call->frame);
+        return FERRY_ENOMEM;
+    }
+    call->held = BROKER_HELD_FRAME;
+    return FERRY_OK;
+}
+
+void broker_dispatch_unkeep(broker_call *call)
+{
+    if (call->held == BROKER_HELD_FRAME)
+        zmq_msg_close(&call->frame);
+    call->held = BROKER_HELD_NONE;
+}
+
+/* Whether call holds its Command, then in call->frame: kept bytes become a
+ * message again (0 when there is no memory for it: the call is not re-sent). */
+static int held_as_frame(broker_call *call)
+{
+    if (call->held != BROKER_HELD_BYTES)
+        return call->held == BROKER_HELD_FRAME;
+    /* The bytes share their room with call->frame: copied out first. */
+    zmq_msg_t m;
+    if (zmq_msg_init_size(&m, call->copy_len) != 0) {
+        call->held = BROKER_HELD_NONE;
+        return 0;
+    }
+    memcpy(zmq_msg_data(&m), call->bytes, call->copy_len);
+    zmq_msg_init(&call->frame);
+    zmq_msg_move(&call->frame, &m);
+    zmq_msg_close(&m);
+    call->held = BROKER_HELD_FRAME;
+    return 1;
+}
+
 static inline broker_worker *unflight(broker_dispatch *d, broker_call *call);
 
 void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t now_ms,
@@ -514,7 +559,7 @@ void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t n
     while (w->calls) {
         broker_call *call = w->calls;
         unflight(d, call);
-        if (zmq_msg_size(&call->frame) > 0 && !call->retried) {
+        if (!call->retried && held_as_frame(call)) {
             call->retried = 1;
             /* Should nobody else serve it, the wait for a worker starts now. */
             call->queued_ms = now_ms;
@@ -654,19 +699,13 @@ ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, si
     call->timeout_ms = timeout_ms == 0 || timeout_ms > cap ? cap : timeout_ms;
     call->queued_ms = now_ms;
     call->deadline_ms = now_ms + call->timeout_ms;
-    zmq_msg_init(&call->frame);
+    call->held = BROKER_HELD_NONE;
     call->retried = 0;
     d->slots[slot].call = call;
     d->slots[slot].hash = hash;
     d->ncalls++;
     *out = call;
     return FERRY_OK;
-}
-
-const uint8_t *broker_call_engine(const broker_call *call, size_t *len)
-{
-    *len = call->engine->len;
-    return call->engine->id;
 }
 
 /* The call (engine_id, call_id), or NULL; engine_id becomes the last seen when it is known. */
@@ -699,17 +738,6 @@ broker_call *broker_dispatch_match_reply(broker_dispatch *d, const void *rid, si
     }
     *w = broker_dispatch_worker(d, rid, rid_len);
     return NULL;
-}
-
-broker_worker *broker_dispatch_pick(broker_dispatch *d, broker_function *fn)
-{
-    (void)d;
-    broker_member *m = fn->ring;
-    if (!m)
-        return NULL;
-    assert(broker_dispatch_worker_room(m->worker) > 0);
-    fn->ring = m->next; /* round robin: the next pick starts after this worker */
-    return m->worker;
 }
 
 void broker_dispatch_sent(broker_dispatch *d, broker_call *call, broker_worker *w)
@@ -750,10 +778,12 @@ ferry_err broker_dispatch_enqueue(broker_dispatch *d, broker_call *call, zmq_msg
     ferry_err err = ferry_timer_start(d->timers, &call->timer, queued_expiry(d, call));
     if (err)
         return err;
+    assert(frame != &call->frame || call->held == BROKER_HELD_FRAME);
     if (frame && frame != &call->frame) {
-        zmq_msg_close(&call->frame);
+        assert(call->held == BROKER_HELD_NONE);
         zmq_msg_init(&call->frame);
         zmq_msg_move(&call->frame, frame);
+        call->held = BROKER_HELD_FRAME;
     }
     if (front)
         DL_PREPEND(call->fn->queue, call);
@@ -865,7 +895,8 @@ void broker_dispatch_call_free(broker_dispatch *d, broker_call *call)
         return;
     assert(call->state == BROKER_CALL_NEW && !ferry_timer_active(&call->timer));
     remove_slot(d, call);
-    zmq_msg_close(&call->frame);
+    if (call->held != BROKER_HELD_NONE)
+        broker_dispatch_unkeep(call);
     broker_function *fn = call->fn;
     engine_id_release(d, call->engine);
     release_record(d, call);

@@ -32,8 +32,9 @@
  * A worker that is lost (silent past its liveness, or unreachable) takes its
  * in-flight calls with it: each one whose function it declared idempotent,
  * and that was not re-sent before, goes back to its owner to be placed once
- * more (the broker keeps the Command frame of such calls while they are in
- * flight); the others are answered `worker_lost`.
+ * more (the broker keeps a copy of the Command of such calls while they are
+ * in flight: the bytes of a small one in its record, a reference to the
+ * frame of a larger one); the others are answered `worker_lost`.
  *
  * Who may call: one thread (the broker loop). Sockets live in broker.c.
  */
@@ -46,6 +47,7 @@
 #include "ferry_wire.h"
 #include "uthash.h"
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <zmq.h>
@@ -80,18 +82,37 @@ struct broker_engine_id {
     UT_hash_handle hh;     /* d->engine_ids, keyed by id */
 };
 
+/* Commands up to this size are kept for a re-send as bytes in their record:
+ * a copy of a few dozen bytes costs less than a reference to the frame
+ * (zmq_msg_copy, then zmq_msg_close when the call ends). */
+#define BROKER_CALL_COPY_MAX 128
+
+/* What a record holds of its Command. */
+typedef enum {
+    BROKER_HELD_NONE,  /* nothing */
+    BROKER_HELD_FRAME, /* call->frame: while queued (and once taken off the queue or back
+                        * from a lost worker, to be placed again), or in flight when it may
+                        * be re-sent and is larger than BROKER_CALL_COPY_MAX (a reference
+                        * to the received frame: no bytes copied) */
+    BROKER_HELD_BYTES, /* call->bytes (copy_len of them): in flight, may be re-sent, small */
+} broker_held;
+
 /* The fields every Command and Reply touches come first: 64 bytes, a cache line's worth. */
 struct broker_call {
     broker_engine_id *engine;  /* holds a reference; engine->id is where replies go */
     uint64_t call_id;
     uint32_t hash;             /* of (engine, call_id): its place in d->slots */
-    broker_call_state state;
+    uint8_t state;             /* a broker_call_state */
+    uint8_t held;              /* a broker_held: what frame/bytes below hold */
+    uint16_t copy_len;         /* bytes used in bytes[] while held is BROKER_HELD_BYTES */
     broker_function *fn;       /* borrowed; a function outlives its calls */
     broker_worker *worker;     /* set while in flight */
     broker_call *prev, *next;  /* fn->queue while queued, worker->calls while in flight */
     int64_t deadline_ms;
-    zmq_msg_t frame;           /* the original Command frame while queued, and while in
-                                * flight when it may be re-sent (see may_retry); else empty */
+    union {                    /* the Command, as held says (see broker_dispatch_keep) */
+        zmq_msg_t frame;
+        uint8_t bytes[BROKER_CALL_COPY_MAX];
+    };
     int64_t queued_ms;         /* when it arrived (or came back from a lost worker) */
     uint32_t timeout_ms;       /* effective timeout (after default and cap) */
     int retried;               /* re-sent once after its worker was lost: never again */
@@ -224,13 +245,14 @@ int broker_dispatch_leave(broker_dispatch *d, broker_worker *w, int64_t now_ms);
 
 /*
  * w is gone: silent past its liveness, or unreachable. w leaves every table
- * and is freed. Each call in flight there that may be re-sent
- * (broker_dispatch_may_retry at the time it was sent: its frame is in
- * call->frame) is marked retried, made NEW and chained through prev/next
- * onto *retry (utlist DL) for the caller to place again, in the order they
- * were sent. The others are counted failed, go to the expire callback with
- * FERRY_EWORKER_LOST and are freed. Calls queued for a function w was the
- * last to serve wait --unserved-wait from now_ms.
+ * and is freed. Each call in flight there that may be re-sent (its Command
+ * was kept by broker_dispatch_keep when it was sent) is marked retried, made
+ * NEW with its Command in call->frame (kept bytes become a message again)
+ * and chained through prev/next onto *retry (utlist DL) for the caller to
+ * place again, in the order they were sent. The others, and one whose bytes
+ * find no memory for a message, are counted failed, go to the expire
+ * callback with FERRY_EWORKER_LOST and are freed. Calls queued for a
+ * function w was the last to serve wait --unserved-wait from now_ms.
  */
 void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t now_ms,
                                  broker_call **retry);
@@ -238,10 +260,27 @@ void broker_dispatch_worker_lost(broker_dispatch *d, broker_worker *w, int64_t n
 /*
  * True when call, about to be sent to w, may be sent once more should w be
  * lost: w declared its function idempotent and the call was not re-sent
- * before. The caller then keeps the Command frame in call->frame.
- * O(functions of w).
+ * before. The caller then keeps a copy of the Command (broker_dispatch_keep,
+ * or a call that waited keeps call->frame and sends a copy). O(functions of
+ * w).
  */
 int broker_dispatch_may_retry(const broker_call *call, const broker_worker *w);
+
+/*
+ * Keeps a copy of the Command of call, about to be sent from frame (not
+ * call->frame; data and len are its bytes), for a re-send should its worker
+ * be lost: the bytes in the record when there are at most
+ * BROKER_CALL_COPY_MAX of them, else a reference to frame's (zmq_msg_copy).
+ * The record must hold nothing. FERRY_ENOMEM when no reference could be
+ * made: nothing is kept then (the call goes without).
+ */
+ferry_err broker_dispatch_keep(broker_call *call, zmq_msg_t *frame, const void *data, size_t len);
+
+/*
+ * Drops what the record holds of its Command: the copy kept for a send that
+ * failed, or call->frame once it was itself sent (an empty message then).
+ */
+void broker_dispatch_unkeep(broker_call *call);
 
 /* A send to w would block: keep it out of the rings until its next reply. */
 void broker_dispatch_block(broker_dispatch *d, broker_worker *w);
@@ -266,7 +305,11 @@ ferry_err broker_dispatch_call_new(broker_dispatch *d, const void *engine_id, si
                                    uint32_t timeout_ms, int64_t now_ms, broker_call **out);
 
 /* The engine id of call (points into its interned record, which lives as long as the call). */
-const uint8_t *broker_call_engine(const broker_call *call, size_t *len);
+static inline const uint8_t *broker_call_engine(const broker_call *call, size_t *len)
+{
+    *len = call->engine->len;
+    return call->engine->id;
+}
 
 /*
  * The interned engine id equal to id, or NULL (no call names it, and it is
@@ -290,22 +333,34 @@ broker_call *broker_dispatch_match_reply(broker_dispatch *d, const void *rid, si
                                          const void *engine_id, size_t eid_len, uint64_t call_id,
                                          broker_worker **w);
 
-/* A worker that serves fn and can take a call, rotating the ring; NULL when none. */
-broker_worker *broker_dispatch_pick(broker_dispatch *d, broker_function *fn);
+/* A worker that serves fn and can take a call, rotating the ring; NULL when none.
+ * Inline: once per Command. */
+static inline broker_worker *broker_dispatch_pick(broker_dispatch *d, broker_function *fn)
+{
+    (void)d;
+    broker_member *m = fn->ring;
+    if (!m)
+        return NULL;
+    assert(broker_dispatch_worker_room(m->worker) > 0);
+    fn->ring = m->next; /* round robin: the next pick starts after this worker */
+    return m->worker;
+}
 
 /*
  * Marks a NEW call in flight at w (which must have room): takes one credit
  * and sees that w's backstop timer fires no later than this call's
- * deadline + grace. The caller has sent the frame; call->frame holds a copy
- * when the call may be re-sent (broker_dispatch_may_retry), else it is
- * empty.
+ * deadline + grace. The caller has sent the Command; the record holds a
+ * copy of it when the call may be re-sent (broker_dispatch_may_retry), else
+ * nothing.
  */
 void broker_dispatch_sent(broker_dispatch *d, broker_call *call, broker_worker *w);
 
 /*
  * Queues a NEW call on its function: at the tail (arrival order), or at the
  * head when front is set (a call taken from the queue that could not be
- * sent). Takes ownership of *frame (moved into the call) on FERRY_OK.
+ * sent). Takes ownership of *frame (moved into call->frame) on FERRY_OK,
+ * unless frame is call->frame already (a call that waited, or came back
+ * from a lost worker) or NULL; the record must hold nothing else.
  * FERRY_EOVERLOADED when the queue is full (never for front).
  */
 ferry_err broker_dispatch_enqueue(broker_dispatch *d, broker_call *call, zmq_msg_t *frame,
@@ -343,7 +398,8 @@ int broker_dispatch_stray_reply(broker_dispatch *d, broker_worker *w);
 void broker_dispatch_count_failed(broker_dispatch *d, broker_call *call);
 
 /*
- * Removes a NEW call from the call table and frees it, with its frame.
+ * Removes a NEW call from the call table and frees it, with what it holds
+ * of its Command.
  * Forgets its function when nobody ever served it and nothing else uses it.
  */
 void broker_dispatch_call_free(broker_dispatch *d, broker_call *call);

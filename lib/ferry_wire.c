@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,34 +89,36 @@ ferry_err ferry_frames_recv(void *socket, ferry_frames *f)
 {
     f->count = 0;
     f->truncated = 0;
-    int more = 1;
-    while (more) {
+    f->open = 0;
+    /* Only the first frame may be missing: ZeroMQ delivers a message whole. */
+    int flags = ZMQ_DONTWAIT;
+    for (;;) {
         zmq_msg_t scratch;
-        zmq_msg_t *m = f->count < FERRY_MAX_FRAMES ? &f->frames[f->count] : &scratch;
+        int i = f->count;
+        zmq_msg_t *m = i < FERRY_MAX_FRAMES ? &f->frames[i] : &scratch;
         zmq_msg_init(m);
-        int flags = f->count == 0 && !f->truncated ? ZMQ_DONTWAIT : 0;
-        if (zmq_msg_recv(m, socket, flags) < 0) {
+        int n = zmq_msg_recv(m, socket, flags);
+        if (n < 0) {
             int e = zmq_errno();
             zmq_msg_close(m);
             ferry_frames_close(f);
             return e == EAGAIN ? FERRY_ETIMEOUT : FERRY_EIO;
         }
-        more = zmq_msg_more(m);
+        flags = 0;
+        int more = zmq_msg_more(m);
         if (m == &scratch) {
             zmq_msg_close(m);
             f->truncated = 1;
         } else {
-            f->count++;
+            /* The size comes with the message, capped at INT_MAX. */
+            f->size[i] = n < INT_MAX ? (size_t)n : zmq_msg_size(m);
+            f->data[i] = zmq_msg_data(m);
+            f->open |= 1u << i;
+            f->count = i + 1;
         }
+        if (!more)
+            return FERRY_OK;
     }
-    return FERRY_OK;
-}
-
-void ferry_frames_close(ferry_frames *f)
-{
-    for (int i = 0; i < f->count; i++)
-        zmq_msg_close(&f->frames[i]);
-    f->count = 0;
 }
 
 static ferry_err send_rid(void *socket, const void *rid, size_t rid_len)

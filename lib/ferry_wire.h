@@ -30,10 +30,19 @@
 #define FERRY_ROUTING_ID_MAX 255
 #define FERRY_DEFAULT_MAX_MSG (16 * 1024 * 1024)
 
+/*
+ * One received message. The data and size of each frame are read once, as
+ * it arrives (ferry_frame_data and ferry_frame_size cost no libzmq call),
+ * and stay valid until the frame is closed, sent or moved.
+ */
 typedef struct {
     zmq_msg_t frames[FERRY_MAX_FRAMES];
-    int count;     /* frames received and held (at most FERRY_MAX_FRAMES) */
-    int truncated; /* more frames arrived than fit; they were discarded */
+    const void *data[FERRY_MAX_FRAMES]; /* zmq_msg_data of each frame held */
+    size_t size[FERRY_MAX_FRAMES];      /* zmq_msg_size of each frame held */
+    int count;                          /* frames received and held (at most FERRY_MAX_FRAMES) */
+    int truncated;                      /* more frames arrived than fit; they were discarded */
+    unsigned open;                      /* bit i: frames[i] still holds its message, which
+                                         * ferry_frames_close closes (see ferry_frame_moved) */
 } ferry_frames;
 
 typedef struct {
@@ -61,18 +70,41 @@ void ferry_socket_close(void **socket);
  * Always ferry_frames_close(f) after FERRY_OK.
  */
 ferry_err ferry_frames_recv(void *socket, ferry_frames *f);
-void ferry_frames_close(ferry_frames *f);
 
-static inline const void *ferry_frame_data(ferry_frames *f, int i)
+/* Closes the frames of f that are still open (not sent or moved out).
+ * Inline: a broker closes two messages per call, mostly with one frame open
+ * or none. */
+static inline void ferry_frames_close(ferry_frames *f)
 {
-    return zmq_msg_data(&f->frames[i]);
+    for (int i = 0; f->open; i++) {
+        if (f->open & (1u << i)) {
+            zmq_msg_close(&f->frames[i]);
+            f->open &= ~(1u << i);
+        }
+    }
+    f->count = 0;
 }
 
-static inline size_t ferry_frame_size(ferry_frames *f, int i)
+/*
+ * frames[i] was sent (zmq_msg_send or ferry_wire_forward succeeded) or moved
+ * out (zmq_msg_move): it is an empty message now, which needs no closing, so
+ * ferry_frames_close skips it (a libzmq call saved per message routed on).
+ * Its data and size are no longer valid.
+ */
+static inline void ferry_frame_moved(ferry_frames *f, int i)
 {
-    return zmq_msg_size(&f->frames[i]);
+    f->open &= ~(1u << i);
 }
 
+static inline const void *ferry_frame_data(const ferry_frames *f, int i)
+{
+    return f->data[i];
+}
+
+static inline size_t ferry_frame_size(const ferry_frames *f, int i)
+{
+    return f->size[i];
+}
 
 /*
  * Packs env and sends it without blocking, after a routing-id frame when rid

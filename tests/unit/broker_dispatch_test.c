@@ -7,6 +7,8 @@
  */
 #include "dispatch.h"
 
+#include "utlist.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -239,8 +241,10 @@ static void test_frame_moves_into_queue(void **state)
     zmq_msg_t frame;
     assert_int_equal(zmq_msg_init_size(&frame, 5), 0);
     memcpy(zmq_msg_data(&frame), "hello", 5);
+    assert_int_equal(c->held, BROKER_HELD_NONE);
     assert_int_equal(broker_dispatch_enqueue(&fx->d, c, &frame, 0), FERRY_OK);
     assert_int_equal(zmq_msg_size(&frame), 0);
+    assert_int_equal(c->held, BROKER_HELD_FRAME);
     assert_int_equal(zmq_msg_size(&c->frame), 5);
     assert_memory_equal(zmq_msg_data(&c->frame), "hello", 5);
     zmq_msg_close(&frame);
@@ -957,18 +961,45 @@ static broker_worker *ready_running(fixture *fx, const char *id, uint32_t credit
     return w;
 }
 
-/* What the broker's send does: keep a frame for a call that may be re-sent. */
-static broker_worker *dispatch_keeping(fixture *fx, broker_call *call)
+/* A Command frame of len bytes, each (i * 7 + seed) & 0xff. */
+static void make_frame(zmq_msg_t *m, size_t len, int seed)
+{
+    assert_int_equal(zmq_msg_init_size(m, len), 0);
+    uint8_t *p = zmq_msg_data(m);
+    for (size_t i = 0; i < len; i++)
+        p[i] = (uint8_t)(i * 7 + (size_t)seed);
+}
+
+static void assert_frame(zmq_msg_t *m, size_t len, int seed)
+{
+    assert_int_equal(zmq_msg_size(m), len);
+    const uint8_t *p = zmq_msg_data(m);
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(p[i], (uint8_t)(i * 7 + (size_t)seed));
+}
+
+/* What the broker's send does with the frame a Command arrived in (len
+ * bytes, see make_frame): keep a copy for a call that may be re-sent, send
+ * it (closed here). */
+static broker_worker *dispatch_keeping_len(fixture *fx, broker_call *call, size_t len, int seed)
 {
     broker_worker *w = broker_dispatch_pick(&fx->d, call->fn);
     assert_non_null(w);
     if (broker_dispatch_may_retry(call, w)) {
-        zmq_msg_close(&call->frame);
-        assert_int_equal(zmq_msg_init_size(&call->frame, 3), 0);
-        memcpy(zmq_msg_data(&call->frame), "cmd", 3);
+        zmq_msg_t frame;
+        make_frame(&frame, len, seed);
+        assert_int_equal(broker_dispatch_keep(call, &frame, zmq_msg_data(&frame), len),
+                         FERRY_OK);
+        /* The sent frame is gone from the broker once the socket wrote it. */
+        zmq_msg_close(&frame);
     }
     broker_dispatch_sent(&fx->d, call, w);
     return w;
+}
+
+static broker_worker *dispatch_keeping(fixture *fx, broker_call *call)
+{
+    return dispatch_keeping_len(fx, call, 3, 0);
 }
 
 static void test_worker_lost_retries_idempotent_once(void **state)
@@ -1000,15 +1031,17 @@ static void test_worker_lost_retries_idempotent_once(void **state)
     assert_int_equal(c1->state, BROKER_CALL_NEW);
     assert_true(c1->retried);
     assert_int_equal(fx->d.calls_retried, 1);
-    assert_int_equal(zmq_msg_size(&c1->frame), 3);
+    assert_int_equal(c1->held, BROKER_HELD_FRAME);
+    assert_frame(&c1->frame, 3, 0);
     retry = NULL;
     c1->prev = c1->next = NULL;
 
     /* Once only: lost again at its next worker, it is answered worker_lost. */
     broker_worker *b = ready_running(fx, "w-b", 4, 0, fns);
     assert_false(broker_dispatch_may_retry(c1, b));
-    zmq_msg_close(&c1->frame);
-    zmq_msg_init(&c1->frame);
+    /* The broker sends call->frame itself then, which leaves it empty. */
+    broker_dispatch_unkeep(c1);
+    assert_int_equal(c1->held, BROKER_HELD_NONE);
     assert_ptr_equal(dispatch_keeping(fx, c1), b);
     broker_dispatch_worker_lost(&fx->d, b, T0 + 20, &retry);
     assert_null(retry);
@@ -1018,6 +1051,80 @@ static void test_worker_lost_retries_idempotent_once(void **state)
     assert_int_equal(fx->d.workers_lost, 2);
     assert_int_equal(broker_dispatch_function(&fx->d, "echo")->failed, 1);
     assert_int_equal(broker_dispatch_function(&fx->d, "charge")->failed, 1);
+}
+
+/* Small Commands are kept as bytes in the record, larger ones as a
+ * reference to their frame; either way a lost worker's call comes back with
+ * the same bytes in call->frame. */
+static void test_kept_command_sizes(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready_running(fx, "w-a", 8, 0, fns);
+    const size_t lens[] = {1, 47, BROKER_CALL_COPY_MAX, BROKER_CALL_COPY_MAX + 1, 5000};
+    const broker_held how[] = {BROKER_HELD_BYTES, BROKER_HELD_BYTES, BROKER_HELD_BYTES,
+                               BROKER_HELD_FRAME, BROKER_HELD_FRAME};
+    broker_call *calls[5];
+    for (int i = 0; i < 5; i++) {
+        calls[i] = new_call(fx, "e1", (uint64_t)i + 1, "echo", 0, T0);
+        assert_ptr_equal(dispatch_keeping_len(fx, calls[i], lens[i], i), a);
+        assert_int_equal(calls[i]->held, how[i]);
+    }
+    broker_call *retry = NULL;
+    broker_dispatch_worker_lost(&fx->d, a, T0 + 10, &retry);
+    assert_int_equal(fx->expired, 0);
+    assert_int_equal(fx->d.calls_retried, 5);
+    for (int i = 0; i < 5; i++) {
+        assert_ptr_equal(retry, calls[i]);
+        DL_DELETE(retry, calls[i]);
+        assert_int_equal(calls[i]->held, BROKER_HELD_FRAME);
+        assert_frame(&calls[i]->frame, lens[i], i);
+    }
+    /* fini frees them with their frames (ASan checks). */
+}
+
+/* A kept copy is dropped when its send fails, and a record frees what it
+ * holds whatever that is (ASan checks). */
+static void test_unkeep_and_free(void **state)
+{
+    fixture *fx = *state;
+    const char *fns[] = {"echo", NULL};
+    broker_worker *a = ready_running(fx, "w-a", 8, 0, fns);
+    for (int big = 0; big < 2; big++) {
+        broker_call *c = new_call(fx, "e1", (uint64_t)big + 1, "echo", 0, T0);
+        size_t len = big ? BROKER_CALL_COPY_MAX * 4 : 10;
+        zmq_msg_t frame;
+        make_frame(&frame, len, 3);
+        assert_int_equal(broker_dispatch_keep(c, &frame, zmq_msg_data(&frame), len), FERRY_OK);
+        assert_int_equal(c->held, big ? BROKER_HELD_FRAME : BROKER_HELD_BYTES);
+        /* The send failed: the frame is as it was, the copy goes. */
+        assert_frame(&frame, len, 3);
+        broker_dispatch_unkeep(c);
+        assert_int_equal(c->held, BROKER_HELD_NONE);
+        /* Then it is queued, frame and all. */
+        assert_int_equal(broker_dispatch_enqueue(&fx->d, c, &frame, 0), FERRY_OK);
+        assert_int_equal(c->held, BROKER_HELD_FRAME);
+        zmq_msg_close(&frame);
+        assert_ptr_equal(broker_dispatch_pop(&fx->d, c->fn), c);
+        assert_frame(&c->frame, len, 3);
+        broker_dispatch_call_free(&fx->d, c);
+    }
+    /* In flight with a copy kept, answered, freed. */
+    broker_call *c = new_call(fx, "e1", 9, "echo", 0, T0);
+    assert_ptr_equal(dispatch_keeping_len(fx, c, 20, 1), a);
+    assert_int_equal(c->held, BROKER_HELD_BYTES);
+    broker_dispatch_complete(&fx->d, c, 0);
+    broker_dispatch_call_free(&fx->d, c);
+    c = new_call(fx, "e1", 10, "echo", 0, T0);
+    assert_ptr_equal(dispatch_keeping_len(fx, c, 1000, 1), a);
+    assert_int_equal(c->held, BROKER_HELD_FRAME);
+    broker_dispatch_complete(&fx->d, c, 0);
+    broker_dispatch_call_free(&fx->d, c);
+    /* A record reused from the spare ones starts holding nothing. */
+    c = new_call(fx, "e1", 11, "echo", 0, T0);
+    assert_int_equal(c->held, BROKER_HELD_NONE);
+    broker_dispatch_call_free(&fx->d, c);
+    assert_int_equal(fx->d.ncalls, 0);
 }
 
 static void test_worker_lost_while_leaving(void **state)
@@ -1172,6 +1279,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_rotates_functions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_lost_retries_idempotent_once, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_kept_command_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unkeep_and_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_lost_while_leaving, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_worker_queued_calls_wait_unserved, setup,
                                         teardown),
