@@ -5,7 +5,9 @@
  * workers ROUTER) on one ferry_loop. Each handler drains up to
  * BROKER_BATCH messages per wakeup, validates each one at this boundary and
  * hands it to the routing tables (dispatch.h for calls, scripts.h for
- * scripts), which do O(1) work per message.
+ * scripts), which do O(1) work per message. Commands and Replies are
+ * checked at their top level only (ferry_wire_peek_call) and forwarded
+ * unchanged; their values are checked where they are decoded.
  *
  * Anything a peer sends that does not fit (frame count, undecodable,
  * version, a body this socket does not carry, missing fields, unknown ids)
