@@ -319,7 +319,10 @@ else
   bad "client service: ferry run /examples/hello.lua (exit $rc)"
 fi
 # The compose file's folder is mounted at /work: scripts of the tree by relative path.
-out=$(compose run --rm -T client ferry run --json docker/load.lua 3 10 2>"$work/client-run.err")
+# As the checkout's owner: the image's user may not read a checkout that is not
+# world-readable (a fresh clone into mktemp -d is 0700), as docs/docker.md says.
+out=$(compose run --rm -T --user "$(id -u):$(id -g)" client \
+  ferry run --json docker/load.lua 3 10 2>"$work/client-run.err")
 rc=$?
 if [ $rc -eq 0 ] && grep -q '"values": \[3, "load"\]' <<<"$out"; then
   ok "client service: ferry run docker/load.lua (a file of the tree, through the /work mount)"
