@@ -1,12 +1,14 @@
 /*
  * ferry_codec: envelopes to bytes and back.
  *
- * Decoding checks the whole message first (framing, nesting depth, field
- * numbers) in one allocation-free walk, then builds Commands, Replies and
- * their Values straight into one arena block; anything unusual goes through
- * protobuf-c. The broker's peek reads what it routes on from the top level
- * of a Command or Reply alone, leaving the values to the endpoints' decode. Packing writes Commands, Replies and Values by
- * hand, byte for byte what protobuf-c writes (tests/unit/lib_wire_test.c).
+ * Decoding builds Commands, Replies and their Values straight into one arena
+ * block, checking them on the way in one pass; anything unusual or
+ * malformed takes the checked path (a full walk for framing, nesting depth
+ * and field numbers, then the same build or protobuf-c). The broker's peek
+ * reads what it routes on from the top level of a Command or Reply alone,
+ * leaving the values to the endpoints' decode. Packing writes Commands,
+ * Replies and Values by hand, byte for byte what protobuf-c writes
+ * (tests/unit/lib_wire_test.c).
  */
 #include "ferry_codec.h"
 
@@ -78,13 +80,30 @@ static void *arena_block_new(decode_arena *a, size_t size)
     return b + 1;
 }
 
+/* The common case of arena_alloc, inline for the builder: size bytes from
+ * the current block, or NULL when they do not fit there (or size is 0, or
+ * rounding it up overflows). */
+static inline void *arena_take(decode_arena *a, size_t size)
+{
+    size_t n = round_up(size);
+    if (size && n >= size && (size_t)(a->end - a->cur) >= n) {
+        void *p = a->cur;
+        a->cur += n;
+        return p;
+    }
+    return NULL;
+}
+
 static void *arena_alloc(void *data, size_t size)
 {
     decode_arena *a = data;
+    void *fits = arena_take(a, size);
+    if (fits)
+        return fits;
     size_t n = round_up(size ? size : 1);
     if (n < size) /* overflow */
         return NULL;
-    if ((size_t)(a->end - a->cur) >= n) {
+    if ((size_t)(a->end - a->cur) >= n) { /* size 0 */
         void *p = a->cur;
         a->cur += n;
         return p;
@@ -281,6 +300,16 @@ static inline int wire_fits(const ProtobufCFieldDescriptor *fd, int wire)
     return 0;
 }
 
+/* The length of a function name up to its first zero byte (what a decoder's
+ * C string holds). Names are short: a loop, no call to memchr. */
+static inline size_t name_len(const uint8_t *p, size_t n)
+{
+    size_t k = 0;
+    while (k < n && p[k])
+        k++;
+    return k;
+}
+
 /* Keeps what routing needs of one field of a Command or Reply body (rec->body).
  * Later occurrences of a field replace earlier ones, as in protobuf-c. */
 static inline void record(ferry_wire_call *rec, const wire_field *f)
@@ -295,10 +324,7 @@ static inline void record(ferry_wire_call *rec, const wire_field *f)
         break;
     case 3:
         if (rec->body == FERRY__ENVELOPE__BODY_COMMAND) { /* function */
-            size_t n = 0; /* names are short: no call to memchr */
-            while (n < f->len && f->data[n])
-                n++;
-            rec->function_len = n;
+            rec->function_len = name_len(f->data, f->len);
             rec->function = rec->function_len ? (const char *)f->data : NULL;
         }
         break;
@@ -418,11 +444,7 @@ static const int8_t reply_wires[] = {-1, 2, 0, 2, 2};
 static inline __attribute__((always_inline)) int read_length(const uint8_t **p,
                                                              const uint8_t *end, uint64_t *n)
 {
-    if (*p < end && !(**p & 0x80))
-        *n = *(*p)++;
-    else if (!read_varint_max(p, end, 5, n))
-        return 0;
-    return *n <= (uint64_t)(end - *p);
+    return read_varint_max(p, end, 5, n) && *n <= (uint64_t)(end - *p);
 }
 
 /*
@@ -458,11 +480,8 @@ static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
                 if (!read_length(&p, end, &n))
                     return 0;
                 if (command) {
-                    size_t k = 0; /* names are short: no call to memchr */
-                    while (k < n && p[k])
-                        k++;
-                    rec->function = k ? (const char *)p : NULL;
-                    rec->function_len = k;
+                    rec->function_len = name_len(p, (size_t)n);
+                    rec->function = rec->function_len ? (const char *)p : NULL;
                 }
             } else {
                 if (!read_length(&p, end, &n))
@@ -576,15 +595,8 @@ typedef struct {
 
 static inline void *build_alloc(builder *b, size_t size)
 {
-    /* arena_alloc's common case, inlined: the builder allocates a lot */
-    decode_arena *a = b->a;
-    size_t n = round_up(size);
-    if (size && n >= size && (size_t)(a->end - a->cur) >= n) {
-        void *p = a->cur;
-        a->cur += n;
-        return p;
-    }
-    return arena_alloc(a, size);
+    void *p = arena_take(b->a, size); /* inline: the builder allocates a lot */
+    return p ? p : arena_alloc(b->a, size);
 }
 
 static void *give_up(builder *b)
@@ -880,6 +892,21 @@ routing_field(builder *b, const uint8_t **q, const uint8_t *end, ProtobufCBinary
     }
 }
 
+/* routing_field for a field next_field read (any key): 1 when f is
+ * engine_id or call_id and was read, 0 when it is another, -1 as there. */
+static int routing_wire_field(builder *b, const wire_field *f, ProtobufCBinaryData *engine_id,
+                              uint64_t *call_id)
+{
+    if (f->tag == 1)
+        return build_bytes(b, f, engine_id) ? 1 : -1;
+    if (f->tag != 2)
+        return 0;
+    if (!varint_ok(b, f))
+        return -1;
+    *call_id = f->value;
+    return 1;
+}
+
 /* Keeps the Value field (number tag) whose one-byte key is at *q for
  * build_values; q moves past it. 0 when it does not decode. */
 static inline __attribute__((always_inline)) int
@@ -937,15 +964,13 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
         }
         if (!next_field(&q, end, &f))
             return give_up(b);
+        if ((routing = routing_wire_field(b, &f, &c->engine_id, &c->call_id)) != 0) {
+            if (routing < 0)
+                return NULL;
+            continue;
+        }
         int ok = 1;
         switch (f.tag) {
-        case 1:
-            ok = build_bytes(b, &f, &c->engine_id);
-            break;
-        case 2:
-            if ((ok = varint_ok(b, &f)))
-                c->call_id = f.value;
-            break;
         case 3:
             ok = build_string(b, &f, &c->function);
             break;
@@ -1020,15 +1045,13 @@ static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
         }
         if (!next_field(&q, end, &f))
             return give_up(b);
+        if ((routing = routing_wire_field(b, &f, &r->engine_id, &r->call_id)) != 0) {
+            if (routing < 0)
+                return NULL;
+            continue;
+        }
         int ok = 1;
         switch (f.tag) {
-        case 1:
-            ok = build_bytes(b, &f, &r->engine_id);
-            break;
-        case 2:
-            if ((ok = varint_ok(b, &f)))
-                r->call_id = f.value;
-            break;
         case 3:
             keep(&values, &f);
             break;
@@ -1049,8 +1072,9 @@ static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
 }
 
 /* Builds the Command or Reply body (of kind body) of an envelope into a new
- * arena: FERRY_OK with *out; FERRY_EAGAIN-like 1 in *unusual when the build
- * gave up (the arena is gone); FERRY_ENOMEM. */
+ * arena: FERRY_OK with *out; FERRY_EPROTO with *unusual set when the build
+ * gave up (the arena is freed: the caller takes the checked path);
+ * FERRY_ENOMEM. */
 static ferry_err build_envelope(size_t len, uint32_t version, uint32_t body,
                                 const uint8_t *body_data, size_t body_len, int *unusual,
                                 Ferry__Envelope **out)
