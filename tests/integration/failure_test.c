@@ -800,16 +800,6 @@ static ferry_err recv_within(void *sock, int timeout_ms, ferry_frames *f)
     return ferry_frames_recv(sock, f);
 }
 
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
 /*
  * The broker routes a Reply on its top level only (engine_id, call_id), so
  * a worker's Reply whose values do not decode reaches the engine: the engine
@@ -864,28 +854,29 @@ static void test_undecodable_reply_fails_its_call(void **state)
     const Ferry__Command *c = cmd->command;
     assert_true(c->engine_id.len > 0 && c->engine_id.len < 100);
 
-    /* Reply{engine_id, call_id, values: [Value{integer sent length-delimited}]} */
-    uint8_t body[160], msg[180];
-    uint8_t *p = body;
-    *p++ = 0x0a;
-    *p++ = (uint8_t)c->engine_id.len;
-    memcpy(p, c->engine_id.data, c->engine_id.len);
-    p += c->engine_id.len;
-    *p++ = 0x10;
-    p = put_varint(p, c->call_id);
-    static const uint8_t bad_value[] = {0x1a, 0x03, 0x1a, 0x01, 0x02};
-    memcpy(p, bad_value, sizeof bad_value);
-    p += sizeof bad_value;
-    uint8_t *q = msg;
-    *q++ = 0x08; /* version 1 */
-    *q++ = FERRY_PROTOCOL_VERSION;
-    *q++ = 0x32; /* field 6: Reply */
-    *q++ = (uint8_t)(p - body);
-    memcpy(q, body, (size_t)(p - body));
-    q += p - body;
+    /* The Reply the worker owes, Reply{engine_id, call_id, values: [1]}, packed
+     * as usual, then its Value spoiled: the integer's key (field 3, varint:
+     * 0x18), the last field of the last value, becomes length-delimited (0x1a),
+     * a length running past the Value. The Reply's own framing stays good. */
+    Ferry__Value *one = ferry_value_int(1);
+    Ferry__Reply reply = FERRY__REPLY__INIT;
+    reply.engine_id = c->engine_id;
+    reply.call_id = c->call_id;
+    reply.values = &one;
+    reply.n_values = 1;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_REPLY;
+    env.reply = &reply;
+    uint8_t msg[256];
+    size_t len = ferry_envelope_packed_size(&env);
+    assert_true(len <= sizeof msg);
+    assert_int_equal(ferry_envelope_pack(&env, msg), len);
+    ferry_value_free(one);
+    assert_int_equal(msg[len - 2], 0x18); /* Value{integer: 1} is 0x18 0x02 */
+    msg[len - 2] = 0x1a;
     Ferry__Envelope *check = NULL;
-    assert_int_equal(ferry_envelope_decode(msg, (size_t)(q - msg), &check), FERRY_EPROTO);
-    assert_true(zmq_send(dealer, msg, (size_t)(q - msg), ZMQ_DONTWAIT) >= 0);
+    assert_int_equal(ferry_envelope_decode(msg, len, &check), FERRY_EPROTO);
+    assert_true(zmq_send(dealer, msg, len, ZMQ_DONTWAIT) >= 0);
     ferry_envelope_free(cmd);
 
     int64_t t0 = ferry_now_ms();
