@@ -7,12 +7,18 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 int stack_init(ferry_stack *s)
 {
@@ -178,6 +184,86 @@ ferry_err stack_run(ferry_stack *s, const char *source, Ferry__Value *const *arg
 {
     return ferry_client_run(s->client, source, strlen(source), "test.lua", args, nargs,
                             timeout_ms, out);
+}
+
+/* What runs beside every attack: async calls mixed with Lua work. */
+static const char innocent_src[] =
+    "local n = 0\n"
+    "for i = 1, 20 do n = n + ferry.call('echo', i); ferry.call('sleep', 5) end\n"
+    "local t = {} for i = 1, 2000 do t[i] = ('%05d'):format(i) end\n"
+    "table.sort(t, function(a, b) return a > b end)\n"
+    "return n, t[1]";
+
+/* Fails the test unless r is the innocent script's result: 210, "02000". */
+static void check_innocent(const ferry_result *r, const char *attack)
+{
+    const Ferry__Result *res = r->result;
+    if (!res->ok)
+        fail_msg("the innocent script beside\n%s\nfailed: %s: %s", attack, res->error->code,
+                 res->error->message);
+    if (res->n_values != 2 || res->values[0]->integer != 210 ||
+        res->values[1]->string.len != 5 || memcmp(res->values[1]->string.data, "02000", 5) != 0)
+        fail_msg("the innocent script beside\n%s\nreturned the wrong values", attack);
+}
+
+void stack_attack(ferry_stack *s, int engine_idx, const char *attack, uint32_t timeout_ms,
+                  const char *code, const char *part, ferry_result *out)
+{
+    uint64_t innocent_id, attack_id;
+    assert_int_equal(ferry_client_submit(s->client, innocent_src, strlen(innocent_src),
+                                         "innocent.lua", NULL, 0, 60000, &innocent_id),
+                     FERRY_OK);
+    assert_int_equal(ferry_client_submit(s->client, attack, strlen(attack), "attack.lua", NULL, 0,
+                                         timeout_ms, &attack_id),
+                     FERRY_OK);
+    ferry_result got = {0};
+    int64_t start = ferry_now_ms();
+    for (int i = 0; i < 2; i++) {
+        ferry_result r;
+        ferry_err err = ferry_client_wait(s->client, (int)timeout_ms + 60000, &r);
+        if (err)
+            fail_msg("no result for\n%s\nor its innocent neighbour: %s", attack,
+                     ferry_err_code(err));
+        if (r.result->request_id == innocent_id) {
+            check_innocent(&r, attack);
+            ferry_result_fini(&r);
+        } else {
+            assert_true(r.result->request_id == attack_id);
+            got = r;
+        }
+    }
+    int64_t took = ferry_now_ms() - start;
+    const Ferry__Result *res = got.result;
+    char shown[61];
+    snprintf(shown, sizeof shown, "%s", attack);
+    for (char *c = shown; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' ';
+    if (code) {
+        if (res->ok)
+            fail_msg("%s\nsucceeded, want %s", attack, code);
+        const Ferry__Error *e = res->error;
+        if (strcmp(e->code, code) != 0 || !strstr(e->message, part))
+            fail_msg("%s\ngot %s: %.300s\nwant %s: ...%s...", attack, e->code, e->message, code,
+                     part);
+        printf("# %-60s -> %s: %.200s (%lld ms)\n", shown, e->code, e->message, (long long)took);
+    } else {
+        if (!res->ok)
+            fail_msg("%s\nfailed: %s: %.300s", attack, res->error->code, res->error->message);
+        printf("# %-60s -> ok (%lld ms)\n", shown, (long long)took);
+    }
+    if (out)
+        *out = got;
+    else
+        ferry_result_fini(&got);
+    if (engine_idx >= 0 && ferry_proc_reap(&s->procs[engine_idx], 0) != -1)
+        fail_msg("the engine exited after\n%s\n(wait status %d)", attack,
+                 s->procs[engine_idx].status);
+    /* The same engine serves the next script. */
+    ferry_result next;
+    assert_int_equal(stack_run(s, innocent_src, NULL, 0, 60000, &next), FERRY_OK);
+    check_innocent(&next, attack);
+    ferry_result_fini(&next);
 }
 
 /* Reads all of fd into a malloc'd string. */

@@ -64,6 +64,19 @@ ferry_err stack_run(ferry_stack *s, const char *source, Ferry__Value *const *arg
                     uint32_t timeout_ms, ferry_result *out);
 
 /*
+ * Runs one attack on an engine while an innocent script runs beside it: the
+ * innocent script (async calls and Lua work, on the same engine when the
+ * stack has one) is submitted first, then attack with a deadline of
+ * timeout_ms. The attack must end with code and a message that contains part
+ * (code NULL: the attack must succeed), the innocent script must finish
+ * normally, the engine process idx must still be alive, and a next ordinary
+ * script must run. Fails the cmocka test otherwise. When out is not NULL the
+ * attack's result is handed back there (the caller finishes it).
+ */
+void stack_attack(ferry_stack *s, int engine_idx, const char *attack, uint32_t timeout_ms,
+                  const char *code, const char *part, ferry_result *out);
+
+/*
  * Runs the ferry command-line client with argv (NULL-terminated, without the
  * program name) and the broker flag added; captures stdout and stderr into
  * malloc'd strings (caller frees). Returns the exit status, or -1.
