@@ -24,6 +24,8 @@
 
 enum { KIND_RESUME, KIND_WRAP };
 
+#define MAX_NEST 200 /* resumes and resets nested on the C stack (LUAI_MAXCCALLS) */
+
 static const char origin_key = 'o'; /* registry: Lua's own coroutine.close */
 
 /* Runs co with narg values already moved onto it, with the link recorded. */
@@ -35,7 +37,9 @@ static int step(lua_State *L, lua_State *co, int narg, int *nres)
     engine_script_link link = {.parent = L, .child = co, .up = s->links};
     s->links = &link;
     s->running = co;
+    s->c_depth++;
     int status = lua_resume(co, L, narg, nres);
+    s->c_depth--;
     s->running = L;
     s->links = link.up;
     return status;
@@ -56,13 +60,23 @@ static int fail(lua_State *L, lua_State *co, int kind)
      * string. */
     int st = lua_status(co);
     if (st != LUA_OK && st != LUA_YIELD) {
+        engine_script *s = engine_script_of(L);
+        if (s->c_depth >= MAX_NEST) {
+            /* Too deep to run its __close handlers: they stay pending. */
+            lua_pop(L, 1);
+            lua_pushliteral(L, "C stack overflow");
+        } else {
+            s->c_depth++;
 #if LUA_VERSION_RELEASE_NUM >= 50406
-        st = lua_closethread(co, L);
+            st = lua_closethread(co, L);
 #else
-        st = lua_resetthread(co);
+            st = lua_resetthread(co);
 #endif
-        lua_xmove(co, L, 1);
-        engine_script_rethrow_limit(L);
+            s->c_depth--;
+            lua_pop(L, 1); /* the error, also left on co by the reset */
+            lua_xmove(co, L, 1);
+            engine_script_rethrow_limit(L);
+        }
     }
     if (st != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
         luaL_where(L, 1);
@@ -102,6 +116,11 @@ static int finish(lua_State *L, lua_State *co, int status, int nres, int kind)
 /* Resumes co with the narg values on top of L. */
 static int resume_with(lua_State *L, lua_State *co, int narg, int kind)
 {
+    if (engine_script_of(L)->c_depth >= MAX_NEST) {
+        lua_pop(L, narg);
+        lua_pushliteral(L, "C stack overflow");
+        return fail(L, co, kind);
+    }
     if (!lua_checkstack(co, narg)) {
         lua_pushliteral(L, "too many arguments to resume");
         return fail(L, co, kind);
@@ -172,13 +191,20 @@ static int l_isyieldable(lua_State *L)
     return 1;
 }
 
-/* Lua's close, except that a broken limit is not returned as an error. */
+/* Lua's close, counted in c_depth; a broken limit is not returned as an error. */
 static int l_close(lua_State *L)
 {
+    engine_script *s = engine_script_of(L);
+    if (s->c_depth >= MAX_NEST)
+        return luaL_error(L, "C stack overflow");
     int n = lua_gettop(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &origin_key);
     lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
+    s->c_depth++;
+    int status = lua_pcall(L, n, LUA_MULTRET, 0);
+    s->c_depth--;
+    if (status != LUA_OK)
+        return lua_error(L); /* Lua's own error (a running coroutine), unchanged */
     if (!lua_toboolean(L, 1))
         engine_script_rethrow_limit(L);
     return lua_gettop(L);

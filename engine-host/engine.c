@@ -291,7 +291,8 @@ static void on_submit(engine *e, const Ferry__Envelope *env)
     engine_script_limits ceiling = {.timeout_ms = e->cfg.script_timeout_ms,
                                     .max_output = (size_t)e->cfg.max_output,
                                     .max_memory = (size_t)e->cfg.max_memory,
-                                    .max_instructions = (uint64_t)e->cfg.max_instructions};
+                                    .max_instructions = (uint64_t)e->cfg.max_instructions,
+                                    .max_source = (size_t)e->cfg.max_source};
     engine_script_limits asked = {.timeout_ms = sub->timeout_ms,
                                   .max_output = (size_t)sub->max_output,
                                   .max_memory = (size_t)sub->max_memory,

@@ -34,6 +34,7 @@ typedef struct {
     long max_output;        /* bytes of print output per script */
     long max_memory;        /* bytes per lua_State */
     long max_instructions;  /* VM instructions plus metered C steps per script; 0: no limit */
+    long max_source;        /* bytes of a script's source, and of each chunk it loads */
     long hwm;               /* send/receive high-water marks */
     long heartbeat_ms;      /* heartbeat interval towards the broker; 0: no heartbeats and
                              * no liveness check (the connection monitor still works) */

@@ -31,6 +31,8 @@ static engine_script *script_of(lua_State *L)
     return s;
 }
 
+static const char errors_key = 'e'; /* registry: error object -> {code, message} (weak keys) */
+
 void engine_lib_push_error(lua_State *L, const char *code, const char *message)
 {
     lua_createtable(L, 0, 2);
@@ -39,6 +41,16 @@ void engine_lib_push_error(lua_State *L, const char *code, const char *message)
     lua_pushstring(L, message);
     lua_setfield(L, -2, "message");
     luaL_setmetatable(L, ENGINE_LIB_ERROR_TYPE);
+    /* The record of what Ferry raised, which the script cannot reach. */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &errors_key);
+    lua_pushvalue(L, -2);
+    lua_createtable(L, 2, 0); /* object, record table, object, record */
+    lua_getfield(L, -4, "code");
+    lua_rawseti(L, -2, 1);
+    lua_getfield(L, -4, "message");
+    lua_rawseti(L, -2, 2);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
 }
 
 int engine_lib_error(lua_State *L, const char *code, const char *fmt, ...)
@@ -56,37 +68,83 @@ int engine_lib_error(lua_State *L, const char *code, const char *fmt, ...)
 int engine_lib_is_error(lua_State *L, int idx, const char **code, const char **message)
 {
     idx = lua_absindex(L, idx);
-    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_checkstack(L, 4))
         return 0;
-    luaL_getmetatable(L, ENGINE_LIB_ERROR_TYPE);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (!same)
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &errors_key);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+        lua_pop(L, 2);
         return 0;
-    lua_pushliteral(L, "code");
-    lua_rawget(L, idx);
-    lua_pushliteral(L, "message");
-    lua_rawget(L, idx);
-    int ok = lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING;
-    if (ok) {
-        /* Both strings are still referenced by the table at idx. */
-        *code = lua_tostring(L, -2);
-        *message = lua_tostring(L, -1);
     }
-    lua_pop(L, 2);
-    return ok;
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    /* Both strings stay referenced by the record, which the weak table keeps
+     * as long as the object at idx lives. */
+    *code = lua_tostring(L, -2);
+    *message = lua_tostring(L, -1);
+    lua_pop(L, 4);
+    return *code && *message;
+}
+
+/* Whether code is one a script may end with: see engine_lib_error_code. */
+static int script_may_use(const char *code, size_t len)
+{
+    if (len == 0 || len > ENGINE_LIB_CODE_MAX || !(code[0] >= 'a' && code[0] <= 'z'))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = code[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    for (int e = 0; e < FERRY_ERR_COUNT; e++)
+        if (strcmp(code, ferry_err_code((ferry_err)e)) == 0)
+            return e == FERRY_ESCRIPT; /* script_error is the script's anyway */
+    return 1;
+}
+
+int engine_lib_error_code(lua_State *L, int idx, const char **code, const char **message)
+{
+    idx = lua_absindex(L, idx);
+    if (engine_lib_is_error(L, idx, code, message))
+        return 1;
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return 0;
+    luaL_checkstack(L, 3, NULL);
+    if (lua_getfield(L, idx, "code") != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    size_t len;
+    const char *c = lua_tolstring(L, -1, &len);
+    int t = lua_getfield(L, idx, "message");
+    const char *m = t == LUA_TSTRING || t == LUA_TNUMBER ? lua_tostring(L, -1) : "";
+    if (script_may_use(c, len) && strlen(c) == len) {
+        *code = c;
+        *message = m;
+        return 1;
+    }
+    lua_pushlstring(L, c, len < ENGINE_LIB_CODE_MAX ? len : ENGINE_LIB_CODE_MAX);
+    *code = ferry_err_code(FERRY_ESCRIPT);
+    *message = lua_pushfstring(L, "error code '%s' is not the script's to raise: %s",
+                               lua_tostring(L, -1), m);
+    return 1;
 }
 
 static int error_tostring(lua_State *L)
 {
-    const char *code, *message;
-    if (!engine_lib_is_error(L, 1, &code, &message)) {
+    /* What the fields say now: this is only what the script reads. */
+    lua_settop(L, 1);
+    lua_pushliteral(L, "code");
+    lua_rawget(L, 1);
+    lua_pushliteral(L, "message");
+    lua_rawget(L, 1);
+    if (lua_type(L, 2) != LUA_TSTRING || lua_type(L, 3) != LUA_TSTRING) {
         lua_pushliteral(L, ENGINE_LIB_ERROR_TYPE);
         return 1;
     }
-    lua_pushstring(L, code);
     lua_pushliteral(L, ": ");
-    lua_pushstring(L, message);
+    lua_insert(L, 3);
     lua_concat(L, 3);
     return 1;
 }
@@ -397,7 +455,15 @@ void engine_lib_open(lua_State *L)
     luaL_newmetatable(L, ENGINE_LIB_ERROR_TYPE); /* sets __name */
     lua_pushcfunction(L, error_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, ENGINE_LIB_ERROR_TYPE);
+    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
+    lua_createtable(L, 0, 0); /* the record of error objects */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &errors_key);
 
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, l_call);

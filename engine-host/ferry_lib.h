@@ -18,7 +18,12 @@
  * An error object is a table {code = "timeout", message = "..."} whose
  * metatable (registry name "ferry.error") has __name "ferry.error" and a
  * __tostring giving "code: message", so pcall sees a structured value and an
- * uncaught one still reads well.
+ * uncaught one still reads well. The metatable is protected (getmetatable
+ * gives the string "ferry.error"), so a script can neither change it (a
+ * __gc there would run at lua_close) nor give it to tables of its own; and
+ * what Ferry raised is recorded out of the script's reach (a weak table in
+ * the registry), so changing an object's fields cannot turn it into another
+ * error either.
  */
 #ifndef ENGINE_FERRY_LIB_H
 #define ENGINE_FERRY_LIB_H
@@ -46,10 +51,29 @@ int engine_lib_error(lua_State *L, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
- * True when the value at idx is an error object with string code and
- * message; then *code and *message point at them (valid while the value
- * stays on the stack). Never raises (reads raw fields only).
+ * True when the value at idx is an error object Ferry made (one the script
+ * changed since is still one); then *code and *message point at the code and
+ * message it was made with, whatever its fields say now (valid while the
+ * value stays on the stack). Never raises.
  */
 int engine_lib_is_error(lua_State *L, int idx, const char **code, const char **message);
+
+/* Longest code a script may end with by raising a table of its own. */
+#define ENGINE_LIB_CODE_MAX 64
+
+/*
+ * The code and message that the uncaught error value at idx ends a script
+ * with, when the value decides them: an error object Ferry made (its own
+ * code), or a table of the script's own with a string field code. Such a
+ * code passes through when it is the script's to use: 1 to
+ * ENGINE_LIB_CODE_MAX bytes of [a-z0-9_.-] starting with a letter, and none
+ * of Ferry's own codes (lib/ferry_err.h), which only Ferry may raise; any
+ * other code makes the result script_error, the message naming the code.
+ * The message is the table's message field when it is a string or a number,
+ * else empty. Returns 0 (nothing pushed) when the value is no such table,
+ * else 1 with the strings valid while the values pushed meanwhile stay on
+ * the stack. Raises memory errors: call it protected.
+ */
+int engine_lib_error_code(lua_State *L, int idx, const char **code, const char **message);
 
 #endif

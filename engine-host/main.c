@@ -39,6 +39,7 @@ int main(int argc, char **argv)
         .max_output = 1024 * 1024,
         .max_memory = 64L * 1024 * 1024,
         .max_instructions = 1000000000,
+        .max_source = 1024 * 1024,
         .hwm = 10000,
         .heartbeat_ms = 1000,
         .liveness = 3,
@@ -62,6 +63,8 @@ int main(int argc, char **argv)
          "VM instructions plus metered C steps per script (about 4 s of pure Lua by "
          "default); 0: no limit",
          0, 1e15},
+        {"max-source", "FERRY_MAX_SOURCE", FERRY_OPT_INT, &cfg.max_source,
+         "bytes of a script's source, and of each chunk it compiles with load", 1, 1 << 30},
         {"hwm", NULL, FERRY_OPT_INT, &cfg.hwm, "high-water mark of the broker sockets", 1,
          10000000},
         {"heartbeat-ms", "FERRY_HEARTBEAT_MS", FERRY_OPT_INT, &cfg.heartbeat_ms,

@@ -263,8 +263,11 @@ static const char *back_reference(matcher *m, const char *s, int digit)
 /* The end of the match of p at s, or NULL. */
 static const char *match(matcher *m, const char *s, const char *p)
 {
-    if (m->depth-- == 0)
+    /* An error unwinds past the m->depth++ below: whoever keeps a matcher
+     * across calls (gmatch) sets depth afresh before each match. */
+    if (m->depth <= 0)
         luaL_error(m->L, "pattern too complex");
+    m->depth--;
     while (p != m->p_end) {
         step(m);
         switch (*p) {
@@ -494,7 +497,10 @@ static int gmatch_next(lua_State *L)
     gmatch_state *g = lua_touserdata(L, lua_upvalueindex(3));
     g->m.L = L; /* the iterator may run on another coroutine */
     for (const char *src = g->src; src <= g->m.src_end; src++) {
+        /* From a sound state every time, as Lua's reprepstate: an earlier
+         * call may have left by an error ("pattern too complex", a limit). */
         g->m.level = 0;
+        g->m.depth = MAX_RECURSION;
         const char *e = match(&g->m, src, g->p);
         if (e && e != g->last) {
             g->src = g->last = e;

@@ -27,19 +27,116 @@ static const char *const os_kept[] = {"time", "clock", "date", "difftime"};
 
 static const char *const base_removed[] = {"dofile", "loadfile", "print"};
 
-/* load(chunk [, chunkname [, mode [, env]]]) with mode forced to "t". The
- * number of arguments is kept: load tells an absent env from a nil one. */
+/*
+ * Compiling, in pieces. Lua's parser asks its reader for more source as it
+ * goes, so a reader that hands out ENGINE_SANDBOX_LOAD_PIECE bytes at a time
+ * and charges the meter for each piece keeps compilation under the script's
+ * deadline and instruction limit (the charge raises when one is broken, and
+ * lua_load turns that into its error) and lets the host's tick run during a
+ * long compile. The reader also refuses chunks over max_source, wherever the
+ * bytes come from (a string or a reader function), and binary chunks where
+ * the mode would let Lua load them (otherwise Lua's own check says no).
+ */
+typedef struct {
+    const engine_sandbox_meter *meter;
+    const char *s; /* a string chunk: what is left of it */
+    size_t left;
+    int reader;    /* stack index of a reader function (the next slot keeps its piece), or 0 */
+    size_t total;  /* bytes handed to the parser so far */
+    size_t max;    /* 0: any */
+    int text_only; /* the mode allows binary chunks: refuse them here instead */
+} loader;
+
+static const char *load_piece(lua_State *L, void *ud, size_t *size)
+{
+    loader *ld = ud;
+    const char *p;
+    if (ld->reader) { /* as Lua's generic_reader */
+        luaL_checkstack(L, 2, "too many nested functions");
+        lua_pushvalue(L, ld->reader);
+        lua_call(L, 0, 1);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            *size = 0;
+            return NULL;
+        }
+        if (!lua_isstring(L, -1))
+            luaL_error(L, "reader function must return a string");
+        lua_replace(L, ld->reader + 1);
+        p = lua_tolstring(L, ld->reader + 1, size);
+    } else {
+        *size = ld->left < ENGINE_SANDBOX_LOAD_PIECE ? ld->left : ENGINE_SANDBOX_LOAD_PIECE;
+        p = ld->s;
+        ld->s += *size;
+        ld->left -= *size;
+    }
+    if (*size == 0)
+        return NULL;
+    if (ld->total == 0 && ld->text_only && p[0] == LUA_SIGNATURE[0])
+        luaL_error(L, "attempt to load a binary chunk (only text chunks are allowed here)");
+    ld->total += *size;
+    if (ld->max && ld->total > ld->max)
+        luaL_error(L, "chunk too large: over the limit of %d bytes (--max-source)", (int)ld->max);
+    if (ld->meter)
+        ld->meter->charge(L, *size);
+    return p;
+}
+
+static size_t max_source(lua_State *L, const engine_sandbox_meter *meter)
+{
+    return meter && meter->max_source ? meter->max_source(L) : 0;
+}
+
+int engine_sandbox_load(lua_State *L, const char *source, size_t len, const char *chunkname,
+                        const engine_sandbox_meter *meter)
+{
+    loader ld = {.meter = meter, .s = source, .left = len, .max = max_source(L, meter)};
+    return lua_load(L, load_piece, &ld, chunkname, "t");
+}
+
+#define LOAD_RESERVED 5 /* the slot that keeps a reader function's last piece */
+
+/* load(chunk [, chunkname [, mode [, env]]]) as Lua's, compiled by load_piece. */
 static int safe_load(lua_State *L)
 {
-    int n = lua_gettop(L);
-    if (n < 3)
-        lua_settop(L, 3);
-    lua_pushliteral(L, "t");
-    lua_replace(L, 3);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n < 3 ? 3 : n, LUA_MULTRET);
-    return lua_gettop(L);
+    const engine_sandbox_meter *meter = lua_touserdata(L, lua_upvalueindex(1));
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    const char *mode = luaL_optstring(L, 3, "bt");
+    int env = !lua_isnone(L, 4) ? 4 : 0;
+    loader ld = {.meter = meter, .max = max_source(L, meter), .text_only = !!strchr(mode, 'b')};
+    int status;
+    if (s) {
+        const char *chunkname = luaL_optstring(L, 2, s);
+        ld.s = s;
+        ld.left = len;
+        status = lua_load(L, load_piece, &ld, chunkname, mode);
+    } else {
+        const char *chunkname = luaL_optstring(L, 2, "=(load)");
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+        lua_settop(L, LOAD_RESERVED);
+        ld.reader = 1;
+        status = lua_load(L, load_piece, &ld, chunkname, mode);
+    }
+    if (status != LUA_OK) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (env) {
+        lua_pushvalue(L, env);
+        if (!lua_setupvalue(L, -2, 1))
+            lua_pop(L, 1);
+    }
+    return 1;
+}
+
+/* os.clock: the script's own time, not the engine's (its other scripts'). */
+static int safe_clock(lua_State *L)
+{
+    const engine_sandbox_meter *meter = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushnumber(L, meter->clock(L));
+    return 1;
 }
 
 static int safe_collectgarbage(lua_State *L)
@@ -225,13 +322,18 @@ static int safe_move(lua_State *L)
     return 1;
 }
 
-static void trim_os(lua_State *L)
+static void trim_os(lua_State *L, const engine_sandbox_meter *meter)
 {
     lua_getglobal(L, LUA_OSLIBNAME);
     lua_createtable(L, 0, (int)(sizeof os_kept / sizeof os_kept[0]));
     for (size_t i = 0; i < sizeof os_kept / sizeof os_kept[0]; i++) {
         lua_getfield(L, -2, os_kept[i]);
         lua_setfield(L, -2, os_kept[i]);
+    }
+    if (meter && meter->clock) {
+        lua_pushlightuserdata(L, (void *)meter);
+        lua_pushcclosure(L, safe_clock, 1);
+        lua_setfield(L, -2, "clock");
     }
     lua_pushvalue(L, -1);
     lua_setglobal(L, LUA_OSLIBNAME);
@@ -260,7 +362,7 @@ void engine_sandbox_open(lua_State *L, const engine_sandbox_meter *meter)
         lua_pushnil(L);
         lua_setglobal(L, base_removed[i]);
     }
-    lua_getglobal(L, "load");
+    lua_pushlightuserdata(L, (void *)meter);
     lua_pushcclosure(L, safe_load, 1);
     lua_setglobal(L, "load");
     lua_getglobal(L, "setmetatable");
@@ -284,5 +386,5 @@ void engine_sandbox_open(lua_State *L, const engine_sandbox_meter *meter)
     set_metered(L, "move", safe_move, meter);
     lua_pop(L, 1);
 
-    trim_os(L);
+    trim_os(L, meter);
 }

@@ -232,19 +232,38 @@ static void meter_charge(lua_State *L, uint64_t steps)
     engine_script_charge(L, steps);
 }
 
-static const engine_sandbox_meter meter = {.charge = meter_charge};
+/* os.clock: the time the engine spent running this script's code, in runs
+ * so far and in this one. The engine runs one script at a time on one
+ * thread, so this is the script's CPU time, give or take the moments the
+ * kernel ran something else (the thread's own CPU clock costs a system call
+ * per read, too much for every run). */
+static double meter_clock(lua_State *L)
+{
+    engine_script *s = engine_script_of(L);
+    return (double)(s->run_us + (ferry_now_us() - s->run_start_us)) / 1e6;
+}
+
+static size_t meter_max_source(lua_State *L)
+{
+    return engine_script_of(L)->limits.max_source;
+}
+
+static const engine_sandbox_meter meter = {
+    .charge = meter_charge, .clock = meter_clock, .max_source = meter_max_source};
 
 /* A stretch of Lua code running on thread L, under the watchdog. */
 static void run_begin(engine_script *s, lua_State *L)
 {
     s->running = L;
-    s->tick_ms = ferry_now_ms() + ENGINE_SCRIPT_TICK_MS;
+    s->run_start_us = ferry_now_us();
+    s->tick_ms = s->run_start_us / 1000 + ENGINE_SCRIPT_TICK_MS;
     engine_watchdog_enter(s);
 }
 
 static void run_end(engine_script *s)
 {
     engine_watchdog_leave(s);
+    s->run_us += ferry_now_us() - s->run_start_us;
     s->running = NULL;
 }
 
@@ -346,7 +365,7 @@ static int setup(lua_State *L)
     lua_setfield(L, -2, "args");
     lua_pop(L, 1);
 
-    c->load_status = luaL_loadbufferx(L, c->source, c->len, c->chunkname, "t");
+    c->load_status = engine_sandbox_load(L, c->source, c->len, c->chunkname, &meter);
     if (c->load_status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         snprintf(c->message, sizeof c->message, "%s", msg ? msg : "cannot compile");
@@ -372,7 +391,7 @@ static int describe(lua_State *L)
 {
     engine_script *s = lua_touserdata(L, 2);
     const char *code, *message;
-    if (engine_lib_is_error(L, 1, &code, &message)) {
+    if (engine_lib_error_code(L, 1, &code, &message)) {
         set_error(s, *code ? code : ferry_err_code(FERRY_ESCRIPT), message);
         return 0;
     }
@@ -462,6 +481,13 @@ engine_script_state engine_script_start(engine_script *s, const void *source, si
 {
     assert(!s->L && !s->done);
     s->deadline_ms = ferry_now_ms() + s->limits.timeout_ms;
+    if (s->limits.max_source && len > s->limits.max_source) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "source of %zu bytes is over the limit of %zu bytes (--max-source)",
+                 len, s->limits.max_source);
+        set_ferry_error(s, FERRY_ELIMIT, msg);
+        return ENGINE_SCRIPT_DONE;
+    }
     s->L = lua_newstate(capped_alloc, s);
     if (!s->L) {
         set_memory_error(s);
@@ -496,11 +522,14 @@ engine_script_state engine_script_start(engine_script *s, const void *source, si
         set_ferry_error(s, c.err, c.message);
     } else if (c.load_status == LUA_ERRMEM) {
         set_memory_error(s);
+    } else if (c.load_status != LUA_OK && (note_limits(s), set_limit_error(s))) {
+        /* compiling took past the deadline or the instruction limit */
     } else if (c.load_status != LUA_OK) {
         set_ferry_error(s, FERRY_ESYNTAX, c.message);
     } else {
         int nres = 0;
         s->running = s->co;
+        s->run_start_us = ferry_now_us(); /* os.clock counts from here */
         status = lua_resume(s->co, L, (int)nargs, &nres);
         state = after_resume(s, status, nres);
     }
@@ -552,8 +581,14 @@ void engine_script_destroy(engine_script **sp)
     engine_script *s = *sp;
     if (!s)
         return;
-    if (s->L)
-        lua_close(s->L); /* no script finalizers: the sandbox refuses __gc */
+    if (s->L) {
+        /* Bounded even if a finalizer ever ran script code (hooks are off there). */
+        s->deadline_ms = ferry_now_ms() + ENGINE_SCRIPT_CLOSE_MS;
+        s->running = NULL; /* the first tick has no hook to set in a closing state */
+        engine_watchdog_enter(s);
+        lua_close(s->L);
+        engine_watchdog_leave(s);
+    }
     ferry_values_free(s->values, s->n_values);
     free(s->err_code);
     free(s->err_message);

@@ -69,6 +69,7 @@ typedef struct {
     size_t max_output;         /* bytes print may capture */
     size_t max_memory;         /* bytes the lua_State may hold */
     uint64_t max_instructions; /* VM instructions plus metered C steps; 0: no limit */
+    size_t max_source;         /* bytes of a chunk: the script's, and each load; 0: any */
 } engine_script_limits;
 
 /*
@@ -122,6 +123,8 @@ struct engine_script {
     lua_State *co; /* the chunk's coroutine, anchored in L's registry */
     int64_t deadline_ms;
     int64_t tick_ms; /* when the host's tick is due in this run */
+    int64_t run_us;       /* time spent running the script's code, before this run (os.clock) */
+    int64_t run_start_us; /* when this run began */
     size_t mem_used;
     int mem_refused;         /* a request was refused at the cap and not granted since */
     const void *refused_ptr; /* that request, to recognise Lua's retry after a GC */
@@ -131,6 +134,7 @@ struct engine_script {
     volatile sig_atomic_t interrupted;  /* the watchdog saw the deadline pass in a run */
     lua_State *volatile running;        /* the thread running now, NULL between runs */
     engine_script_link *links;          /* innermost user coroutine being resumed */
+    int c_depth;                        /* resumes and closes nested on the C stack */
     int ferry_yield;                    /* a ferry.call yield is on its way to the engine */
     int pending;                        /* calls sent and not answered yet */
     const engine_script_answer *answer; /* only while engine_script_resume runs */
@@ -179,7 +183,15 @@ void engine_script_fail(engine_script *s, ferry_err err, const char *message);
  */
 void engine_script_result(const engine_script *s, Ferry__Result *out, Ferry__Error *error);
 
-/* Closes the state and frees everything (NULL-safe); nulls *sp. */
+/* Bound on closing a state (engine_script_destroy), under the watchdog. */
+#define ENGINE_SCRIPT_CLOSE_MS 100
+
+/*
+ * Closes the state and frees everything (NULL-safe); nulls *sp. Closing runs
+ * under the watchdog: no script code should run there (the sandbox leaves no
+ * way to a finalizer), and if any ever did past ENGINE_SCRIPT_CLOSE_MS and
+ * the grace, the watchdog would end the engine rather than let it hang.
+ */
 void engine_script_destroy(engine_script **sp);
 
 /*

@@ -335,11 +335,21 @@ static void test_cli_exit_codes_and_json(void **state)
     free(out);
     free(err);
 
+    /* A code of the script's own passes through; one of Ferry's does not. */
     const char *bad = stack_write_file(s, "bad.lua", "error({code='mine', message='why'})");
     const char *a3[] = {"run", "--json", bad, NULL};
     assert_int_equal(stack_cli(s, a3, &out, &err, 20000), 1);
     assert_non_null(strstr(out, "\"ok\": false"));
-    assert_non_null(strstr(err, "script_error"));
+    assert_non_null(strstr(out, "{\"code\": \"mine\", \"message\": \"why\"}"));
+    assert_non_null(strstr(err, "mine: why"));
+    free(out);
+    free(err);
+    const char *forged =
+        stack_write_file(s, "forged.lua", "error({code='engine_lost', message='why'})");
+    const char *a3b[] = {"run", "--json", forged, NULL};
+    assert_int_equal(stack_cli(s, a3b, &out, &err, 20000), 1);
+    assert_non_null(strstr(out, "\"code\": \"script_error\""));
+    assert_non_null(strstr(err, "error code 'engine_lost' is not the script's to raise: why"));
     free(out);
     free(err);
 

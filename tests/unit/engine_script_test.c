@@ -272,7 +272,7 @@ static void test_call_error_object(void **state)
 {
     fixture *fx = *state;
     assert_int_equal(start(fx, "local ok, e = pcall(ferry.call, 'f')\n"
-                               "return ok, e.code, e.message, tostring(e), getmetatable(e).__name"),
+                               "return ok, e.code, e.message, tostring(e), getmetatable(e)"),
                      ENGINE_SCRIPT_WAITING);
     assert_int_equal(answer_error(fx, "call_error", "nope"), ENGINE_SCRIPT_DONE);
     expect_ok(fx, 5);
