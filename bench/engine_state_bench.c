@@ -12,6 +12,9 @@
  *     memory the whole process grew by per blocked script (malloc overhead,
  *     the script struct, everything)
  *   - µs to resume one script with its answer to the end, and to destroy it
+ *   - µs for one short script after another (new, start, result, destroy),
+ *     where each state goes back to the pool reset (state_pool.h), and the
+ *     same with the pool kept empty (a fresh state each time)
  * Targets (issue 3): under 100 µs and 40 KB per fresh state; 10,000 scripts
  * blocked in calls at once in one engine host.
  *
@@ -20,6 +23,7 @@
 #include "ferry_clock.h"
 #include "ferry_value.h"
 #include "script.h"
+#include "state_pool.h"
 #include "watchdog.h"
 
 #include <stdio.h>
@@ -115,6 +119,37 @@ int main(int argc, char **argv)
         engine_script_destroy(&scripts[i]);
     int64_t t4 = ferry_now_us();
 
+    /* One short script after another, as an engine with one slot runs them. */
+    const char *one = "local t = {} for i = 1, 10 do t[i] = i end return #t";
+    int64_t seq[2];
+    for (int fresh = 0; fresh < 2; fresh++) {
+        int64_t t5 = ferry_now_us();
+        for (long i = 0; i < n; i++) {
+            if (fresh)
+                engine_pool_clear();
+            engine_script *s = engine_script_new(&host, &limits, (uint64_t)i);
+            if (!s || engine_script_start(s, one, strlen(one), "one.lua", NULL, 0) !=
+                          ENGINE_SCRIPT_DONE ||
+                !s->ok) {
+                fprintf(stderr, "short script %ld failed\n", i);
+                return 1;
+            }
+            engine_script_destroy(&s);
+        }
+        seq[fresh] = ferry_now_us() - t5;
+    }
+    /* The reset alone: the same idle state taken and put back. */
+    int64_t t6 = ferry_now_us();
+    for (long i = 0; i < n; i++) {
+        size_t bytes;
+        lua_State *L = engine_pool_take(&bytes);
+        if (!L)
+            break;
+        engine_pool_put(L);
+    }
+    int64_t reset_us = ferry_now_us() - t6;
+    engine_pool_clear();
+
     printf("scripts                          %ld blocked in ferry.call at once\n", n);
     printf("fresh sandboxed state + start    %.1f us per script\n", (double)(t1 - t0) / n);
     printf("Lua heap per blocked script      %.1f KB (capped allocator's count)\n",
@@ -124,6 +159,10 @@ int main(int argc, char **argv)
     printf("resident memory for all          %.1f MB\n", (double)(rss1 - rss0) / 1024);
     printf("resume with the answer to end    %.1f us per script\n", (double)(t3 - t2) / n);
     printf("destroy                          %.1f us per script\n", (double)(t4 - t3) / n);
+    printf("short scripts, state reused      %.1f us per script (new, start, result, destroy)\n",
+           (double)seq[0] / n);
+    printf("short scripts, fresh states      %.1f us per script\n", (double)seq[1] / n);
+    printf("reset of an idle state           %.1f us\n", (double)reset_us / n);
     ferry_value_free(yes);
     ferry_value_free(arg);
     free(scripts);

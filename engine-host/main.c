@@ -6,6 +6,7 @@
  * everything and exits 0.
  */
 #include "engine.h"
+#include "state_pool.h"
 #include "watchdog.h"
 
 #include "ferry_log.h"
@@ -123,6 +124,7 @@ int main(int argc, char **argv)
     rc = ferry_loop_run(&loop) == FERRY_OK ? 0 : 1;
 out:
     engine_destroy(&e);
+    engine_pool_clear();
     ferry_loop_fini(&loop);
     zmq_ctx_term(zctx);
     engine_watchdog_fini();

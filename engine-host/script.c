@@ -37,6 +37,7 @@
 #include "ferry_utf8.h"
 #include "lua_value.h"
 #include "sandbox.h"
+#include "state_pool.h"
 #include "watchdog.h"
 
 #include <assert.h>
@@ -340,9 +341,12 @@ static int setup(lua_State *L)
     lua_sethook(L, limit_hook, LUA_MASKCOUNT, ENGINE_SCRIPT_HOOK_COUNT);
     /* Nothing made here is garbage: collecting would only cost time. */
     lua_gc(L, LUA_GCSTOP);
-    engine_sandbox_open(L, &meter);
-    engine_coroutines_open(L);
-    engine_lib_open(L);
+    if (!s->warm) { /* a warm state from the pool has all this already */
+        engine_sandbox_open(L, &meter);
+        engine_coroutines_open(L);
+        engine_lib_open(L);
+        engine_pool_snapshot(L);
+    }
 
     if (c->nargs > LUAI_MAXSTACK / 2) {
         c->err = FERRY_EBADVALUE;
@@ -468,9 +472,11 @@ static engine_script_state after_resume(engine_script *s, int status, int nres)
         break;
     case LUA_OK:
         finish_ok(s, nres);
+        s->clean = 1;
         break;
     default:
         finish_error(s, status);
+        s->clean = status == LUA_ERRRUN;
         break;
     }
     return ENGINE_SCRIPT_DONE;
@@ -488,7 +494,17 @@ engine_script_state engine_script_start(engine_script *s, const void *source, si
         set_ferry_error(s, FERRY_ELIMIT, msg);
         return ENGINE_SCRIPT_DONE;
     }
-    s->L = lua_newstate(capped_alloc, s);
+    size_t warm_bytes;
+    s->L = engine_pool_take(&warm_bytes);
+    if (s->L && warm_bytes < s->limits.max_memory) {
+        s->warm = 1;
+        s->mem_used = warm_bytes;
+        lua_setallocf(s->L, capped_alloc, s);
+    } else {
+        if (s->L)
+            lua_close(s->L); /* larger than this script may have */
+        s->L = lua_newstate(capped_alloc, s);
+    }
     if (!s->L) {
         set_memory_error(s);
         return ENGINE_SCRIPT_DONE;
@@ -526,6 +542,7 @@ engine_script_state engine_script_start(engine_script *s, const void *source, si
         /* compiling took past the deadline or the instruction limit */
     } else if (c.load_status != LUA_OK) {
         set_ferry_error(s, FERRY_ESYNTAX, c.message);
+        s->clean = 1;
     } else {
         int nres = 0;
         s->running = s->co;
@@ -582,11 +599,22 @@ void engine_script_destroy(engine_script **sp)
     if (!s)
         return;
     if (s->L) {
-        /* Bounded even if a finalizer ever ran script code (hooks are off there). */
+        /* A state whose script ran to its end within its limits is reset for
+         * the next script; any other is closed. Either way bounded, even if
+         * a finalizer ever ran script code (hooks are off there). */
+        note_limits(s);
+        int reuse = s->clean && !s->tripped && !s->interrupted && s->c_depth == 0 &&
+                    s->mem_used <= ENGINE_SCRIPT_REUSE_BYTES;
         s->deadline_ms = ferry_now_ms() + ENGINE_SCRIPT_CLOSE_MS;
         s->running = NULL; /* the first tick has no hook to set in a closing state */
         engine_watchdog_enter(s);
-        lua_close(s->L);
+        if (reuse) {
+            lua_pushnil(s->L);
+            lua_rawsetp(s->L, LUA_REGISTRYINDEX, &co_key);
+            engine_pool_put(s->L);
+        } else {
+            lua_close(s->L);
+        }
         engine_watchdog_leave(s);
     }
     ferry_values_free(s->values, s->n_values);

@@ -140,6 +140,9 @@ struct engine_script {
     const engine_script_answer *answer; /* only while engine_script_resume runs */
     ferry_buf output;                   /* captured print output */
 
+    int warm;  /* the state came from the pool (state_pool.h) */
+    int clean; /* the chunk ran to its end (returned or raised): the state may be reused */
+
     /* The result, valid once DONE. */
     int done;
     int ok;
@@ -186,9 +189,13 @@ void engine_script_result(const engine_script *s, Ferry__Result *out, Ferry__Err
 /* Bound on closing a state (engine_script_destroy), under the watchdog. */
 #define ENGINE_SCRIPT_CLOSE_MS 100
 
+/* A state that held more than this at the end is closed, not reset. */
+#define ENGINE_SCRIPT_REUSE_BYTES (1024 * 1024)
+
 /*
- * Closes the state and frees everything (NULL-safe); nulls *sp. Closing runs
- * under the watchdog: no script code should run there (the sandbox leaves no
+ * Frees everything (NULL-safe) and nulls *sp. A state whose script ran to
+ * its end within its limits goes back to the pool (state_pool.h), reset;
+ * any other is closed. Both run under the watchdog: no script code should run there (the sandbox leaves no
  * way to a finalizer), and if any ever did past ENGINE_SCRIPT_CLOSE_MS and
  * the grace, the watchdog would end the engine rather than let it hang.
  */
