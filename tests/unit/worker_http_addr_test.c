@@ -165,27 +165,33 @@ static void test_allow_list_opens_ranges(void **state)
     assert_null(refused(&p, "255.255.255.255"));
     assert_string_equal(refused(&p, "::1"), "loopback");
     http_addr_policy_fini(&p);
+
+    /* ::/0 holds the IPv4-mapped addresses: everything. */
+    assert_int_equal(http_addr_policy_parse(&p, "::/0", err, sizeof err), FERRY_OK);
+    assert_null(refused(&p, "::1"));
+    assert_null(refused(&p, "127.0.0.1"));
+    http_addr_policy_fini(&p);
 }
 
 static void test_parse_ranges(void **state)
 {
     (void)state;
-    http_cidr r;
+    http_addr_range r;
     const char *why = NULL;
-    assert_int_equal(http_cidr_parse("10.0.0.0/8", 10, &r, &why), FERRY_OK);
+    assert_int_equal(http_addr_range_parse("10.0.0.0/8", 10, &r, &why), FERRY_OK);
     assert_int_equal(r.bits, 104);
     assert_int_equal(r.addr[10], 0xff);
     assert_int_equal(r.addr[12], 10);
-    assert_int_equal(http_cidr_parse("192.168.1.7", 11, &r, &why), FERRY_OK);
+    assert_int_equal(http_addr_range_parse("192.168.1.7", 11, &r, &why), FERRY_OK);
     assert_int_equal(r.bits, 128);
-    assert_int_equal(http_cidr_parse("fe80::/10", 9, &r, &why), FERRY_OK);
+    assert_int_equal(http_addr_range_parse("fe80::/10", 9, &r, &why), FERRY_OK);
     assert_int_equal(r.bits, 10);
     assert_int_equal(r.addr[0], 0xfe);
     assert_int_equal(r.addr[1], 0x80);
-    assert_int_equal(http_cidr_parse("::/0", 4, &r, &why), FERRY_OK);
+    assert_int_equal(http_addr_range_parse("::/0", 4, &r, &why), FERRY_OK);
     assert_int_equal(r.bits, 0);
     /* Only len bytes count. */
-    assert_int_equal(http_cidr_parse("10.0.0.0/8,junk", 10, &r, &why), FERRY_OK);
+    assert_int_equal(http_addr_range_parse("10.0.0.0/8,junk", 10, &r, &why), FERRY_OK);
 
     http_addr_policy p;
     char err[128];

@@ -25,7 +25,7 @@ static const uint8_t v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
     }
 
 static const struct {
-    http_cidr range;
+    http_addr_range range;
     const char *why;
 } special[] = {
     {V4(0, 0, 0, 0, 8), "unspecified"}, /* "this network": 0.0.0.0 reaches the local host */
@@ -58,15 +58,16 @@ static const struct {
 
 /* IPv6 ranges whose addresses carry the IPv4 address a gateway connects to. */
 static const struct {
-    http_cidr range;
+    http_addr_range range;
     size_t at; /* offset of the IPv4 address */
 } embedding[] = {
     {{{0, 0x64, 0xff, 0x9b}, 96}, 12}, /* NAT64 well-known prefix 64:ff9b::/96 */
     {{{0x20, 0x02}, 16}, 2},           /* 6to4 2002:a.b.c.d::/48 */
 };
 
-static int in_range(const http_cidr *r, const uint8_t addr[16])
+static int in_range(const http_addr_range *r, const uint8_t addr[16])
 {
+    assert(r->bits <= 128);
     unsigned full = r->bits / 8, rest = r->bits % 8;
     if (memcmp(r->addr, addr, full) != 0)
         return 0;
@@ -131,7 +132,7 @@ const char *http_addr_refused(const http_addr_policy *p, const struct sockaddr *
 
 /* ---- parsing ---------------------------------------------------------------- */
 
-ferry_err http_cidr_parse(const char *s, size_t len, http_cidr *out, const char **why)
+ferry_err http_addr_range_parse(const char *s, size_t len, http_addr_range *out, const char **why)
 {
     char text[64]; /* an IPv6 address is at most 45 characters */
     const char *slash = memchr(s, '/', len);
@@ -211,8 +212,8 @@ ferry_err http_addr_policy_parse(http_addr_policy *p, const char *list, char *er
         while (len && (e[len - 1] == ' ' || e[len - 1] == '\t'))
             len--;
         const char *why = "empty entry";
-        http_cidr r;
-        if (len == 0 || http_cidr_parse(e, len, &r, &why) != FERRY_OK) {
+        http_addr_range r;
+        if (len == 0 || http_addr_range_parse(e, len, &r, &why) != FERRY_OK) {
             snprintf(err, errlen, "bad entry '%.*s' (%s)", (int)(len > 64 ? 64 : len), e, why);
             http_addr_policy_fini(p);
             return FERRY_EUSAGE;

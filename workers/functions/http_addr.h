@@ -14,7 +14,8 @@
  *
  * Addresses are handled as 16 bytes: IPv6 as is, IPv4 as the IPv4-mapped
  * IPv6 address ::ffff:a.b.c.d, so that both spellings of one IPv4 address
- * are judged alike. Addresses that carry an IPv4 address a gateway would
+ * are judged alike (and an IPv6 range holding ::ffff:0:0/96, such as ::/0,
+ * allows IPv4 addresses too). Addresses that carry an IPv4 address a gateway would
  * connect to (NAT64 64:ff9b::/96, 6to4 2002::/16) are judged by that IPv4
  * address.
  */
@@ -30,11 +31,11 @@
 typedef struct {
     uint8_t addr[16]; /* IPv6, or IPv4 as ::ffff:a.b.c.d; no bits set past `bits` */
     unsigned bits;    /* prefix length, 0..128 (an IPv4 /n is 96 + n) */
-} http_cidr;
+} http_addr_range;
 
 /* The ranges --http-allow opens. Zero-initialised: nothing allowed. */
 typedef struct {
-    http_cidr *allow; /* owned */
+    http_addr_range *allow; /* owned */
     size_t nallow;
 } http_addr_policy;
 
@@ -44,7 +45,7 @@ typedef struct {
  * such as 10.1.0.0/8 would open more than meant). FERRY_OK, or FERRY_EUSAGE
  * with a short static reason in *why.
  */
-ferry_err http_cidr_parse(const char *s, size_t len, http_cidr *out, const char **why);
+ferry_err http_addr_range_parse(const char *s, size_t len, http_addr_range *out, const char **why);
 
 /*
  * Parses a comma-separated list of ranges into p (zeroed first; spaces
