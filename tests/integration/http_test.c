@@ -533,10 +533,22 @@ static void with_port(char *out, size_t size, const char *text, int port)
 static void attack(http_env *env, const char *src, const char *code, const char *part,
                    ferry_result *out)
 {
-    char s[1024], p[512];
+    char s[4096], p[512];
     with_port(s, sizeof s, src, env->port);
     with_port(p, sizeof p, part ? part : "", env->port);
     stack_attack(&env->stack, env->engine, s, 10000, code, p, out);
+}
+
+/* True when v is the string "call_error: ..." holding part (the attack scripts' own
+ * summary of a failed call). */
+static int is_call_error_with(const Ferry__Value *v, const char *part)
+{
+    char text[1024];
+    if (v->kind_case != FERRY__VALUE__KIND_STRING || v->string.len >= sizeof text)
+        return 0;
+    memcpy(text, v->string.data, v->string.len);
+    text[v->string.len] = '\0';
+    return strncmp(text, "call_error: ", 12) == 0 && strstr(text, part) != NULL;
 }
 
 /* The review's repro and its variants: every spelling of an internal address, names
@@ -549,18 +561,18 @@ static void test_internal_addresses_refused(void **state)
     } cases[] = {
         {"http://127.0.0.1:PORT/ok", "address 127.0.0.1 refused (loopback; see --http-allow)"},
         {"http://localhost:PORT/ok", "refused (loopback; see --http-allow)"},
+        {"http://[::ffff:127.0.0.1]:PORT/ok", "address ::ffff:127.0.0.1 refused (loopback"},
+        {"http://169.254.169.254/latest/meta-data/", "address 169.254.169.254 refused (link-local"},
         {"http://ferry.localhost:PORT/ok", "refused (loopback; see --http-allow)"},
         {"http://[::1]:PORT/ok", "address ::1 refused (loopback"},
         {"http://0.0.0.0:PORT/ok", "address 0.0.0.0 refused (unspecified"},
         {"http://[::]:PORT/ok", "address :: refused (unspecified"},
-        {"http://[::ffff:127.0.0.1]:PORT/ok", "address ::ffff:127.0.0.1 refused (loopback"},
         {"http://[::ffff:7f00:2]:PORT/ok", "address ::ffff:127.0.0.2 refused (loopback"},
         {"http://[64:ff9b::7f00:1]:PORT/ok", "address 64:ff9b::7f00:1 refused (loopback"},
         {"http://2130706433:PORT/ok", "address 127.0.0.1 refused (loopback"},
         {"http://0x7f.1:PORT/ok", "address 127.0.0.1 refused (loopback"},
         {"HTTP://127.1:PORT/ok", "address 127.0.0.1 refused (loopback"},
         {"http://127.0.0.1:PORT@127.0.0.1:PORT/ok", "address 127.0.0.1 refused (loopback"},
-        {"http://169.254.169.254/latest/meta-data/", "address 169.254.169.254 refused (link-local"},
         {"http://10.0.0.1/", "address 10.0.0.1 refused (private"},
         {"http://172.16.0.1/", "address 172.16.0.1 refused (private"},
         {"http://192.168.1.1/", "address 192.168.1.1 refused (private"},
@@ -570,18 +582,43 @@ static void test_internal_addresses_refused(void **state)
         {"http://224.0.0.1/", "address 224.0.0.1 refused (multicast"},
         {"http://255.255.255.255/", "address 255.255.255.255 refused (broadcast"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    /* The first four alone: the review's repro, a name, a spelling, cloud metadata. */
+    enum { NCASES = sizeof cases / sizeof cases[0], ALONE = 4 };
+    for (size_t i = 0; i < ALONE; i++) {
         char src[512];
         snprintf(src, sizeof src, "return ferry.call('http.get', '%s').body", cases[i].url);
         attack(env, src, "call_error", cases[i].part, NULL);
     }
+    /* All of them from one attack script, which returns what each call gave it. */
+    char src[4096];
+    int n = snprintf(src, sizeof src, "local urls = {");
+    for (size_t i = 0; i < NCASES; i++)
+        n += snprintf(src + n, sizeof src - (size_t)n, "'%s', ", cases[i].url);
+    snprintf(src + n, sizeof src - (size_t)n,
+             "}\nlocal out = {}\n"
+             "for i, url in ipairs(urls) do\n"
+             "  local ok, e = pcall(ferry.call, 'http.get', url)\n"
+             "  out[i] = ok and ('reached: ' .. e.body) or (e.code .. ': ' .. e.message)\n"
+             "end\n"
+             "return table.unpack(out)");
+    ferry_result r;
+    attack(env, src, NULL, NULL, &r);
+    assert_int_equal(r.result->n_values, NCASES);
+    for (size_t i = 0; i < NCASES; i++) {
+        char part[256];
+        with_port(part, sizeof part, cases[i].part, env->port);
+        const Ferry__Value *v = r.result->values[i];
+        if (!is_call_error_with(v, part))
+            fail_msg("%s: want call_error with '%s', got '%.*s'", cases[i].url, part,
+                     (int)v->string.len, (const char *)v->string.data);
+    }
+    ferry_result_fini(&r);
     /* http.request too, and a caught refusal leaves the script nothing to read. */
     attack(env,
            "return ferry.call('http.request', {method = 'POST', url = 'http://127.0.0.1:PORT/echo',"
            " body = 'x'}).body",
            "call_error", "http.request: POST http://127.0.0.1:PORT/echo: address 127.0.0.1 refused",
            NULL);
-    ferry_result r;
     attack(env,
            "local ok, e = pcall(ferry.call, 'http.get', 'http://localhost:PORT/ok')\n"
            "return ok, e.code",
@@ -630,13 +667,31 @@ static void test_redirect_to_refused_address(void **state)
     static const char *const schemes[] = {"file:///etc/passwd", "ftp://127.0.0.1:PORT/",
                                           "gopher://127.0.0.1:PORT/", "dict://127.0.0.1:PORT/",
                                           "telnet://127.0.0.1:PORT/"};
-    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
-        char src[256];
-        snprintf(src, sizeof src,
-                 "return ferry.call('http.get', 'http://127.0.0.1:PORT/to?url=%s').body",
-                 schemes[i]);
-        attack(env, src, "call_error", "not supported", NULL);
+    enum { NSCHEMES = sizeof schemes / sizeof schemes[0] };
+    char src[2048];
+    int n = snprintf(src, sizeof src, "local to = {");
+    for (size_t i = 0; i < NSCHEMES; i++)
+        n += snprintf(src + n, sizeof src - (size_t)n, "'%s', ", schemes[i]);
+    snprintf(
+        src + n, sizeof src - (size_t)n,
+        "}\nlocal out = {}\n"
+        "for i, url in ipairs(to) do\n"
+        "  local ok, e = pcall(ferry.call, 'http.get', 'http://127.0.0.1:PORT/to?url=' .. url)\n"
+        "  out[i] = ok and ('reached: ' .. e.body) or (e.code .. ': ' .. e.message)\n"
+        "end\n"
+        "return table.unpack(out)");
+    attack(env, src, NULL, NULL, &r);
+    assert_int_equal(r.result->n_values, NSCHEMES);
+    for (size_t i = 0; i < NSCHEMES; i++) {
+        const Ferry__Value *v = r.result->values[i];
+        char want[64];
+        snprintf(want, sizeof want, "Protocol \"%.*s\" not supported",
+                 (int)(strchr(schemes[i], ':') - schemes[i]), schemes[i]);
+        if (!is_call_error_with(v, want))
+            fail_msg("redirect to %s: want call_error with '%s', got '%.*s'", schemes[i], want,
+                     (int)v->string.len, (const char *)v->string.data);
     }
+    ferry_result_fini(&r);
     stack_passed(&env->stack);
 }
 
