@@ -44,6 +44,7 @@ int main(int argc, char **argv)
     long liveness = FERRY_WORKER_DEFAULT_LIVENESS;
     long drain_ms = FERRY_WORKER_DEFAULT_DRAIN_MS;
     const char *not_idempotent = "";
+    const char *http_allow = "";
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
          "broker workers endpoint to connect to", 0, 0},
@@ -63,6 +64,11 @@ int main(int argc, char **argv)
          "comma-separated built-in functions to declare not idempotent: their calls end "
          "worker_lost instead of running again elsewhere when this worker is lost",
          0, 0},
+        {"http-allow", "FERRY_HTTP_ALLOW", FERRY_OPT_STRING, &http_allow,
+         "comma-separated CIDR ranges http.get and http.request may connect to although they "
+         "are internal (loopback, private, link-local, unique-local, ...: refused by default), "
+         "e.g. 127.0.0.1/32,10.1.0.0/16,fd00::/8",
+         0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-worker",
@@ -77,6 +83,14 @@ int main(int argc, char **argv)
     if (rc != FERRY_OPTS_CONTINUE)
         return rc;
 
+    /* Before anything starts: a bad range must not leave the worker up with another policy. */
+    char err[256];
+    http_addr_policy allow;
+    if (http_addr_policy_parse(&allow, http_allow, err, sizeof err) != FERRY_OK) {
+        fprintf(stderr, "ferry-worker: --http-allow: %s\n", err);
+        return 2;
+    }
+
     ferry_log_init("worker");
     ferry_worker_config cfg = {.endpoint = endpoint,
                                .concurrency = (unsigned)concurrency,
@@ -84,10 +98,10 @@ int main(int argc, char **argv)
                                .heartbeat_ms = (int)heartbeat_ms,
                                .liveness = (int)liveness,
                                .drain_ms = drain_ms > 0 ? (int)drain_ms : -1};
-    char err[256];
     ferry_worker *w = ferry_worker_new(&cfg, err, sizeof err);
     if (!w) {
         fprintf(stderr, "ferry-worker: %s\n", err);
+        http_addr_policy_fini(&allow);
         return 1;
     }
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
@@ -98,19 +112,20 @@ int main(int argc, char **argv)
         if (ferry_worker_register(w, b->name, b->fn, NULL, &fopts) != FERRY_OK) {
             fprintf(stderr, "ferry-worker: cannot register '%s'\n", b->name);
             ferry_worker_destroy(&w);
+            http_addr_policy_fini(&allow);
             return 1;
         }
     }
     /* http.get and http.request share one curl multi handle driven by w's loop. */
-    worker_http *http = worker_http_new(w, err, sizeof err);
+    worker_http *http = worker_http_new(w, &allow, err, sizeof err); /* takes allow's list */
     if (!http || worker_http_register(http, !listed(not_idempotent, "http.get")) != FERRY_OK) {
         fprintf(stderr, "ferry-worker: %s\n", http ? "cannot register the http functions" : err);
         ferry_worker_destroy(&w);
         worker_http_destroy(&http);
         return 1;
     }
-    ferry_info("worker_config", "endpoint=%s id=%s concurrency=%ld max_msg=%ld", endpoint,
-               ferry_worker_id(w), concurrency, max_msg);
+    ferry_info("worker_config", "endpoint=%s id=%s concurrency=%ld max_msg=%ld http_allow=\"%s\"",
+               endpoint, ferry_worker_id(w), concurrency, max_msg, http_allow);
     ferry_err run = ferry_worker_run(w);
     ferry_worker_destroy(&w);
     worker_http_destroy(&http); /* after the worker: its destroy cancels the transfers */

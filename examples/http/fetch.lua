@@ -1,7 +1,10 @@
 -- fetch.lua: http.get and http.request of ferry-worker.
 --   ferry run examples/http/fetch.lua https://example.org/
 -- Needs a URL the worker can reach (`make demo` runs only examples/*.lua,
--- which need no network, so this one lives in its own folder).
+-- which need no network, so this one lives in its own folder). The worker
+-- refuses internal addresses, localhost included: for a server on this
+-- machine (python3 -m http.server 8000) start it with
+--   ferry-worker --http-allow 127.0.0.1/32,::1/128
 local url = ferry.args[1] or "http://localhost:8000/"
 
 local r = ferry.call("http.get", url, {timeout_ms = 5000})

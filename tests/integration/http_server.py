@@ -13,9 +13,14 @@ it accepts. One thread per connection: /slow holds 200 connections at once.
   /echo               any method: the request body back, X-Method, and every
                       X-* request header as X-Echo-<name>
   /redirect?n=K       302 to /redirect?n=K-1, and from n=0 to /ok
+  /to?url=U           302 to U, whatever it is
   /big?n=N            200 with N bytes of 'x'
   /status?code=N      status N, empty body
   anything else       404 "not found"
+
+A request line with an absolute URL (what a client sends to a proxy) is
+served by its path alone, so the test can offer this server as an
+http_proxy and see whether the worker uses it.
 
 SIGTERM ends it with status 0 (the harness counts any other exit as unclean);
 the handler is in place before it writes a byte to --ready-fd, which the
@@ -91,6 +96,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/redirect":
             n = self.query("n", 0)
             where = "/ok" if n <= 0 else "/redirect?n=%d" % (n - 1)
+            self.reply(302, b"", [("Location", where)])
+        elif path == "/to":
+            where = parse_qs(urlsplit(self.path).query).get("url", ["/ok"])[0]
             self.reply(302, b"", [("Location", where)])
         elif path == "/big":
             self.reply(200, b"x" * self.query("n", 0))

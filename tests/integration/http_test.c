@@ -8,6 +8,11 @@
  * the backlog until it accepts. Status, headers, binary bodies, a 404, a
  * refused connection, a timeout, redirects, body bounds, bad arguments, and
  * 200 slow requests in flight at once through one worker.
+ *
+ * The worker refuses internal addresses unless --http-allow opens them
+ * (SSRF): most tests allow 127.0.0.1/32 for the server; the attack tests
+ * start a worker with the default policy, or one that allows the server
+ * but is asked to go elsewhere (redirects, an http_proxy in its environment).
  */
 #include "harness.h"
 
@@ -36,6 +41,8 @@
 typedef struct {
     ferry_stack stack;
     char base[64]; /* http://127.0.0.1:<port> */
+    int port;      /* the server's */
+    int engine;    /* process index of ferry-engine */
     int worker;    /* process index of ferry-worker */
 } http_env;
 
@@ -56,9 +63,17 @@ static int listen_loopback(int backlog, int *port)
     return fd;
 }
 
-static int setup(void **state)
+/* How the stack's worker is started. */
+typedef enum {
+    WORKER_ALLOW_SERVER,  /* --http-allow 127.0.0.1/32 */
+    WORKER_DEFAULT,       /* no allow list */
+    WORKER_ALLOW_PROXIED, /* FERRY_HTTP_ALLOW=127.0.0.1/32 and the server as http_proxy */
+} worker_kind;
+
+static int start(void **state, worker_kind kind)
 {
     static http_env env;
+    memset(&env, 0, sizeof env);
     ferry_stack *s = &env.stack;
     assert_int_equal(stack_init(s), 0);
     const char *py = stack_python(NULL);
@@ -69,6 +84,7 @@ static int setup(void **state)
     int port;
     int fd = listen_loopback(1024, &port);
     assert_true(fd >= 0);
+    env.port = port;
     snprintf(env.base, sizeof env.base, "http://127.0.0.1:%d", port);
     /* The server writes to this pipe once its SIGTERM handler is in place, so that
      * stack_stop finds it ready to exit cleanly however short the test. */
@@ -96,8 +112,29 @@ static int setup(void **state)
 
     assert_true(stack_start_broker(s, NULL) >= 0);
     const char *engine_args[] = {"--slots", "1000", NULL};
-    assert_true(stack_start_engine(s, engine_args) >= 0);
-    env.worker = stack_start_worker(s, NULL);
+    env.engine = stack_start_engine(s, engine_args);
+    assert_true(env.engine >= 0);
+    const char *allow_args[] = {"--http-allow", "127.0.0.1/32", NULL};
+    if (kind == WORKER_ALLOW_PROXIED) {
+        /* Every proxy variable curl reads; a no_proxy of the machine must not hide them. */
+        static const char *const names[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                            "HTTPS_PROXY", "all_proxy",  "ALL_PROXY"};
+        enum { NPROXY = sizeof names / sizeof names[0] };
+        char proxy[NPROXY][96];
+        const char *wenv[NPROXY + 2];
+        for (int i = 0; i < NPROXY; i++) {
+            snprintf(proxy[i], sizeof proxy[i], "%s=%s", names[i], env.base);
+            wenv[i] = proxy[i];
+        }
+        wenv[NPROXY] = "FERRY_HTTP_ALLOW=127.0.0.1/32";
+        wenv[NPROXY + 1] = NULL;
+        unsetenv("no_proxy");
+        unsetenv("NO_PROXY");
+        const char *argv[] = {FERRY_BIN_DIR "/ferry-worker", NULL};
+        env.worker = stack_spawn_cmd(s, "worker", argv, wenv);
+    } else {
+        env.worker = stack_start_worker(s, kind == WORKER_ALLOW_SERVER ? allow_args : NULL);
+    }
     assert_true(env.worker >= 0);
     if (stack_wait_ready(s, 1, 1, 10000) != 0) {
         stack_stop(s);
@@ -105,6 +142,21 @@ static int setup(void **state)
     }
     *state = &env;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return start(state, WORKER_ALLOW_SERVER);
+}
+
+static int setup_default(void **state)
+{
+    return start(state, WORKER_DEFAULT);
+}
+
+static int setup_proxied(void **state)
+{
+    return start(state, WORKER_ALLOW_PROXIED);
 }
 
 static int teardown(void **state)
@@ -461,12 +513,239 @@ static void test_second_sigterm_cancels_transfers(void **state)
     stack_passed(s);
 }
 
+/* text with each "PORT" replaced by port, into out. */
+static void with_port(char *out, size_t size, const char *text, int port)
+{
+    size_t n = 0;
+    for (const char *t = text; *t && n + 8 < size;) {
+        if (strncmp(t, "PORT", 4) == 0) {
+            n += (size_t)snprintf(out + n, size - n, "%d", port);
+            t += 4;
+        } else {
+            out[n++] = *t++;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* Runs the script src as an attack beside an innocent script (stack_attack); in src
+ * and part, PORT stands for the server's port. code NULL: the attack must succeed. */
+static void attack(http_env *env, const char *src, const char *code, const char *part,
+                   ferry_result *out)
+{
+    char s[4096], p[512];
+    with_port(s, sizeof s, src, env->port);
+    with_port(p, sizeof p, part ? part : "", env->port);
+    stack_attack(&env->stack, env->engine, s, 10000, code, p, out);
+}
+
+/* True when v is the string "call_error: ..." holding part (the attack scripts' own
+ * summary of a failed call). */
+static int is_call_error_with(const Ferry__Value *v, const char *part)
+{
+    char text[1024];
+    if (v->kind_case != FERRY__VALUE__KIND_STRING || v->string.len >= sizeof text)
+        return 0;
+    memcpy(text, v->string.data, v->string.len);
+    text[v->string.len] = '\0';
+    return strncmp(text, "call_error: ", 12) == 0 && strstr(text, part) != NULL;
+}
+
+/* The review's repro and its variants: every spelling of an internal address, names
+ * that resolve to loopback, and the internal ranges, with the default policy. */
+static void test_internal_addresses_refused(void **state)
+{
+    http_env *env = *state;
+    static const struct {
+        const char *url, *part;
+    } cases[] = {
+        {"http://127.0.0.1:PORT/ok", "address 127.0.0.1 refused (loopback; see --http-allow)"},
+        {"http://localhost:PORT/ok", "refused (loopback; see --http-allow)"},
+        {"http://[::ffff:127.0.0.1]:PORT/ok", "address ::ffff:127.0.0.1 refused (loopback"},
+        {"http://169.254.169.254/latest/meta-data/", "address 169.254.169.254 refused (link-local"},
+        {"http://ferry.localhost:PORT/ok", "refused (loopback; see --http-allow)"},
+        {"http://[::1]:PORT/ok", "address ::1 refused (loopback"},
+        {"http://0.0.0.0:PORT/ok", "address 0.0.0.0 refused (unspecified"},
+        {"http://[::]:PORT/ok", "address :: refused (unspecified"},
+        {"http://[::ffff:7f00:2]:PORT/ok", "address ::ffff:127.0.0.2 refused (loopback"},
+        {"http://[64:ff9b::7f00:1]:PORT/ok", "address 64:ff9b::7f00:1 refused (loopback"},
+        {"http://2130706433:PORT/ok", "address 127.0.0.1 refused (loopback"},
+        {"http://0x7f.1:PORT/ok", "address 127.0.0.1 refused (loopback"},
+        {"HTTP://127.1:PORT/ok", "address 127.0.0.1 refused (loopback"},
+        {"http://127.0.0.1:PORT@127.0.0.1:PORT/ok", "address 127.0.0.1 refused (loopback"},
+        {"http://10.0.0.1/", "address 10.0.0.1 refused (private"},
+        {"http://172.16.0.1/", "address 172.16.0.1 refused (private"},
+        {"http://192.168.1.1/", "address 192.168.1.1 refused (private"},
+        {"http://100.64.0.1/", "address 100.64.0.1 refused (shared address space"},
+        {"http://[fe80::1]/", "address fe80::1 refused (link-local"},
+        {"http://[fd00::1]/", "address fd00::1 refused (unique-local"},
+        {"http://224.0.0.1/", "address 224.0.0.1 refused (multicast"},
+        {"http://255.255.255.255/", "address 255.255.255.255 refused (broadcast"},
+    };
+    /* The first four alone: the review's repro, a name, a spelling, cloud metadata. */
+    enum { NCASES = sizeof cases / sizeof cases[0], ALONE = 4 };
+    for (size_t i = 0; i < ALONE; i++) {
+        char src[512];
+        snprintf(src, sizeof src, "return ferry.call('http.get', '%s').body", cases[i].url);
+        attack(env, src, "call_error", cases[i].part, NULL);
+    }
+    /* All of them from one attack script, which returns what each call gave it. */
+    char src[4096];
+    int n = snprintf(src, sizeof src, "local urls = {");
+    for (size_t i = 0; i < NCASES; i++)
+        n += snprintf(src + n, sizeof src - (size_t)n, "'%s', ", cases[i].url);
+    snprintf(src + n, sizeof src - (size_t)n,
+             "}\nlocal out = {}\n"
+             "for i, url in ipairs(urls) do\n"
+             "  local ok, e = pcall(ferry.call, 'http.get', url)\n"
+             "  out[i] = ok and ('reached: ' .. e.body) or (e.code .. ': ' .. e.message)\n"
+             "end\n"
+             "return table.unpack(out)");
+    ferry_result r;
+    attack(env, src, NULL, NULL, &r);
+    assert_int_equal(r.result->n_values, NCASES);
+    for (size_t i = 0; i < NCASES; i++) {
+        char part[256];
+        with_port(part, sizeof part, cases[i].part, env->port);
+        const Ferry__Value *v = r.result->values[i];
+        if (!is_call_error_with(v, part))
+            fail_msg("%s: want call_error with '%s', got '%.*s'", cases[i].url, part,
+                     (int)v->string.len, (const char *)v->string.data);
+    }
+    ferry_result_fini(&r);
+    /* http.request too, and a caught refusal leaves the script nothing to read. */
+    attack(env,
+           "return ferry.call('http.request', {method = 'POST', url = 'http://127.0.0.1:PORT/echo',"
+           " body = 'x'}).body",
+           "call_error", "http.request: POST http://127.0.0.1:PORT/echo: address 127.0.0.1 refused",
+           NULL);
+    attack(env,
+           "local ok, e = pcall(ferry.call, 'http.get', 'http://localhost:PORT/ok')\n"
+           "return ok, e.code",
+           NULL, NULL, &r);
+    assert_false(r.result->values[0]->boolean);
+    assert_cstring_value(r.result->values[1], "call_error");
+    ferry_result_fini(&r);
+    stack_passed(&env->stack);
+}
+
+/* The worker allows the server (127.0.0.1/32) only: a redirect from it elsewhere. */
+static void test_redirect_to_refused_address(void **state)
+{
+    http_env *env = *state;
+    ferry_result r;
+    attack(env, "return ferry.call('http.get', 'http://127.0.0.1:PORT/redirect?n=1').body", NULL,
+           NULL, &r);
+    assert_cstring_value(r.result->values[0], "hello");
+    ferry_result_fini(&r);
+    /* 127.0.0.2 is loopback too on Linux, and not in the allowed 127.0.0.1/32. */
+    attack(env,
+           "return ferry.call('http.get', "
+           "'http://127.0.0.1:PORT/to?url=http://127.0.0.2:PORT/ok').body",
+           "call_error",
+           "address 127.0.0.2 refused (loopback; see --http-allow) after a redirect to "
+           "http://127.0.0.2:PORT/ok",
+           NULL);
+    attack(
+        env,
+        "return ferry.call('http.get', 'http://127.0.0.1:PORT/to?url=http://[::1]:PORT/ok').body",
+        "call_error", "address ::1 refused (loopback", NULL);
+    attack(env,
+           "return ferry.call('http.get', 'http://127.0.0.1:PORT/to?url="
+           "http://169.254.169.254/latest/meta-data/').body",
+           "call_error", "address 169.254.169.254 refused (link-local", NULL);
+    /* Two hops: allowed, allowed, then refused. */
+    attack(env,
+           "return ferry.call('http.get', 'http://127.0.0.1:PORT/to?url="
+           "/to%3Furl%3Dhttp://10.0.0.1/').body",
+           "call_error", "address 10.0.0.1 refused (private", NULL);
+    attack(env,
+           "return ferry.call('http.request', {method = 'POST', body = 'x',\n"
+           "  url = 'http://127.0.0.1:PORT/to?url=http://192.168.0.1/'}).body",
+           "call_error", "address 192.168.0.1 refused (private", NULL);
+    /* Redirects to anything but http and https stay refused. */
+    static const char *const schemes[] = {"file:///etc/passwd", "ftp://127.0.0.1:PORT/",
+                                          "gopher://127.0.0.1:PORT/", "dict://127.0.0.1:PORT/",
+                                          "telnet://127.0.0.1:PORT/"};
+    enum { NSCHEMES = sizeof schemes / sizeof schemes[0] };
+    char src[2048];
+    int n = snprintf(src, sizeof src, "local to = {");
+    for (size_t i = 0; i < NSCHEMES; i++)
+        n += snprintf(src + n, sizeof src - (size_t)n, "'%s', ", schemes[i]);
+    snprintf(
+        src + n, sizeof src - (size_t)n,
+        "}\nlocal out = {}\n"
+        "for i, url in ipairs(to) do\n"
+        "  local ok, e = pcall(ferry.call, 'http.get', 'http://127.0.0.1:PORT/to?url=' .. url)\n"
+        "  out[i] = ok and ('reached: ' .. e.body) or (e.code .. ': ' .. e.message)\n"
+        "end\n"
+        "return table.unpack(out)");
+    attack(env, src, NULL, NULL, &r);
+    assert_int_equal(r.result->n_values, NSCHEMES);
+    for (size_t i = 0; i < NSCHEMES; i++) {
+        const Ferry__Value *v = r.result->values[i];
+        char want[64];
+        snprintf(want, sizeof want, "Protocol \"%.*s\" not supported",
+                 (int)(strchr(schemes[i], ':') - schemes[i]), schemes[i]);
+        if (!is_call_error_with(v, want))
+            fail_msg("redirect to %s: want call_error with '%s', got '%.*s'", schemes[i], want,
+                     (int)v->string.len, (const char *)v->string.data);
+    }
+    ferry_result_fini(&r);
+    stack_passed(&env->stack);
+}
+
+/* The worker's environment names the server as its proxy for everything: a proxy
+ * would connect on the script's behalf, so the worker must not use it. */
+static void test_proxy_from_the_environment_is_not_used(void **state)
+{
+    http_env *env = *state;
+    ferry_result r;
+    /* FERRY_HTTP_ALLOW allows the server, reached directly. */
+    attack(env, "return ferry.call('http.get', 'http://127.0.0.1:PORT/ok').body", NULL, NULL, &r);
+    assert_cstring_value(r.result->values[0], "hello");
+    ferry_result_fini(&r);
+    /* Through the proxy these would come back as the server's "hello". */
+    attack(env, "return ferry.call('http.get', 'http://10.1.2.3/ok').body", "call_error",
+           "address 10.1.2.3 refused (private", NULL);
+    attack(env, "return ferry.call('http.get', 'http://[::1]:PORT/ok').body", "call_error",
+           "address ::1 refused (loopback", NULL);
+    stack_passed(&env->stack);
+}
+
+/* A bad --http-allow entry (flag or environment) stops the worker at start, naming it. */
+static void test_bad_allow_list_stops_the_worker(void **state)
+{
+    http_env *env = *state;
+    static const struct {
+        const char *flag, *envvar, *message;
+    } cases[] = {
+        {"127.0.0.1/32,10.0.0.0/33", NULL,
+         "ferry-worker: --http-allow: bad entry '10.0.0.0/33' (prefix length over 32)"},
+        {"10.1.0.0/8", NULL, "bad entry '10.1.0.0/8' (address has bits set past the prefix"},
+        {NULL, "FERRY_HTTP_ALLOW=localhost",
+         "ferry-worker: --http-allow: bad entry 'localhost' (not an IPv4 address)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[] = {FERRY_BIN_DIR "/ferry-worker", cases[i].flag ? "--http-allow" : NULL,
+                              cases[i].flag, NULL};
+        const char *wenv[] = {cases[i].envvar, NULL};
+        char *out = NULL, *err = NULL;
+        int64_t start = ferry_now_ms();
+        int rc = stack_exec(&env->stack, argv, wenv, &out, &err, 5000);
+        if (rc != 2 || !err || !strstr(err, cases[i].message))
+            fail_msg("want exit 2 and '%s', got %d and '%s'", cases[i].message, rc, err ? err : "");
+        assert_true(ferry_now_ms() - start < 5000);
+        free(out);
+        free(err);
+    }
+    stack_passed(&env->stack);
+}
+
 int main(void)
 {
-    /* Loopback needs no proxy, whatever the machine's environment says (curl honours
-     * http_proxy and friends; the workers inherit this). */
-    setenv("no_proxy", "*", 1);
-    setenv("NO_PROXY", "*", 1);
+    /* No no_proxy here: the worker uses no proxy whatever its environment says
+     * (test_proxy_from_the_environment_is_not_used). */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_status_headers_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_bodies_both_ways, setup, teardown),
@@ -476,6 +755,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_200_slow_requests_in_flight_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_lets_transfers_finish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_sigterm_cancels_transfers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_internal_addresses_refused, setup_default, teardown),
+        cmocka_unit_test_setup_teardown(test_redirect_to_refused_address, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_proxy_from_the_environment_is_not_used, setup_proxied,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_bad_allow_list_stops_the_worker, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #define WORKER_FUNCTIONS_H
 
 #include "ferry/worker.h"
+#include "http_addr.h"
 
 /* echo(...): returns its arguments unchanged (the Command's own, not copied). Idempotent. */
 void worker_fn_echo(ferry_call *call, void *udata);
@@ -25,7 +26,9 @@ void worker_fn_sleep(ferry_call *call, void *udata);
  * per worker, driven by the worker's loop. Both return
  * {status=, headers={lower-cased name = value}, body=, url=}.
  *
- *   worker_http *http = worker_http_new(w, err, sizeof err);
+ *   http_addr_policy allow;              // --http-allow
+ *   http_addr_policy_parse(&allow, "127.0.0.1/32", err, sizeof err);
+ *   worker_http *http = worker_http_new(w, &allow, err, sizeof err);
  *   worker_http_register(http, 1);       // http.get idempotent, http.request not
  *   ferry_worker_run(w);
  *   ferry_worker_destroy(&w);            // cancels the transfers still running
@@ -33,8 +36,10 @@ void worker_fn_sleep(ferry_call *call, void *udata);
  */
 typedef struct worker_http worker_http;
 
-/* Sets up curl and watches its sockets in w's loop. NULL with a message in err. */
-worker_http *worker_http_new(ferry_worker *w, char *err, size_t errlen);
+/* Sets up curl and watches its sockets in w's loop; connections may reach public
+ * addresses and those policy allows. Takes ownership of *policy's list, which is
+ * left empty (on failure too). NULL with a message in err. */
+worker_http *worker_http_new(ferry_worker *w, http_addr_policy *policy, char *err, size_t errlen);
 
 /* Registers http.get (idempotent unless get_idempotent is 0) and http.request (never:
  * a POST must not run twice) on the worker given to worker_http_new. */

@@ -15,6 +15,16 @@
  * short-lived thread of its own per lookup); IP literals and "localhost"
  * need no lookup.
  *
+ * Where a request may connect (SSRF): every socket curl opens goes through
+ * on_open_socket (CURLOPT_OPENSOCKETFUNCTION), which judges the address it
+ * is about to connect to by http_addr.h's policy: loopback, private,
+ * link-local and the other internal ranges are refused unless --http-allow
+ * opens them. That is the resolved address of each attempt, redirects and
+ * every address of a name included, so neither a name that resolves inward
+ * nor DNS rebinding gets past it. Proxies are never used, whatever
+ * http_proxy and friends say: a proxy would connect on the script's behalf
+ * to an address this check never sees.
+ *
  * Bounds, each an option with a default and a hard cap: timeout_ms (the
  * whole transfer, redirects included; default 30 s, never past the call's
  * own deadline), max_redirects (5), max_body (8 MiB; a larger body is an
@@ -30,10 +40,13 @@
 
 #include "ferry_buf.h"
 #include "ferry_log.h"
+#include "http_addr.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +82,7 @@ struct worker_http {
     size_t nreqs;
     int64_t last_log_ms;
     uint64_t suppressed;
+    http_addr_policy policy; /* owned; what connections may reach */
 };
 
 typedef struct {
@@ -107,6 +121,8 @@ struct http_req {
     int oom;          /* a buffer could not grow */
     int sock_failed;  /* a socket of it could not be watched: reap it */
     char errbuf[CURL_ERROR_SIZE];
+    const char *refused_why;        /* the first refused address's reason (static), or NULL */
+    char refused[INET6_ADDRSTRLEN]; /* that address */
     http_req *prev, *next;
 };
 
@@ -289,7 +305,7 @@ static void finish(http_req *req, CURLcode rc)
 {
     ferry_call *call = req->call;
     const char *fn = ferry_call_function(call);
-    char reason[CURL_ERROR_SIZE + 64];
+    char reason[CURL_ERROR_SIZE + 256];
     ferry_err code = FERRY_ECALL;
     Ferry__Value *result = NULL;
     if (req->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
@@ -303,6 +319,22 @@ static void finish(http_req *req, CURLcode rc)
     } else if (req->sock_failed) {
         code = FERRY_EIO;
         snprintf(reason, sizeof reason, "cannot watch the connection's socket");
+    } else if (req->refused_why && rc == CURLE_COULDNT_CONNECT) {
+        /* Every address curl tried was refused (else it would have connected). */
+        char *at = NULL;
+        long hops = 0;
+        curl_easy_getinfo(req->easy, CURLINFO_EFFECTIVE_URL, &at);
+        curl_easy_getinfo(req->easy, CURLINFO_REDIRECT_COUNT, &hops);
+        if (at && hops > 0)
+            snprintf(reason, sizeof reason,
+                     "address %s refused (%s; see --http-allow) after a redirect to %.200s",
+                     req->refused, req->refused_why, at);
+        else
+            snprintf(reason, sizeof reason, "address %s refused (%s; see --http-allow)",
+                     req->refused, req->refused_why);
+        ferry_log_limited(&req->http->last_log_ms, &req->http->suppressed, FERRY_LOG_WARN,
+                          "http_refused", "function=%s addr=%s why=\"%s\"", fn, req->refused,
+                          req->refused_why);
     } else if (rc == CURLE_OPERATION_TIMEDOUT) {
         code = FERRY_ETIMEOUT;
         snprintf(reason, sizeof reason, "no complete response within %lld ms (%s)",
@@ -687,6 +719,37 @@ fail:
 
 /* ---- starting a transfer --------------------------------------------------- */
 
+/*
+ * Opens the socket of each connection attempt, or refuses the address it is for
+ * (CURL_SOCKET_BAD: curl tries the name's next address, and fails the transfer
+ * with CURLE_COULDNT_CONNECT when none is left).
+ */
+static curl_socket_t on_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    http_req *req = arg;
+    const char *why = purpose == CURLSOCKTYPE_IPCXN
+                          ? http_addr_refused(&req->http->policy, &a->addr, a->addrlen)
+                          : "not an outgoing connection";
+    if (!why)
+        return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (!req->refused_why) {
+        req->refused_why = why;
+        const void *bytes = NULL;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+        if (a->family == AF_INET && a->addrlen >= sizeof in) {
+            memcpy(&in, &a->addr, sizeof in);
+            bytes = &in.sin_addr;
+        } else if (a->family == AF_INET6 && a->addrlen >= sizeof in6) {
+            memcpy(&in6, &a->addr, sizeof in6);
+            bytes = &in6.sin6_addr;
+        }
+        if (!bytes || !inet_ntop(a->family, bytes, req->refused, sizeof req->refused))
+            snprintf(req->refused, sizeof req->refused, "of family %d", a->family);
+    }
+    return CURL_SOCKET_BAD;
+}
+
 /* Every option that can fail (out of memory, an old libcurl) is checked. */
 static CURLcode setup(http_req *req, const http_opts *o)
 {
@@ -702,6 +765,9 @@ static CURLcode setup(http_req *req, const http_opts *o)
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)req);
+    SET(CURLOPT_PROXY, ""); /* "": no proxy, not even one from the environment */
     SET(CURLOPT_FOLLOWLOCATION, o->max_redirects > 0 ? 1L : 0L);
     SET(CURLOPT_MAXREDIRS, (long)o->max_redirects);
     SET(CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
@@ -840,14 +906,17 @@ void worker_fn_http_request(ferry_call *call, void *udata)
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
-worker_http *worker_http_new(ferry_worker *w, char *err, size_t errlen)
+worker_http *worker_http_new(ferry_worker *w, http_addr_policy *policy, char *err, size_t errlen)
 {
     worker_http *h = calloc(1, sizeof *h);
     if (!h) {
+        http_addr_policy_fini(policy);
         snprintf(err, errlen, "http: out of memory");
         return NULL;
     }
     h->worker = w;
+    h->policy = *policy;
+    memset(policy, 0, sizeof *policy);
     h->epfd = -1;
     ferry_timer_init(&h->timer, on_curl_timer, h);
     ferry_timer_init(&h->reap, on_reap, h);
@@ -917,5 +986,6 @@ void worker_http_destroy(worker_http **hp)
         close(h->epfd);
     if (h->global)
         curl_global_cleanup();
+    http_addr_policy_fini(&h->policy);
     free(h);
 }
