@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static const char anchors_key = 'p'; /* registry: this state's anchors (NREACH tables first) */
 
@@ -59,6 +61,23 @@ static struct {
     lua_State *idle[ENGINE_POOL_MAX_IDLE];
     size_t nidle;
 } pool;
+
+/* splitmix64 over a process seed from the kernel: unpredictable seeds for
+ * math.random without a system call per reset. */
+static uint64_t next_seed(void)
+{
+    static uint64_t state;
+    static int seeded;
+    if (!seeded) {
+        if (getentropy(&state, sizeof state) != 0)
+            state = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&state;
+        seeded = 1;
+    }
+    uint64_t z = (state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
 
 /* While idle, and while being reset: no script's cap, no script to count for. */
 static void *plain_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -310,11 +329,13 @@ static int reset(lua_State *L)
         lua_setmetatable(L, 2);
         lua_settop(L, 1);
     }
-    /* A fresh seed, as a fresh state would have: the last script's seed
-     * must not tell the next one its numbers. */
+    /* A fresh seed that owes nothing to the last script's (Lua's own
+     * randomseed() would mix in the generator's current state). */
     lua_getglobal(L, LUA_MATHLIBNAME);
     lua_getfield(L, -1, "randomseed");
-    lua_call(L, 0, 0);
+    lua_pushinteger(L, (lua_Integer)next_seed());
+    lua_pushinteger(L, (lua_Integer)next_seed());
+    lua_call(L, 2, 0);
     lua_settop(L, 0);
     /* Collect until the heap is back at the pristine size: each cycle halves
      * a string table the script grew. */

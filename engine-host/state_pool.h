@@ -9,7 +9,8 @@
  *   - the globals table, every library table (string, table, math, utf8,
  *     coroutine, os, ferry) and the string metatable get back exactly the
  *     keys and values they had when the state was made, and no metatable;
- *   - the main thread's stack is emptied, math.random is seeded afresh;
+ *   - the main thread's stack is emptied, math.random is seeded afresh
+ *     from the kernel's entropy (nothing of the last script's seed);
  *   - full collections free everything the script made, so the heap
  *     returns to its baseline (collectgarbage("count") sees it); a state
  *     that stays above it (a library table the script grew keeps its size)
