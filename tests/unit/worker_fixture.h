@@ -89,7 +89,8 @@ static inline void fixture_on_guard(ferry_timer *t, void *arg)
     ferry_worker_stop(arg);
 }
 
-/* Runs w until c has seen want replies (the sink stops the loop at stop_at);
+/* Runs w until c has seen at least want replies (the sink stops the loop at
+ * stop_at; timers due in the same turn of a late-woken loop may add more);
  * fails after guard_ms. */
 static inline void run_until(ferry_worker *w, capture *c, size_t want, int guard_ms)
 {
@@ -103,7 +104,7 @@ static inline void run_until(ferry_worker *w, capture *c, size_t want, int guard
     assert_int_equal(ferry_worker_run(w), FERRY_OK);
     ferry_worker_timer_stop(w, &guard);
     assert_false(fixture_guard_fired);
-    assert_int_equal(c->replies, want);
+    assert_true(c->replies >= want);
 }
 
 #endif
