@@ -90,13 +90,64 @@ static void drop(engine *e, const char *why)
                       why);
 }
 
+/*
+ * Every send of the engine: packs env and sends it on socket, unless it
+ * would be larger than max_msg. The broker's ZMQ_MAXMSGSIZE would then drop
+ * the whole connection, and every call or script in flight over it, so such
+ * a message is refused here with FERRY_ELIMIT (its size in *size) for the
+ * caller to fail its own call or script. Otherwise as ferry_wire_send.
+ */
+static ferry_err send_bounded(engine *e, void *socket, const Ferry__Envelope *env, size_t *size)
+{
+    *size = ferry_envelope_packed_size(env);
+    if (*size > (size_t)e->cfg.max_msg) {
+        e->stats.oversize++;
+        return FERRY_ELIMIT;
+    }
+    return ferry_wire_send_sized(socket, NULL, 0, env, *size);
+}
+
+/* Room left for the bytes of a field (tag, length, body length growth) in a message. */
+#define FIELD_OVERHEAD 32
+
 static void send_envelope_result(engine *e, const Ferry__Result *res)
 {
     Ferry__Envelope env;
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_RESULT;
     env.result = (Ferry__Result *)res;
-    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    size_t size;
+    ferry_err err = send_bounded(e, e->dealer, &env, &size);
+    Ferry__Result small;
+    Ferry__Error error = FERRY__ERROR__INIT;
+    char msg[192];
+    if (err == FERRY_ELIMIT) {
+        /* Too big to leave: the script fails alone, with what it printed as
+         * far as it fits, instead of every script of the engine with it. */
+        small = *res;
+        snprintf(msg, sizeof msg,
+                 "the script's result is %zu bytes, over the %ld-byte message limit (--max-msg)",
+                 size, e->cfg.max_msg);
+        error.code = (char *)ferry_err_code(FERRY_ELIMIT);
+        error.message = msg;
+        small.ok = 0;
+        small.values = NULL;
+        small.n_values = 0;
+        small.error = &error;
+        size_t output_len = small.output.len;
+        small.output.len = 0;
+        res = env.result = &small;
+        size_t bare = ferry_envelope_packed_size(&env);
+        size_t room = bare + FIELD_OVERHEAD < (size_t)e->cfg.max_msg
+                          ? (size_t)e->cfg.max_msg - bare - FIELD_OVERHEAD
+                          : 0;
+        small.output.len = output_len < room ? output_len : room;
+        ferry_log_limited(&e->lost_log_ms, &e->lost_log_n, FERRY_LOG_WARN, "result_oversize",
+                          "script_id=%llu bytes=%zu max_msg=%ld",
+                          (unsigned long long)res->script_id, size, e->cfg.max_msg);
+        err = send_bounded(e, e->dealer, &env, &size);
+        assert(err != FERRY_ELIMIT); /* max_msg is at least ENGINE_MIN_MAX_MSG */
+    }
     e->stats.scripts_completed++;
     if (!res->ok)
         e->stats.scripts_failed++;
@@ -252,11 +303,18 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
     env.command = &cmd;
-    err = ferry_wire_send(e->push, NULL, 0, &env);
+    size_t size;
+    err = send_bounded(e, e->push, &env, &size);
     if (err) {
         ferry_timer_stop(&e->loop->timers, &c->timer);
         free(c);
-        if (err == FERRY_EOVERLOADED)
+        if (err == FERRY_ELIMIT) {
+            snprintf(why, whylen,
+                     "the call would be a Command of %zu bytes, over the %ld-byte message "
+                     "limit (--max-msg)",
+                     size, e->cfg.max_msg);
+            err = FERRY_EBADVALUE;
+        } else if (err == FERRY_EOVERLOADED)
             snprintf(why, whylen,
                      "cannot send the call: the broker is not connected or its "
                      "command queue is full");
@@ -433,7 +491,8 @@ static void send_hello(engine *e)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
-    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    size_t size;
+    ferry_err err = send_bounded(e, e->dealer, &env, &size);
     if (err == FERRY_OK) {
         e->hello_sent = 1;
         /* The broker gets a whole liveness period to show it is there. */
@@ -511,7 +570,8 @@ static void send_heartbeat(engine *e)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
-    if (ferry_wire_send(e->dealer, NULL, 0, &env) == FERRY_OK)
+    size_t size;
+    if (send_bounded(e, e->dealer, &env, &size) == FERRY_OK)
         e->last_sent_ms = ferry_now_ms();
 }
 
@@ -633,13 +693,19 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         return FERRY_ENOMEM;
     }
     e->cfg = *cfg;
+    if (e->cfg.max_msg <= 0)
+        e->cfg.max_msg = FERRY_DEFAULT_MAX_MSG;
+    assert(e->cfg.max_msg >= ENGINE_MIN_MAX_MSG);
     e->loop = loop;
     e->host = (engine_script_host){.call = host_call, .tick = host_tick, .ctx = e};
     ferry_make_id("engine", e->id, sizeof e->id);
     e->id_len = strlen(e->id);
 
-    ferry_socket_opts push = {
-        .type = ZMQ_PUSH, .endpoint = cfg->commands, .hwm = (int)cfg->hwm, .linger_ms = 0};
+    ferry_socket_opts push = {.type = ZMQ_PUSH,
+                              .endpoint = cfg->commands,
+                              .max_msg = e->cfg.max_msg,
+                              .hwm = (int)cfg->hwm,
+                              .linger_ms = 0};
     e->push = ferry_socket_open(zctx, &push, err, errlen);
     if (!e->push)
         goto fail;
@@ -647,6 +713,7 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     ferry_socket_opts dealer = {.type = ZMQ_DEALER,
                                 .endpoint = cfg->engines,
                                 .routing_id = e->id,
+                                .max_msg = e->cfg.max_msg,
                                 .hwm = (int)cfg->hwm,
                                 .linger_ms = 500};
     e->dealer = ferry_socket_open(zctx, &dealer, err, errlen);
@@ -715,13 +782,14 @@ void engine_destroy(engine **ep)
     ferry_info("engine_stopped",
                "id=%s scripts=%llu failed=%llu refused=%llu calls=%llu timed_out=%llu "
                "late_replies=%llu dropped=%llu results_lost=%llu calls_refused=%llu "
-               "calls_broker_lost=%llu broker_losses=%llu",
+               "calls_broker_lost=%llu broker_losses=%llu oversize=%llu",
                e->id, (unsigned long long)st->scripts_completed,
                (unsigned long long)st->scripts_failed, (unsigned long long)st->scripts_refused,
                (unsigned long long)st->calls_sent, (unsigned long long)st->calls_timed_out,
                (unsigned long long)st->late_replies, (unsigned long long)st->dropped,
                (unsigned long long)st->results_lost, (unsigned long long)st->calls_refused,
-               (unsigned long long)st->calls_broker_lost, (unsigned long long)st->broker_losses);
+               (unsigned long long)st->calls_broker_lost, (unsigned long long)st->broker_losses,
+               (unsigned long long)st->oversize);
     ferry_socket_close(&e->dealer);
     ferry_socket_close(&e->push);
     free(e);
@@ -749,7 +817,8 @@ void engine_drain(engine *e, int64_t drain_ms)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_GOODBYE;
     env.goodbye = &bye;
-    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    size_t size;
+    ferry_err err = send_bounded(e, e->dealer, &env, &size);
     ferry_info("draining", "id=%s running=%zu goodbye=%s drain_ms=%lld", e->id, e->running,
                ferry_err_code(err), (long long)drain_ms);
     if (e->running == 0) {

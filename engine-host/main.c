@@ -11,6 +11,7 @@
 #include "ferry_log.h"
 #include "ferry_loop.h"
 #include "ferry_opts.h"
+#include "ferry_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@ int main(int argc, char **argv)
         .heartbeat_ms = 1000,
         .liveness = 3,
         .calls_max = 100000,
+        .max_msg = FERRY_DEFAULT_MAX_MSG,
     };
     const ferry_opt opts[] = {
         {"commands", "FERRY_COMMANDS", FERRY_OPT_STRING, &cfg.commands,
@@ -72,6 +74,10 @@ int main(int argc, char **argv)
         {"calls-max", "FERRY_CALLS_MAX", FERRY_OPT_INT, &cfg.calls_max,
          "calls in flight at once, all scripts together; more are answered overloaded", 1,
          100000000},
+        {"max-msg", "FERRY_MAX_MSG", FERRY_OPT_INT, &cfg.max_msg,
+         "largest message sent or accepted, in bytes (use the broker's): a call or result "
+         "that would be larger fails alone",
+         ENGINE_MIN_MAX_MSG, 1073741824},
         {"drain-timeout", "FERRY_DRAIN_TIMEOUT", FERRY_OPT_INT, &drain_ms,
          "on SIGTERM, ms the running scripts get to finish (no new ones come) before "
          "the rest end engine_lost; 0: end them at once; a second signal ends them too",

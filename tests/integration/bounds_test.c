@@ -1,0 +1,122 @@
+/*
+ * bounds_test: a script cannot make the engine send a message over the
+ * message limit, nor hold more memory in calls than its limit allows,
+ * through the real processes. Every attack runs with stack_attack: only the
+ * attacker's call or script fails, with an error naming the bound; the
+ * innocent script beside it (calls in flight on the same engine) finishes,
+ * the engine lives and serves the next script.
+ */
+#include "harness.h"
+
+#include "ferry_value.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static ferry_stack stack;
+static int engine_idx;
+
+/* A broker, one engine and one worker; each given the NULL-terminated extra flags. */
+static int start(void **state, const char *const *broker, const char *const *engine,
+                 const char *const *worker)
+{
+    assert_int_equal(stack_init(&stack), 0);
+    assert_true(stack_start_broker(&stack, broker) >= 0);
+    engine_idx = stack_start_engine(&stack, engine);
+    assert_true(engine_idx >= 0);
+    assert_true(stack_start_worker(&stack, worker) >= 0);
+    if (stack_wait_ready(&stack, 1, 1, 10000) != 0) {
+        stack_stop(&stack);
+        return -1;
+    }
+    *state = &stack;
+    return 0;
+}
+
+/* Every process with a message limit of 4 MiB, under the 8 MiB value budget,
+ * so that a Command or a Result can be packed but not sent. */
+#define SMALL_MSG "4194304"
+
+static int setup_small_msg(void **state)
+{
+    const char *broker[] = {"--max-msg", SMALL_MSG, NULL};
+    const char *engine[] = {"--slots", "100", "--max-msg", SMALL_MSG, NULL};
+    const char *worker[] = {"--max-msg", SMALL_MSG, NULL};
+    return start(state, broker, engine, worker);
+}
+
+static int teardown(void **state)
+{
+    return stack_stop(*state);
+}
+
+/* A Command over --max-msg fails its own call, not the engine's connection. */
+static void test_command_over_max_msg(void **state)
+{
+    ferry_stack *s = *state;
+    ferry_result r;
+    stack_attack(s, engine_idx, "return ferry.call('echo', ('x'):rep(5 << 20))", 20000,
+                 "bad_value", "over the 4194304-byte message limit (--max-msg)", &r);
+    assert_non_null(strstr(r.result->error->message, "the call would be a Command of 5242"));
+    ferry_result_fini(&r);
+    /* Caught, the script goes on and its next calls work. */
+    stack_attack(s, engine_idx,
+                 "local ok, e = pcall(ferry.call, 'echo', ('x'):rep(5 << 20))\n"
+                 "return e.code, ferry.call('echo', 'after')",
+                 20000, NULL, NULL, &r);
+    assert_int_equal(r.result->n_values, 2);
+    assert_memory_equal(r.result->values[0]->string.data, "bad_value", 9);
+    assert_memory_equal(r.result->values[1]->string.data, "after", 5);
+    ferry_result_fini(&r);
+    /* Split over many arguments, and in ferry.all: only that call fails. */
+    stack_attack(s, engine_idx,
+                 "local x = ('x'):rep(1 << 20)\n"
+                 "return ferry.all({'echo', 1}, {'echo', x, x, x, x, x}, {'echo', 3})",
+                 20000, "bad_value", "over the 4194304-byte message limit", &r);
+    ferry_result_fini(&r);
+    stack_passed(s);
+}
+
+/* A Result over --max-msg ends its script with a limit error naming the size. */
+static void test_result_over_max_msg(void **state)
+{
+    ferry_stack *s = *state;
+    ferry_result r;
+    stack_attack(s, engine_idx, "return ('x'):rep(5 << 20)", 20000, "limit",
+                 "the script's result is 5242", NULL);
+    stack_attack(s, engine_idx, "local x = ('x'):rep(1 << 20) return x, x, x, x, x", 20000,
+                 "limit", "over the 4194304-byte message limit (--max-msg)", NULL);
+    /* What the script printed comes back with the error. */
+    stack_attack(s, engine_idx, "print('before') return ('x'):rep(5 << 20)", 20000, "limit",
+                 "bytes, over the 4194304-byte", &r);
+    assert_int_equal(r.result->output.len, 7);
+    assert_memory_equal(r.result->output.data, "before\n", 7);
+    ferry_result_fini(&r);
+    /* A worker's reply it returns unchanged: under the limit at the worker,
+     * but not with the output beside it. */
+    stack_attack(s, engine_idx,
+                 "print(('p'):rep(1000000))\n"
+                 "return ferry.call('echo', ('x'):rep(3500000))",
+                 20000, "limit", "the script's result is 45", &r);
+    assert_true(r.result->output.len > 0 && r.result->output.len <= 1000001);
+    ferry_result_fini(&r);
+    stack_passed(s);
+}
+
+#define T_SMALL(name) cmocka_unit_test_setup_teardown(name, setup_small_msg, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T_SMALL(test_command_over_max_msg),
+        T_SMALL(test_result_over_max_msg),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
