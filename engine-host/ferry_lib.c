@@ -12,6 +12,7 @@
 #include "ferry_lib.h"
 
 #include "coroutines.h"
+#include "ferry_codec.h"
 #include "ferry_value.h"
 #include "ferry_utf8.h"
 #include "lua_value.h"
@@ -132,6 +133,25 @@ static int yield_to_engine(lua_State *L, engine_script *s, lua_KContext ctx, lua
     return lua_yieldk(L, 0, ctx, k);
 }
 
+/*
+ * Raises bad_argument unless name (argument arg of fn; in ferry.all the name
+ * of call arg) is what the protocol allows: 1 to FERRY_FUNCTION_NAME_MAX
+ * bytes of UTF-8 without zero bytes. A longer one makes a Command the broker
+ * does not route, or one over its message limit.
+ */
+static void check_name(lua_State *L, int arg, const char *fn, const char *name, size_t len)
+{
+    if (len == 0 || len > FERRY_FUNCTION_NAME_MAX)
+        engine_lib_error(L, "bad_argument",
+                         "bad argument #%d to '%s' (function name of %zu bytes: 1 to %d allowed)",
+                         arg, fn, len, FERRY_FUNCTION_NAME_MAX);
+    if (strlen(name) != len || !ferry_utf8_valid(name, len))
+        engine_lib_error(L, "bad_argument",
+                         "bad argument #%d to '%s' (function name must be UTF-8 without zero "
+                         "bytes)",
+                         arg, fn);
+}
+
 static int l_call(lua_State *L)
 {
     engine_script *s = script_of(L);
@@ -139,8 +159,7 @@ static int l_call(lua_State *L)
         return luaL_typeerror(L, 1, "string");
     size_t len;
     const char *name = lua_tolstring(L, 1, &len);
-    if (len == 0 || strlen(name) != len || !ferry_utf8_valid(name, len))
-        return luaL_argerror(L, 1, "function name must be non-empty UTF-8 without zero bytes");
+    check_name(L, 1, "ferry.call", name, len);
     check_yieldable(L, "ferry.call");
     Ferry__Value **args;
     size_t nargs;
@@ -240,6 +259,9 @@ static int l_all(lua_State *L)
         luaL_checktype(L, i, LUA_TTABLE);
         if (lua_rawgeti(L, i, 1) != LUA_TSTRING)
             return luaL_argerror(L, i, "{name, args...} expected (name is a string)");
+        size_t name_len;
+        const char *name = lua_tolstring(L, -1, &name_len);
+        check_name(L, i, "ferry.all", name, name_len);
         lua_pop(L, 1);
         lua_Integer len = call_len(L, i);
         if (len < 1 || len > ENGINE_LIB_ALL_MAX_ARGS)

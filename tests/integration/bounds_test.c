@@ -40,6 +40,13 @@ static int start(void **state, const char *const *broker, const char *const *eng
     return 0;
 }
 
+/* Every flag at its default. */
+static int setup(void **state)
+{
+    const char *engine[] = {"--slots", "100", NULL};
+    return start(state, NULL, engine, NULL);
+}
+
 /* Every process with a message limit of 4 MiB, under the 8 MiB value budget,
  * so that a Command or a Result can be packed but not sent. */
 #define SMALL_MSG "4194304"
@@ -55,6 +62,30 @@ static int setup_small_msg(void **state)
 static int teardown(void **state)
 {
     return stack_stop(*state);
+}
+
+/* A function name is 1 to 255 bytes: a longer one fails its ferry.call or
+ * ferry.all at once, before anything is sent. */
+static void test_long_function_name(void **state)
+{
+    ferry_stack *s = *state;
+    /* The review's repro: 17 MB, a Command over the broker's limit. */
+    stack_attack(s, engine_idx, "return ferry.call(('x'):rep(17 << 20))", 20000, "bad_argument",
+                 "bad argument #1 to 'ferry.call' (function name of 17825792 bytes: 1 to 255 "
+                 "allowed)", NULL);
+    stack_attack(s, engine_idx, "return ferry.call(('x'):rep(256), 1)", 20000, "bad_argument",
+                 "function name of 256 bytes", NULL);
+    /* Inside ferry.all: none of its calls goes out, the good ones neither. */
+    stack_attack(s, engine_idx,
+                 "return ferry.all({'sleep', 10}, {('x'):rep(17 << 20)}, {'echo', 1})", 20000,
+                 "bad_argument",
+                 "bad argument #2 to 'ferry.all' (function name of 17825792 bytes", NULL);
+    stack_attack(s, engine_idx, "return ferry.all({'echo', 1}, {'ec\\0ho'})", 20000,
+                 "bad_argument", "#2 to 'ferry.all' (function name must be UTF-8 without zero", NULL);
+    /* 255 bytes is a name: it goes out, and nobody serves it. */
+    stack_attack(s, engine_idx, "return ferry.call(('x'):rep(255))", 20000, "no_worker",
+                 "xxxxxxxx", NULL);
+    stack_passed(s);
 }
 
 /* A Command over --max-msg fails its own call, not the engine's connection. */
@@ -110,11 +141,13 @@ static void test_result_over_max_msg(void **state)
     stack_passed(s);
 }
 
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define T_SMALL(name) cmocka_unit_test_setup_teardown(name, setup_small_msg, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_long_function_name),
         T_SMALL(test_command_over_max_msg),
         T_SMALL(test_result_over_max_msg),
     };
