@@ -248,18 +248,43 @@ static void run_end(engine_script *s)
     s->running = NULL;
 }
 
-/* Records the result as the error code/message (copied, made valid UTF-8:
- * they travel in proto3 string fields). */
+/*
+ * A copy of text cut to at most max bytes, made valid UTF-8; NULL when
+ * malloc fails. When cut, at a character boundary, and with mark set, it
+ * ends with a marker saying how long the text was (within the max).
+ */
+static char *copy_bounded(const char *text, size_t max, int mark)
+{
+    size_t len = strlen(text);
+    char tail[64] = "";
+    size_t keep = len;
+    if (len > max) {
+        if (mark)
+            snprintf(tail, sizeof tail, "... [cut: %zu bytes in all]", len);
+        keep = max - strlen(tail);
+        while (keep > 0 && ((unsigned char)text[keep] & 0xc0) == 0x80)
+            keep--; /* not inside a character */
+    }
+    size_t tail_len = strlen(tail);
+    char *out = malloc(keep + tail_len + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, text, keep);
+    memcpy(out + keep, tail, tail_len + 1);
+    ferry_utf8_scrub(out, keep);
+    return out;
+}
+
+/* Records the result as the error code/message (copied, bounded by
+ * ENGINE_SCRIPT_CODE_MAX and ENGINE_SCRIPT_ERROR_MAX, made valid UTF-8:
+ * they travel in proto3 string fields of a Result that must stay under the
+ * message limit). */
 static void set_error(engine_script *s, const char *code, const char *message)
 {
     free(s->err_code);
     free(s->err_message);
-    s->err_code = strdup(code);
-    s->err_message = strdup(message ? message : "");
-    if (s->err_code)
-        ferry_utf8_scrub(s->err_code, strlen(s->err_code));
-    if (s->err_message)
-        ferry_utf8_scrub(s->err_message, strlen(s->err_message));
+    s->err_code = copy_bounded(code, ENGINE_SCRIPT_CODE_MAX, 0);
+    s->err_message = copy_bounded(message ? message : "", ENGINE_SCRIPT_ERROR_MAX, 1);
     s->ok = 0;
     s->done = 1;
 }

@@ -40,6 +40,12 @@
  * error can still be built and the stack unwound. */
 #define ENGINE_SCRIPT_MEM_RESERVE (64 * 1024)
 
+/* Longest error message and error code of a script's Result, in bytes. A
+ * longer message is cut, ending with "... [cut: <n> bytes in all]" (within
+ * the bound); a longer code is cut. */
+#define ENGINE_SCRIPT_ERROR_MAX (64 * 1024)
+#define ENGINE_SCRIPT_CODE_MAX 64
+
 typedef struct engine_script engine_script;
 
 typedef struct {

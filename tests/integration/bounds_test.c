@@ -88,6 +88,63 @@ static void test_long_function_name(void **state)
     stack_passed(s);
 }
 
+/* The message of a script's error is cut to ENGINE_SCRIPT_ERROR_MAX with a
+ * marker, whatever made it; the code to 64 bytes. */
+static void check_cut(const ferry_result *r, size_t in_all)
+{
+    const char *msg = r->result->error->message;
+    char mark[64];
+    snprintf(mark, sizeof mark, "... [cut: %zu bytes in all]", in_all);
+    size_t len = strlen(msg);
+    assert_true(len <= 64 * 1024);
+    assert_true(len >= 64 * 1024 - 4); /* cut at a character boundary */
+    assert_string_equal(msg + len - strlen(mark), mark);
+}
+
+static void test_huge_error_message(void **state)
+{
+    ferry_stack *s = *state;
+    ferry_result r;
+    /* The review's repro: 20 MB, a Result over the broker's limit. */
+    stack_attack(s, engine_idx, "error(('x'):rep(20 << 20), 0)", 20000, "script_error", "xxxx",
+                 &r);
+    check_cut(&r, 20 << 20);
+    ferry_result_fini(&r);
+    /* With the position Lua puts in front. */
+    stack_attack(s, engine_idx, "error(('x'):rep(20 << 20))", 20000, "script_error",
+                 "attack.lua:1: xxxx", &r);
+    check_cut(&r, (20 << 20) + strlen("attack.lua:1: "));
+    ferry_result_fini(&r);
+    /* The message field of an error object the script made huge. */
+    stack_attack(s, engine_idx,
+                 "local ok, e = pcall(ferry.call, 'echo', print)\n"
+                 "e.message = ('m'):rep(20 << 20) error(e)",
+                 20000, "bad_value", "mmmm", &r);
+    check_cut(&r, 20 << 20);
+    ferry_result_fini(&r);
+    /* Its code field too: codes are short words, cut to 64 bytes. */
+    char code[65];
+    memset(code, 'c', 64);
+    code[64] = '\0';
+    stack_attack(s, engine_idx,
+                 "local ok, e = pcall(ferry.call, 'echo', print)\n"
+                 "e.code = ('c'):rep(20 << 20) error(e)",
+                 20000, code, "cannot send a function", NULL);
+    /* A __tostring that returns 20 MB. */
+    stack_attack(s, engine_idx,
+                 "error(setmetatable({}, {__tostring = function() return ('t'):rep(20 << 20) "
+                 "end}))",
+                 20000, "script_error", "tttt", &r);
+    check_cut(&r, 20 << 20);
+    ferry_result_fini(&r);
+    /* Multi-byte characters are not cut in the middle. */
+    stack_attack(s, engine_idx, "error('a' .. ('\\u{20ac}'):rep(1 << 20), 0)", 20000,
+                 "script_error", "\xe2\x82\xac... [cut: 3145729 bytes in all]", &r);
+    check_cut(&r, (3 << 20) + 1);
+    ferry_result_fini(&r);
+    stack_passed(s);
+}
+
 /* A Command over --max-msg fails its own call, not the engine's connection. */
 static void test_command_over_max_msg(void **state)
 {
@@ -148,6 +205,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_long_function_name),
+        T(test_huge_error_message),
         T_SMALL(test_command_over_max_msg),
         T_SMALL(test_result_over_max_msg),
     };
