@@ -36,6 +36,8 @@ typedef struct engine_call {
     uint32_t timeout_ms;             /* as sent in the Command */
     uint32_t tag;                    /* handed back to the script with the answer */
     char function[64];               /* for messages; may be truncated */
+    size_t bytes;                    /* its Command's size, in run->s->inflight_bytes until
+                                      * it is forgotten */
     struct engine_call *prev, *next; /* in run->calls */
     UT_hash_handle hh;               /* in engine.calls by call_id */
 } engine_call;
@@ -97,14 +99,20 @@ static void drop(engine *e, const char *why)
  * a message is refused here with FERRY_ELIMIT (its size in *size) for the
  * caller to fail its own call or script. Otherwise as ferry_wire_send.
  */
-static ferry_err send_bounded(engine *e, void *socket, const Ferry__Envelope *env, size_t *size)
+static ferry_err send_bounded_sized(engine *e, void *socket, const Ferry__Envelope *env,
+                                    size_t size)
 {
-    *size = ferry_envelope_packed_size(env);
-    if (*size > (size_t)e->cfg.max_msg) {
+    if (size > (size_t)e->cfg.max_msg) {
         e->stats.oversize++;
         return FERRY_ELIMIT;
     }
-    return ferry_wire_send_sized(socket, NULL, 0, env, *size);
+    return ferry_wire_send_sized(socket, NULL, 0, env, size);
+}
+
+static ferry_err send_bounded(engine *e, void *socket, const Ferry__Envelope *env, size_t *size)
+{
+    *size = ferry_envelope_packed_size(env);
+    return send_bounded_sized(e, socket, env, *size);
 }
 
 /* Room left for the bytes of a field (tag, length, body length growth) in a message. */
@@ -178,6 +186,8 @@ static void forget_call(engine *e, engine_call *c)
 {
     HASH_DEL(e->calls, c);
     e->ncalls--;
+    assert(c->run->s->inflight_bytes >= c->bytes);
+    c->run->s->inflight_bytes -= c->bytes;
     DL_DELETE(c->run->calls, c);
     ferry_timer_stop(&e->loop->timers, &c->timer);
     free(c);
@@ -241,6 +251,26 @@ static void on_deadline(ferry_timer *timer, void *arg)
     finish(run->e, run);
 }
 
+/*
+ * A Command of size bytes is held until its call is answered (by the
+ * broker, and in the engine's queue until sent): it must fit its script's
+ * memory room (FERRY_ELIMIT: the script broke its memory limit). Writes why
+ * on refusal.
+ */
+static ferry_err check_room(engine *e, engine_script *s, size_t size, char *why, size_t whylen)
+{
+    (void)e;
+    size_t room = engine_script_room(s);
+    if (size > room) {
+        snprintf(why, whylen,
+                 "a Command of %zu bytes with %zu bytes of calls in flight does not fit the "
+                 "script's memory limit of %zu bytes",
+                 size, s->inflight_bytes, s->limits.max_memory);
+        return FERRY_ELIMIT;
+    }
+    return FERRY_OK;
+}
+
 /* engine_script_host.call: one ferry.call becomes one Command. */
 static ferry_err host_call(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
                            size_t nargs, uint32_t tag, char *why, size_t whylen)
@@ -248,6 +278,7 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     engine *e = ctx;
     engine_run *run = s->user;
     ferry_err err = FERRY_OK;
+    why[0] = '\0';
     int64_t left = s->deadline_ms - ferry_now_ms();
     if (left <= 0) {
         snprintf(why, whylen, "script deadline passed");
@@ -303,11 +334,16 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
     env.command = &cmd;
-    size_t size;
-    err = send_bounded(e, e->push, &env, &size);
+    size_t size = ferry_envelope_packed_size(&env);
+    if (size <= (size_t)e->cfg.max_msg)
+        err = check_room(e, s, size, why, whylen);
+    if (!err)
+        err = send_bounded_sized(e, e->push, &env, size);
     if (err) {
         ferry_timer_stop(&e->loop->timers, &c->timer);
         free(c);
+        if (why[0]) /* check_room said why */
+            goto out;
         if (err == FERRY_ELIMIT) {
             snprintf(why, whylen,
                      "the call would be a Command of %zu bytes, over the %ld-byte message "
@@ -322,6 +358,8 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
             snprintf(why, whylen, "cannot send the call: %s", ferry_err_desc(err));
         goto out;
     }
+    c->bytes = size;
+    s->inflight_bytes += size;
     HASH_ADD(hh, e->calls, call_id, sizeof c->call_id, c);
     DL_APPEND(run->calls, c);
     e->ncalls++;

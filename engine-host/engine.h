@@ -21,6 +21,10 @@
  * flight over it). A Command that would be larger fails its call alone
  * (bad_value); a Result that would be is replaced by a `limit` error for its
  * script alone.
+ *
+ * Memory of calls: a Command is held (in the PUSH queue, at the broker, at
+ * the worker) until its call is answered. Its bytes count against its
+ * script's memory limit with the Lua state (engine_script_room).
  */
 #ifndef ENGINE_ENGINE_H
 #define ENGINE_ENGINE_H
@@ -50,7 +54,6 @@ typedef struct {
     long calls_max;         /* calls in flight at once, all scripts; 0: no bound */
     long max_msg;           /* largest message sent or received, bytes (the broker's --max-msg);
                              * 0: FERRY_DEFAULT_MAX_MSG; else at least ENGINE_MIN_MAX_MSG */
-    long inflight_bytes;    /* bytes of Commands in flight at once, all scripts; 0: no bound */
 } engine_config;
 
 typedef struct {

@@ -22,6 +22,7 @@
 #include <lauxlib.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -152,6 +153,69 @@ static void check_name(lua_State *L, int arg, const char *fn, const char *name, 
                          arg, fn);
 }
 
+/*
+ * Where the packed arguments of new calls must fit: they are held from
+ * packing until the call is answered, so they count against the script's
+ * memory limit (engine_script_room) and the host's bound of bytes in
+ * flight. Each call also takes at most ENGINE_VALUE_BUDGET.
+ */
+typedef struct {
+    size_t mem;  /* left under the script's memory limit */
+    size_t host; /* left under the host's bound of calls in flight */
+} call_room;
+
+static call_room room_of(engine_script *s)
+{
+    call_room r = {.mem = engine_script_room(s), .host = SIZE_MAX};
+    if (s->host->room)
+        r.host = s->host->room(s->host->ctx);
+    return r;
+}
+
+/* The packing budget of the next call. */
+static size_t room_budget(const call_room *r)
+{
+    size_t b = ENGINE_VALUE_BUDGET;
+    b = r->mem < b ? r->mem : b;
+    return r->host < b ? r->host : b;
+}
+
+/* Takes what a call's arguments used off both rooms. */
+static void room_take(call_room *r, size_t used)
+{
+    r->mem -= used < r->mem ? used : r->mem;
+    r->host -= used < r->host ? used : r->host;
+}
+
+/* Past its memory limit, the script broke that limit. Never returns. */
+static int raise_memory_limit(lua_State *L, engine_script *s)
+{
+    s->mem_by_calls = 1;
+    engine_script_trip(s, ENGINE_LIMIT_MEMORY);
+    return engine_script_raise_limit(L);
+}
+
+/*
+ * Raises the error of a pack that failed with err (why says how), given
+ * budget under room r: running out of a budget is the memory limit, the
+ * host's bound (overloaded) or a value too large to send (bad_value),
+ * whichever bound was the lowest. Never returns.
+ */
+static int raise_pack_error(lua_State *L, engine_script *s, const call_room *r, size_t budget,
+                            ferry_err err, const char *why)
+{
+    if (err == FERRY_ELIMIT && budget < ENGINE_VALUE_BUDGET) {
+        if (r->mem <= r->host)
+            return raise_memory_limit(L, s);
+        return engine_lib_error(L, ferry_err_code(FERRY_EOVERLOADED),
+                                "the engine has %zu bytes left for calls in flight "
+                                "(--inflight-bytes): %s",
+                                r->host, why);
+    }
+    return engine_lib_error(L, ferry_err_code(err == FERRY_ELIMIT ? FERRY_EBADVALUE : err), "%s",
+                            why);
+}
+
 static int l_call(lua_State *L)
 {
     engine_script *s = script_of(L);
@@ -164,12 +228,17 @@ static int l_call(lua_State *L)
     Ferry__Value **args;
     size_t nargs;
     char why[512];
-    ferry_err err = engine_value_pack(L, 2, lua_gettop(L) - 1, "args", ENGINE_VALUE_BUDGET, &args,
-                                      &nargs, why, sizeof why);
+    call_room room = room_of(s);
+    size_t budget = room_budget(&room);
+    size_t given = budget;
+    ferry_err err = engine_value_pack(L, 2, lua_gettop(L) - 1, "args", &budget, &args, &nargs,
+                                      why, sizeof why);
     if (err)
-        return engine_lib_error(L, ferry_err_code(err), "%s", why);
+        return raise_pack_error(L, s, &room, given, err, why);
     why[0] = '\0';
     err = s->host->call(s->host->ctx, s, name, args, nargs, 0, why, sizeof why);
+    if (err == FERRY_ELIMIT)
+        return raise_memory_limit(L, s);
     if (err)
         return engine_lib_error(L, ferry_err_code(err), "%s", why[0] ? why : ferry_err_desc(err));
     s->pending++;
@@ -281,7 +350,9 @@ static int l_all(lua_State *L)
     luaL_checkstack(L, (int)widest, "ferry.all: too many arguments");
 
     /* Pack every call before sending any, so a bad value sends nothing.
-     * Nothing in this loop or the next raises, so no packed value leaks. */
+     * Nothing in this loop or the next raises, so no packed value leaks.
+     * They are all held at once, so they share one room. */
+    call_room room = room_of(s);
     for (int i = 1; i <= n; i++) {
         int len = (int)call_len(L, i);
         for (int k = 2; k <= len; k++)
@@ -289,17 +360,25 @@ static int l_all(lua_State *L)
         char path[48];
         snprintf(path, sizeof path, "calls[%d]", i);
         char why[512];
-        ferry_err err = engine_value_pack(L, lua_gettop(L) - len + 2, len - 1, path,
-                                          ENGINE_VALUE_BUDGET, &args[i - 1], &nargs[i - 1], why,
-                                          sizeof why);
+        size_t budget = room_budget(&room);
+        size_t given = budget;
+        ferry_err err = engine_value_pack(L, lua_gettop(L) - len + 2, len - 1, path, &budget,
+                                          &args[i - 1], &nargs[i - 1], why, sizeof why);
         lua_pop(L, len - 1);
         if (err) {
             for (int k = 1; k < i; k++)
                 ferry_values_free(args[k - 1], nargs[k - 1]);
-            return engine_lib_error(L, ferry_err_code(err), "%s", why);
+            return raise_pack_error(L, s, &room, given, err, why);
         }
+        room_take(&room, given - budget);
     }
+    int over = 0; /* a call did not fit the memory room: the rest are not sent */
     for (int i = 1; i <= n; i++) {
+        if (over) {
+            ferry_values_free(args[i - 1], nargs[i - 1]);
+            errs[i - 1] = FERRY_ELIMIT;
+            continue;
+        }
         lua_rawgeti(L, i, 1); /* the name stays referenced by its call table */
         const char *name = lua_tostring(L, -1);
         lua_pop(L, 1);
@@ -308,7 +387,11 @@ static int l_all(lua_State *L)
                                     (uint32_t)i, whys[i - 1], sizeof whys[i - 1]);
         if (errs[i - 1] == FERRY_OK)
             s->pending++;
+        over = errs[i - 1] == FERRY_ELIMIT;
     }
+    /* The calls sent are forgotten when the script ends, as it does now. */
+    if (over)
+        return raise_memory_limit(L, s);
     /* A call that could not be sent counts as answered with its error. */
     for (int i = 1; i <= n; i++)
         if (errs[i - 1] != FERRY_OK)

@@ -14,6 +14,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +32,7 @@ typedef struct {
     int root_index;   /* > 0: the path is "<root>[<root_index>]", written only for an
                        * error message (engine_value_pack converts every argument) */
     size_t *budget;   /* wire bytes still allowed */
+    size_t limit;     /* *budget when the conversion began, for messages */
     int depth;        /* tables entered */
     frame frames[ENGINE_VALUE_MAX_DEPTH];
     char *err;
@@ -143,8 +145,10 @@ static ferry_err no_memory(conv *c)
 
 static ferry_err charge(conv *c, size_t bytes)
 {
-    if (*c->budget < bytes)
-        return fail(c, "value too large (more than %u bytes)", ENGINE_VALUE_BUDGET);
+    if (*c->budget < bytes) {
+        fail(c, "value too large (more than %zu bytes)", c->limit);
+        return FERRY_ELIMIT;
+    }
     *c->budget -= bytes;
     return FERRY_OK;
 }
@@ -250,7 +254,7 @@ static ferry_err convert(conv *c, int idx, Ferry__Value **out)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len); /* a string already: no conversion */
-        if ((err = charge(c, len > ENGINE_VALUE_BUDGET ? len : len + 6)))
+        if ((err = charge(c, len > SIZE_MAX - 6 ? len : len + 6)))
             return err;
         return made(c, ferry_value_string(s, len), out);
     }
@@ -271,16 +275,18 @@ static ferry_err convert(conv *c, int idx, Ferry__Value **out)
 ferry_err engine_value_from_lua(lua_State *L, int idx, const char *path, size_t *budget,
                                 Ferry__Value **out, char *err, size_t errlen)
 {
-    conv c = {.L = L, .root = path, .budget = budget, .err = err, .errlen = errlen};
+    conv c = {.L = L, .root = path, .budget = budget, .limit = *budget, .err = err,
+              .errlen = errlen};
     *out = NULL;
     return convert(&c, lua_absindex(L, idx), out);
 }
 
-ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t budget,
+ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t *budget,
                             Ferry__Value ***out, size_t *nout, char *err, size_t errlen)
 {
     Ferry__Value **arr = NULL;
     size_t len = 0;
+    size_t limit = *budget;
     ferry_err e = FERRY_OK;
     first = lua_absindex(L, first);
     *out = NULL;
@@ -289,7 +295,8 @@ ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, si
         conv c = {.L = L,
                   .root = what ? what : "",
                   .root_index = i + 1,
-                  .budget = &budget,
+                  .budget = budget,
+                  .limit = limit,
                   .err = err,
                   .errlen = errlen};
         Ferry__Value *v = NULL;

@@ -25,20 +25,25 @@
 #define ENGINE_VALUE_MAX_DEPTH 64
 
 /*
- * Rough wire size a set of converted values may take. Kept well under
- * FERRY_DEFAULT_MAX_MSG so that a Command or Result always fits a frame the
- * broker accepts; it also stops a table that refers many times to the same
- * subtable (no cycle, but exponential when flattened) from eating memory.
+ * Rough wire size the values of one call or one result may take. Kept under
+ * FERRY_DEFAULT_MAX_MSG so that a Command or Result usually fits a frame the
+ * broker accepts (the engine checks the exact size before sending); it also
+ * stops a table that refers many times to the same subtable (no cycle, but
+ * exponential when flattened) from eating memory. A call's budget is lower
+ * when its script's memory room is (engine_script_room), and the calls of
+ * one ferry.all share that room.
  */
 #define ENGINE_VALUE_BUDGET (8u * 1024 * 1024)
 
 /*
  * Converts the value at idx of L into a new tree, stored in *out (the caller
  * owns it: ferry_value_free). path names the value in messages ("args[2]").
- * *budget is the wire size still allowed; it is decreased by what was built.
- * Returns FERRY_OK, FERRY_EBADVALUE with "path: reason" in err, or
- * FERRY_ENOMEM (malloc failed or the Lua stack cannot grow). On failure *out
- * is NULL. Never raises a Lua error.
+ * *budget is the wire size still allowed; it is decreased by what was built
+ * (on failure, by part of it). Returns FERRY_OK, FERRY_EBADVALUE with "path: reason" in err, FERRY_ELIMIT
+ * when the value is larger than *budget ("path: value too large (more than
+ * <*budget> bytes)": the caller says which bound that was), or FERRY_ENOMEM
+ * (malloc failed or the Lua stack cannot grow). On failure *out is NULL.
+ * Never raises a Lua error.
  */
 ferry_err engine_value_from_lua(lua_State *L, int idx, const char *path, size_t *budget,
                                 Ferry__Value **out, char *err, size_t errlen);
@@ -46,10 +51,11 @@ ferry_err engine_value_from_lua(lua_State *L, int idx, const char *path, size_t 
 /*
  * Converts the n values at L[first..first+n-1] into a new array (*out, *nout;
  * the caller owns it: ferry_values_free), naming them what[1], what[2]...
- * Same errors as engine_value_from_lua; on failure *out is NULL. A NULL what
- * names them by number alone.
+ * *budget is shared by all of them and decreased as for
+ * engine_value_from_lua (so one budget can bound several packs). Same
+ * errors; on failure *out is NULL. A NULL what names them by number alone.
  */
-ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t budget,
+ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t *budget,
                             Ferry__Value ***out, size_t *nout, char *err, size_t errlen);
 
 /*

@@ -59,7 +59,8 @@ int main(int argc, char **argv)
         {"max-output", "FERRY_MAX_OUTPUT", FERRY_OPT_INT, &cfg.max_output,
          "bytes of print output kept per script", 0, 1 << 30},
         {"max-memory", "FERRY_MAX_MEMORY", FERRY_OPT_INT, &cfg.max_memory,
-         "bytes of memory per script's Lua state", 65536, 1099511627776.0},
+         "bytes of memory per script: its Lua state plus the arguments of its calls in flight",
+         65536, 1099511627776.0},
         {"max-instructions", "FERRY_MAX_INSTRUCTIONS", FERRY_OPT_INT, &cfg.max_instructions,
          "VM instructions plus metered C steps per script (about 4 s of pure Lua by "
          "default); 0: no limit",

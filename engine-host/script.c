@@ -64,6 +64,12 @@ engine_script_limits engine_script_limits_clamp(const engine_script_limits *engi
     return l;
 }
 
+size_t engine_script_room(const engine_script *s)
+{
+    size_t held = s->mem_used + s->inflight_bytes;
+    return held < s->limits.max_memory ? s->limits.max_memory - held : 0;
+}
+
 void engine_script_trip(engine_script *s, engine_limit limit)
 {
     if (!s->tripped)
@@ -82,7 +88,9 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     size_t cap = s->limits.max_memory;
     if (s->tripped)
         cap += ENGINE_SCRIPT_MEM_RESERVE;
-    if (nsize > old && (s->mem_used > cap || nsize - old > cap - s->mem_used)) {
+    /* The calls in flight hold part of the limit (never more than the cap). */
+    size_t used = s->mem_used + s->inflight_bytes;
+    if (nsize > old && (used > cap || nsize - old > cap - used)) {
         /* Lua answers a refusal with an emergency collection and asks again
          * for the same block: refused again, the script really wants more. */
         if (s->mem_refused && s->refused_ptr == ptr && s->refused_size == nsize)
@@ -123,7 +131,9 @@ static const char *limit_text(const engine_script *s, char *msg, size_t len)
                  (unsigned long long)s->limits.max_instructions);
         break;
     case ENGINE_LIMIT_MEMORY:
-        snprintf(msg, len, "memory limit of %zu bytes exceeded", s->limits.max_memory);
+        snprintf(msg, len, "memory limit of %zu bytes exceeded%s", s->limits.max_memory,
+                 s->mem_by_calls ? " (the arguments of its calls in flight count against it)"
+                                 : "");
         break;
     case ENGINE_LIMIT_OUTPUT:
         snprintf(msg, len, "output limit of %zu bytes exceeded", s->limits.max_output);
@@ -448,8 +458,11 @@ static void finish_ok(engine_script *s, int nres)
         return;
     char why[512];
     int first = lua_gettop(s->co) - nres + 1;
-    ferry_err err = engine_value_pack(s->co, first, nres, "return", ENGINE_VALUE_BUDGET, &s->values,
+    size_t budget = ENGINE_VALUE_BUDGET;
+    ferry_err err = engine_value_pack(s->co, first, nres, "return", &budget, &s->values,
                                       &s->n_values, why, sizeof why);
+    if (err == FERRY_ELIMIT)
+        err = FERRY_EBADVALUE; /* too large to send */
     if (err) {
         set_ferry_error(s, err, why);
         return;

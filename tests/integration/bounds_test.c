@@ -198,6 +198,56 @@ static void test_result_over_max_msg(void **state)
     stack_passed(s);
 }
 
+/* ferry.all of n calls {'sleep', ms, s} with s a string of kb kilobytes (1000 bytes). */
+static const char *all_of(char *buf, size_t len, int n, int ms, int kb)
+{
+    snprintf(buf, len,
+             "local s = ('x'):rep(%d * 1000)\n"
+             "local c = {} for i = 1, %d do c[i] = {'sleep', %d, s} end\n"
+             "return ferry.all(table.unpack(c))",
+             kb, n, ms);
+    return buf;
+}
+
+/* The calls of one ferry.all share the script's memory limit: packed, they
+ * are all held at once, on the engine's heap and then at the broker. */
+static void test_all_cannot_multiply_memory(void **state)
+{
+    ferry_stack *s = *state;
+    char src[256];
+    /* The review's repro: 200 calls of one 8 MB string (1.6 GB packed) in
+     * 64 MiB. Nothing goes out. */
+    stack_attack(s, engine_idx, all_of(src, sizeof src, 200, 10, 8000), 20000, "limit",
+                 "memory limit of 67108864 bytes exceeded (the arguments of its calls in flight "
+                 "count against it)",
+                 NULL);
+    /* pcall cannot catch it. */
+    stack_attack(s, engine_idx,
+                 "local s = ('x'):rep(8000000) local c = {}\n"
+                 "for i = 1, 200 do c[i] = {'echo', s} end\n"
+                 "local ok, e = pcall(ferry.all, table.unpack(c)) return 'caught'",
+                 20000, "limit", "memory limit of 67108864 bytes exceeded", NULL);
+    /* Many small calls: the same sum. */
+    stack_attack(s, engine_idx, all_of(src, sizeof src, 10000, 10, 0), 20000, NULL, NULL, NULL);
+    stack_attack(s, engine_idx,
+                 "local s = ('x'):rep(10000) local c = {}\n"
+                 "for i = 1, 10000 do c[i] = {'echo', s} end\n"
+                 "return ferry.all(table.unpack(c))",
+                 20000, "limit", "the arguments of its calls in flight count against it", NULL);
+    /* What fits goes out: 5 x 8 MB beside the 8 MB string in 64 MiB. */
+    stack_attack(s, engine_idx, all_of(src, sizeof src, 5, 10, 8000), 20000, NULL, NULL, NULL);
+    /* One ferry.call counts too: 3 MB in Lua plus 2 MB packed do not fit 4 MiB. */
+    ferry_client_set_limits(s->client, &(ferry_limits){.max_memory = 4 << 20});
+    stack_attack(s, engine_idx,
+                 "local a = ('x'):rep(1000000) local s = a .. a\n"
+                 "return #ferry.call('echo', s)",
+                 20000, "limit", "memory limit of 4194304 bytes exceeded (the arguments", NULL);
+    stack_attack(s, engine_idx, "return #ferry.call('echo', ('x'):rep(1000000))", 20000, NULL,
+                 NULL, NULL);
+    ferry_client_set_limits(s->client, NULL);
+    stack_passed(s);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define T_SMALL(name) cmocka_unit_test_setup_teardown(name, setup_small_msg, teardown)
 
@@ -208,6 +258,7 @@ int main(void)
         T(test_huge_error_message),
         T_SMALL(test_command_over_max_msg),
         T_SMALL(test_result_over_max_msg),
+        T(test_all_cannot_multiply_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
