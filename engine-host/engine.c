@@ -36,8 +36,8 @@ typedef struct engine_call {
     uint32_t timeout_ms;             /* as sent in the Command */
     uint32_t tag;                    /* handed back to the script with the answer */
     char function[64];               /* for messages; may be truncated */
-    size_t bytes;                    /* its Command's size, in run->s->inflight_bytes until
-                                      * it is forgotten */
+    size_t bytes;                    /* its Command's size, in run->s->inflight_bytes and
+                                      * engine.inflight_bytes until it is forgotten */
     struct engine_call *prev, *next; /* in run->calls */
     UT_hash_handle hh;               /* in engine.calls by call_id */
 } engine_call;
@@ -70,6 +70,7 @@ struct engine {
     int draining;          /* said Goodbye: the loop stops when running reaches 0 */
     ferry_timer drain;     /* the drain's time limit */
     size_t ncalls;
+    size_t inflight_bytes; /* bytes of the Commands of every call in flight */
     engine_run *runs;   /* every running script */
     engine_call *calls; /* every pending call, by call_id */
     uint64_t next_call_id;
@@ -186,8 +187,9 @@ static void forget_call(engine *e, engine_call *c)
 {
     HASH_DEL(e->calls, c);
     e->ncalls--;
-    assert(c->run->s->inflight_bytes >= c->bytes);
+    assert(c->run->s->inflight_bytes >= c->bytes && e->inflight_bytes >= c->bytes);
     c->run->s->inflight_bytes -= c->bytes;
+    e->inflight_bytes -= c->bytes;
     DL_DELETE(c->run->calls, c);
     ferry_timer_stop(&e->loop->timers, &c->timer);
     free(c);
@@ -254,12 +256,11 @@ static void on_deadline(ferry_timer *timer, void *arg)
 /*
  * A Command of size bytes is held until its call is answered (by the
  * broker, and in the engine's queue until sent): it must fit its script's
- * memory room (FERRY_ELIMIT: the script broke its memory limit). Writes why
- * on refusal.
+ * memory room (FERRY_ELIMIT: the script broke its memory limit) and the
+ * engine's --inflight-bytes (FERRY_EOVERLOADED). Writes why on refusal.
  */
 static ferry_err check_room(engine *e, engine_script *s, size_t size, char *why, size_t whylen)
 {
-    (void)e;
     size_t room = engine_script_room(s);
     if (size > room) {
         snprintf(why, whylen,
@@ -268,7 +269,27 @@ static ferry_err check_room(engine *e, engine_script *s, size_t size, char *why,
                  size, s->inflight_bytes, s->limits.max_memory);
         return FERRY_ELIMIT;
     }
+    size_t bound = (size_t)e->cfg.inflight_bytes;
+    if (size > bound || e->inflight_bytes > bound - size) {
+        snprintf(why, whylen,
+                 "the engine holds %zu bytes of calls in flight: a Command of %zu more would "
+                 "pass its bound of %zu (--inflight-bytes)",
+                 e->inflight_bytes, size, bound);
+        e->stats.calls_refused++;
+        ferry_log_limited(&e->refused_log_ms, &e->refused_log_n, FERRY_LOG_WARN,
+                          "inflight_bytes_reached", "in_flight_bytes=%zu size=%zu bound=%zu",
+                          e->inflight_bytes, size, bound);
+        return FERRY_EOVERLOADED;
+    }
     return FERRY_OK;
+}
+
+/* engine_script_host.room: what --inflight-bytes leaves for new calls. */
+static size_t host_room(void *ctx)
+{
+    engine *e = ctx;
+    size_t bound = (size_t)e->cfg.inflight_bytes;
+    return e->inflight_bytes < bound ? bound - e->inflight_bytes : 0;
 }
 
 /* engine_script_host.call: one ferry.call becomes one Command. */
@@ -360,6 +381,7 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     }
     c->bytes = size;
     s->inflight_bytes += size;
+    e->inflight_bytes += size;
     HASH_ADD(hh, e->calls, call_id, sizeof c->call_id, c);
     DL_APPEND(run->calls, c);
     e->ncalls++;
@@ -733,9 +755,12 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     e->cfg = *cfg;
     if (e->cfg.max_msg <= 0)
         e->cfg.max_msg = FERRY_DEFAULT_MAX_MSG;
+    if (e->cfg.inflight_bytes <= 0)
+        e->cfg.inflight_bytes = ENGINE_DEFAULT_INFLIGHT_BYTES;
     assert(e->cfg.max_msg >= ENGINE_MIN_MAX_MSG);
     e->loop = loop;
-    e->host = (engine_script_host){.call = host_call, .tick = host_tick, .ctx = e};
+    e->host = (engine_script_host){
+        .call = host_call, .tick = host_tick, .room = host_room, .ctx = e};
     ferry_make_id("engine", e->id, sizeof e->id);
     e->id_len = strlen(e->id);
 

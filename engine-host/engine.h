@@ -24,7 +24,9 @@
  *
  * Memory of calls: a Command is held (in the PUSH queue, at the broker, at
  * the worker) until its call is answered. Its bytes count against its
- * script's memory limit with the Lua state (engine_script_room).
+ * script's memory limit with the Lua state (engine_script_room), and all
+ * scripts' together against inflight_bytes: past it a call is refused
+ * `overloaded` at once.
  */
 #ifndef ENGINE_ENGINE_H
 #define ENGINE_ENGINE_H
@@ -37,6 +39,9 @@
 
 /* Smallest max_msg: a Result that replaces an oversize one must fit. */
 #define ENGINE_MIN_MAX_MSG 1024
+
+/* Default bound of the bytes of Commands in flight, all scripts together. */
+#define ENGINE_DEFAULT_INFLIGHT_BYTES (256L * 1024 * 1024)
 
 typedef struct {
     const char *commands;   /* broker's commands endpoint (PUSH connects) */
@@ -54,6 +59,8 @@ typedef struct {
     long calls_max;         /* calls in flight at once, all scripts; 0: no bound */
     long max_msg;           /* largest message sent or received, bytes (the broker's --max-msg);
                              * 0: FERRY_DEFAULT_MAX_MSG; else at least ENGINE_MIN_MAX_MSG */
+    long inflight_bytes;    /* bytes of Commands in flight at once, all scripts together;
+                             * 0: ENGINE_DEFAULT_INFLIGHT_BYTES */
 } engine_config;
 
 typedef struct {

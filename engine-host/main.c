@@ -45,6 +45,7 @@ int main(int argc, char **argv)
         .liveness = 3,
         .calls_max = 100000,
         .max_msg = FERRY_DEFAULT_MAX_MSG,
+        .inflight_bytes = ENGINE_DEFAULT_INFLIGHT_BYTES,
     };
     const ferry_opt opts[] = {
         {"commands", "FERRY_COMMANDS", FERRY_OPT_STRING, &cfg.commands,
@@ -79,6 +80,10 @@ int main(int argc, char **argv)
          "largest message sent or accepted, in bytes (use the broker's): a call or result "
          "that would be larger fails alone",
          ENGINE_MIN_MAX_MSG, 1073741824},
+        {"inflight-bytes", "FERRY_INFLIGHT_BYTES", FERRY_OPT_INT, &cfg.inflight_bytes,
+         "bytes of calls in flight at once, all scripts together (each script's count against "
+         "its --max-memory too); more are answered overloaded",
+         65536, 1099511627776.0},
         {"drain-timeout", "FERRY_DRAIN_TIMEOUT", FERRY_OPT_INT, &drain_ms,
          "on SIGTERM, ms the running scripts get to finish (no new ones come) before "
          "the rest end engine_lost; 0: end them at once; a second signal ends them too",

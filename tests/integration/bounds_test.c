@@ -8,6 +8,8 @@
  */
 #include "harness.h"
 
+#include "ferry_clock.h"
+#include "ferry_codec.h"
 #include "ferry_value.h"
 
 #include <setjmp.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -57,6 +60,15 @@ static int setup_small_msg(void **state)
     const char *engine[] = {"--slots", "100", "--max-msg", SMALL_MSG, NULL};
     const char *worker[] = {"--max-msg", SMALL_MSG, NULL};
     return start(state, broker, engine, worker);
+}
+
+/* An engine that holds at most 32 MiB of calls in flight, half its scripts' memory limit. */
+#define INFLIGHT "33554432"
+
+static int setup_inflight(void **state)
+{
+    const char *engine[] = {"--slots", "100", "--inflight-bytes", INFLIGHT, NULL};
+    return start(state, NULL, engine, NULL);
 }
 
 static int teardown(void **state)
@@ -248,8 +260,92 @@ static void test_all_cannot_multiply_memory(void **state)
     stack_passed(s);
 }
 
+/* Calls of "sleep" in flight at the broker's workers, or -1. */
+static long long sleeps_in_flight(ferry_stack *s)
+{
+    Ferry__Envelope *env = NULL;
+    if (ferry_client_stats(s->client, 2000, &env) != FERRY_OK)
+        return -1;
+    long long n = 0;
+    for (size_t i = 0; i < env->stats->n_functions; i++)
+        if (strcmp(env->stats->functions[i]->name, "sleep") == 0)
+            n = (long long)env->stats->functions[i]->in_flight;
+    ferry_envelope_free(env);
+    return n;
+}
+
+/* Waits (within 10 s) until at least n sleeps are in flight at the worker. */
+static void wait_sleeps(ferry_stack *s, long long n)
+{
+    int64_t until = ferry_now_ms() + 10000;
+    while (sleeps_in_flight(s) < n) {
+        if (ferry_now_ms() > until)
+            fail_msg("fewer than %lld sleeps in flight after 10 s", n);
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    }
+}
+
+/* --inflight-bytes bounds the calls in flight of all scripts together:
+ * past it a call is overloaded at once, and what is answered or forgotten
+ * makes room again. */
+static void test_engine_bound_of_bytes_in_flight(void **state)
+{
+    ferry_stack *s = *state;
+    char src[256];
+    /* One script alone: 6 x 8 MB fit its 64 MiB, not the engine's 32 MiB. */
+    stack_attack(s, engine_idx, all_of(src, sizeof src, 6, 10, 8000), 20000, "overloaded",
+                 "left for calls in flight (--inflight-bytes)", NULL);
+    /* Caught, the script goes on. */
+    ferry_result r;
+    stack_attack(s, engine_idx,
+                 "local s = ('x'):rep(8000000) local c = {}\n"
+                 "for i = 1, 6 do c[i] = {'sleep', 10, s} end\n"
+                 "local ok, e = pcall(ferry.all, table.unpack(c))\n"
+                 "return e.code, ferry.call('echo', 'after')",
+                 20000, NULL, NULL, &r);
+    assert_memory_equal(r.result->values[0]->string.data, "overloaded", 10);
+    ferry_result_fini(&r);
+
+    /* Several scripts: three hold 2 x 4.5 MB each (27 MB) for a while... */
+    char err[256];
+    ferry_client *other = ferry_client_new(s->clients, err, sizeof err);
+    assert_non_null(other);
+    uint64_t holders[3];
+    all_of(src, sizeof src, 2, 4000, 4500);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ferry_client_submit(other, src, strlen(src), "holder.lua", NULL, 0,
+                                             20000, &holders[i]),
+                         FERRY_OK);
+    wait_sleeps(s, 6);
+    /* ...so 3 x 4 MB more do not fit, while the innocent's small calls do. */
+    stack_attack(s, engine_idx, all_of(src, sizeof src, 3, 10, 4000), 20000, "overloaded",
+                 "(--inflight-bytes)", NULL);
+    stack_attack(s, engine_idx, "return #ferry.call('echo', ('x'):rep(7000000))", 20000,
+                 "overloaded", "(--inflight-bytes)", NULL);
+    /* The holders were not disturbed, and their answers free the room. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ferry_client_wait(other, 30000, &r), FERRY_OK);
+        if (!r.result->ok)
+            fail_msg("a holder failed: %s: %s", r.result->error->code, r.result->error->message);
+        ferry_result_fini(&r);
+    }
+    stack_attack(s, engine_idx, all_of(src, sizeof src, 3, 10, 8000), 20000, NULL, NULL, NULL);
+
+    /* Calls forgotten (their script timed out) free their room too. */
+    all_of(src, sizeof src, 3, 60000, 8000);
+    assert_int_equal(ferry_client_run(other, src, strlen(src), "forgotten.lua", NULL, 0, 1000, &r),
+                     FERRY_OK);
+    assert_false(r.result->ok);
+    assert_string_equal(r.result->error->code, "timeout");
+    ferry_result_fini(&r);
+    stack_attack(s, engine_idx, all_of(src, sizeof src, 3, 10, 8000), 20000, NULL, NULL, NULL);
+    ferry_client_destroy(&other);
+    stack_passed(s);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define T_SMALL(name) cmocka_unit_test_setup_teardown(name, setup_small_msg, teardown)
+#define T_INFLIGHT(name) cmocka_unit_test_setup_teardown(name, setup_inflight, teardown)
 
 int main(void)
 {
@@ -259,6 +355,7 @@ int main(void)
         T_SMALL(test_command_over_max_msg),
         T_SMALL(test_result_over_max_msg),
         T(test_all_cannot_multiply_memory),
+        T_INFLIGHT(test_engine_bound_of_bytes_in_flight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
