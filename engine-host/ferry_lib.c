@@ -157,7 +157,8 @@ static void check_name(lua_State *L, int arg, const char *fn, const char *name, 
  * Where the packed arguments of new calls must fit: they are held from
  * packing until the call is answered, so they count against the script's
  * memory limit (engine_script_room) and the host's bound of bytes in
- * flight. Each call also takes at most ENGINE_VALUE_BUDGET.
+ * flight; packed they take more than on the wire (engine_value_pack).
+ * Each call's values also take at most ENGINE_VALUE_BUDGET on the wire.
  */
 typedef struct {
     size_t mem;  /* left under the script's memory limit */
@@ -172,13 +173,15 @@ static call_room room_of(engine_script *s)
     return r;
 }
 
-/* The packing budget of the next call. */
-static size_t room_budget(const call_room *r)
+/* The heap the next call's packed arguments may take. */
+static size_t room_left(const call_room *r)
 {
-    size_t b = ENGINE_VALUE_BUDGET;
-    b = r->mem < b ? r->mem : b;
-    return r->host < b ? r->host : b;
+    return r->mem < r->host ? r->mem : r->host;
 }
+
+/* What a Command takes beside its arguments: engine id, call id, timeout,
+ * framing (its function name is added to it). */
+#define COMMAND_OVERHEAD 128
 
 /* Takes what a call's arguments used off both rooms. */
 static void room_take(call_room *r, size_t used)
@@ -195,25 +198,64 @@ static int raise_memory_limit(lua_State *L, engine_script *s)
     return engine_script_raise_limit(L);
 }
 
-/*
- * Raises the error of a pack that failed with err (why says how), given
- * budget under room r: running out of a budget is the memory limit, the
- * host's bound (overloaded) or a value too large to send (bad_value),
- * whichever bound was the lowest. Never returns.
- */
-static int raise_pack_error(lua_State *L, engine_script *s, const call_room *r, size_t budget,
-                            ferry_err err, const char *why)
+/* True when err says the memory room (not the host's) was too small. */
+static int out_of_mem_room(const call_room *r, ferry_err err)
 {
-    if (err == FERRY_ELIMIT && budget < ENGINE_VALUE_BUDGET) {
-        if (r->mem <= r->host)
-            return raise_memory_limit(L, s);
-        return engine_lib_error(L, ferry_err_code(FERRY_EOVERLOADED),
-                                "the engine has %zu bytes left for calls in flight "
-                                "(--inflight-bytes): %s",
-                                r->host, why);
-    }
-    return engine_lib_error(L, ferry_err_code(err == FERRY_ELIMIT ? FERRY_EBADVALUE : err), "%s",
-                            why);
+    return err == FERRY_ELIMIT && r->mem <= r->host;
+}
+
+/*
+ * Packs the n arguments at first of a call to a function with a name of
+ * name_len bytes into *args, *nargs within *room, and takes what they and
+ * the Command take off it. Errors as engine_value_pack's (room unchanged);
+ * never raises.
+ */
+static ferry_err pack_one(lua_State *L, int first, int n, const char *what, size_t name_len,
+                          call_room *room, Ferry__Value ***args, size_t *nargs, char *why,
+                          size_t whylen)
+{
+    call_room r = *room;
+    room_take(&r, COMMAND_OVERHEAD + name_len);
+    size_t given = room_left(&r), left = given;
+    ferry_err err =
+        engine_value_pack(L, first, n, what, ENGINE_VALUE_BUDGET, &left, args, nargs, why, whylen);
+    if (err)
+        return err;
+    room_take(&r, given - left);
+    *room = r;
+    return FERRY_OK;
+}
+
+/*
+ * Garbage counts in the Lua state's bytes: when the memory room was too
+ * small for a pack that failed with err, collects it, as Lua does before
+ * it refuses memory, and gives the new room for one more try (returns 1).
+ */
+static int collect_for_room(lua_State *L, engine_script *s, call_room *room, ferry_err err)
+{
+    if (!out_of_mem_room(room, err))
+        return 0;
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    *room = room_of(s);
+    return 1;
+}
+
+/*
+ * Raises the error of a pack under room r that failed with err (why says
+ * how): out of room is the memory limit or, when the host's bound was the
+ * lower, overloaded. Never returns.
+ */
+static int raise_pack_error(lua_State *L, engine_script *s, const call_room *r, ferry_err err,
+                            const char *why)
+{
+    if (err != FERRY_ELIMIT)
+        return engine_lib_error(L, ferry_err_code(err), "%s", why);
+    if (out_of_mem_room(r, err))
+        return raise_memory_limit(L, s);
+    return engine_lib_error(L, ferry_err_code(FERRY_EOVERLOADED),
+                            "the engine has %zu bytes left for calls in flight "
+                            "(--inflight-bytes): %s",
+                            r->host, why);
 }
 
 static int l_call(lua_State *L)
@@ -229,12 +271,12 @@ static int l_call(lua_State *L)
     size_t nargs;
     char why[512];
     call_room room = room_of(s);
-    size_t budget = room_budget(&room);
-    size_t given = budget;
-    ferry_err err = engine_value_pack(L, 2, lua_gettop(L) - 1, "args", &budget, &args, &nargs,
-                                      why, sizeof why);
+    int n = lua_gettop(L) - 1;
+    ferry_err err = pack_one(L, 2, n, "args", len, &room, &args, &nargs, why, sizeof why);
+    if (err && collect_for_room(L, s, &room, err))
+        err = pack_one(L, 2, n, "args", len, &room, &args, &nargs, why, sizeof why);
     if (err)
-        return raise_pack_error(L, s, &room, given, err, why);
+        return raise_pack_error(L, s, &room, err, why);
     why[0] = '\0';
     err = s->host->call(s->host->ctx, s, name, args, nargs, 0, why, sizeof why);
     if (err == FERRY_ELIMIT)
@@ -351,26 +393,32 @@ static int l_all(lua_State *L)
 
     /* Pack every call before sending any, so a bad value sends nothing.
      * Nothing in this loop or the next raises, so no packed value leaks.
-     * They are all held at once, so they share one room. */
+     * They are all held at once, so they share one room; when it is too
+     * small, everything is packed once more after a collection. */
     call_room room = room_of(s);
-    for (int i = 1; i <= n; i++) {
-        int len = (int)call_len(L, i);
-        for (int k = 2; k <= len; k++)
-            lua_rawgeti(L, i, k);
-        char path[48];
-        snprintf(path, sizeof path, "calls[%d]", i);
+    for (int attempt = 0;; attempt++) {
+        ferry_err err = FERRY_OK;
         char why[512];
-        size_t budget = room_budget(&room);
-        size_t given = budget;
-        ferry_err err = engine_value_pack(L, lua_gettop(L) - len + 2, len - 1, path, &budget,
-                                          &args[i - 1], &nargs[i - 1], why, sizeof why);
-        lua_pop(L, len - 1);
-        if (err) {
-            for (int k = 1; k < i; k++)
-                ferry_values_free(args[k - 1], nargs[k - 1]);
-            return raise_pack_error(L, s, &room, given, err, why);
+        int i;
+        for (i = 1; i <= n && !err; i++) {
+            int len = (int)call_len(L, i);
+            for (int k = 2; k <= len; k++)
+                lua_rawgeti(L, i, k);
+            char path[48];
+            snprintf(path, sizeof path, "calls[%d]", i);
+            lua_rawgeti(L, i, 1);
+            size_t name_len = lua_rawlen(L, -1);
+            lua_pop(L, 1);
+            err = pack_one(L, lua_gettop(L) - len + 2, len - 1, path, name_len, &room,
+                           &args[i - 1], &nargs[i - 1], why, sizeof why);
+            lua_pop(L, len - 1);
         }
-        room_take(&room, given - budget);
+        if (!err)
+            break;
+        for (int k = 1; k < i - 1; k++) /* call i - 1 failed */
+            ferry_values_free(args[k - 1], nargs[k - 1]);
+        if (attempt > 0 || !collect_for_room(L, s, &room, err))
+            return raise_pack_error(L, s, &room, err, why);
     }
     int over = 0; /* a call did not fit the memory room: the rest are not sent */
     for (int i = 1; i <= n; i++) {

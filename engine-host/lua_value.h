@@ -29,21 +29,17 @@
  * FERRY_DEFAULT_MAX_MSG so that a Command or Result usually fits a frame the
  * broker accepts (the engine checks the exact size before sending); it also
  * stops a table that refers many times to the same subtable (no cycle, but
- * exponential when flattened) from eating memory. A call's budget is lower
- * when its script's memory room is (engine_script_room), and the calls of
- * one ferry.all share that room.
+ * exponential when flattened) from eating memory.
  */
 #define ENGINE_VALUE_BUDGET (8u * 1024 * 1024)
 
 /*
  * Converts the value at idx of L into a new tree, stored in *out (the caller
  * owns it: ferry_value_free). path names the value in messages ("args[2]").
- * *budget is the wire size still allowed; it is decreased by what was built
- * (on failure, by part of it). Returns FERRY_OK, FERRY_EBADVALUE with "path: reason" in err, FERRY_ELIMIT
- * when the value is larger than *budget ("path: value too large (more than
- * <*budget> bytes)": the caller says which bound that was), or FERRY_ENOMEM
- * (malloc failed or the Lua stack cannot grow). On failure *out is NULL.
- * Never raises a Lua error.
+ * *budget is the wire size still allowed; it is decreased by what was built.
+ * Returns FERRY_OK, FERRY_EBADVALUE with "path: reason" in err, or
+ * FERRY_ENOMEM (malloc failed or the Lua stack cannot grow). On failure *out
+ * is NULL. Never raises a Lua error.
  */
 ferry_err engine_value_from_lua(lua_State *L, int idx, const char *path, size_t *budget,
                                 Ferry__Value **out, char *err, size_t errlen);
@@ -51,12 +47,19 @@ ferry_err engine_value_from_lua(lua_State *L, int idx, const char *path, size_t 
 /*
  * Converts the n values at L[first..first+n-1] into a new array (*out, *nout;
  * the caller owns it: ferry_values_free), naming them what[1], what[2]...
- * *budget is shared by all of them and decreased as for
- * engine_value_from_lua (so one budget can bound several packs). Same
- * errors; on failure *out is NULL. A NULL what names them by number alone.
+ * budget is the wire size they may take together. room, unless NULL, is
+ * the heap the new tree may take (about 80 bytes per value and per hash
+ * pair, plus the strings' bytes: many times the wire size for a table of
+ * small values); it is decreased by what was built (on failure, by part of
+ * it), so that one room can bound several packs. Same errors as
+ * engine_value_from_lua, and FERRY_ELIMIT with "what[i]...: more than <n>
+ * bytes once packed" in err when the room is too small (the caller says
+ * which bound that was). On failure *out is NULL. A NULL what names them
+ * by number alone.
  */
-ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t *budget,
-                            Ferry__Value ***out, size_t *nout, char *err, size_t errlen);
+ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t budget,
+                            size_t *room, Ferry__Value ***out, size_t *nout, char *err,
+                            size_t errlen);
 
 /*
  * Pushes v (NULL is nil) onto L and returns 1. Returns 0 with the stack as it

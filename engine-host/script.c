@@ -458,11 +458,8 @@ static void finish_ok(engine_script *s, int nres)
         return;
     char why[512];
     int first = lua_gettop(s->co) - nres + 1;
-    size_t budget = ENGINE_VALUE_BUDGET;
-    ferry_err err = engine_value_pack(s->co, first, nres, "return", &budget, &s->values,
-                                      &s->n_values, why, sizeof why);
-    if (err == FERRY_ELIMIT)
-        err = FERRY_EBADVALUE; /* too large to send */
+    ferry_err err = engine_value_pack(s->co, first, nres, "return", ENGINE_VALUE_BUDGET, NULL,
+                                      &s->values, &s->n_values, why, sizeof why);
     if (err) {
         set_ferry_error(s, err, why);
         return;

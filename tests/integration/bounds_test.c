@@ -246,6 +246,17 @@ static void test_all_cannot_multiply_memory(void **state)
                  "for i = 1, 10000 do c[i] = {'echo', s} end\n"
                  "return ferry.all(table.unpack(c))",
                  20000, "limit", "the arguments of its calls in flight count against it", NULL);
+    /* Packed, a table of small values takes many times its wire size (about
+     * 80 bytes per value): 300,000 booleans are 1.2 MB on the wire but 24 MB
+     * on the engine's heap. One call fits, twenty at once do not. */
+    const char *bools = "local t = {} for i = 1, 300000 do t[i] = true end\n"
+                        "local c = {} for i = 1, %d do c[i] = {'echo', t} end\n"
+                        "local r = ferry.all(table.unpack(c)) return #r[1][1]";
+    snprintf(src, sizeof src, bools, 20);
+    stack_attack(s, engine_idx, src, 20000, "limit",
+                 "memory limit of 67108864 bytes exceeded (the arguments", NULL);
+    snprintf(src, sizeof src, bools, 1);
+    stack_attack(s, engine_idx, src, 20000, NULL, NULL, NULL);
     /* What fits goes out: 5 x 8 MB beside the 8 MB string in 64 MiB. */
     stack_attack(s, engine_idx, all_of(src, sizeof src, 5, 10, 8000), 20000, NULL, NULL, NULL);
     /* One ferry.call counts too: 3 MB in Lua plus 2 MB packed do not fit 4 MiB. */
@@ -256,6 +267,16 @@ static void test_all_cannot_multiply_memory(void **state)
                  20000, "limit", "memory limit of 4194304 bytes exceeded (the arguments", NULL);
     stack_attack(s, engine_idx, "return #ferry.call('echo', ('x'):rep(1000000))", 20000, NULL,
                  NULL, NULL);
+    /* Garbage does not count: it is collected before a call is refused. */
+    stack_attack(s, engine_idx,
+                 "local g for i = 1, 40 do g = ('y'):rep(100000) .. i end\n"
+                 "return #ferry.call('echo', ('x'):rep(1500000))",
+                 20000, NULL, NULL, NULL);
+    stack_attack(s, engine_idx,
+                 "local g for i = 1, 40 do g = ('y'):rep(100000) .. i end\n"
+                 "local x = ('x'):rep(700000)\n"
+                 "return #ferry.all({'echo', x}, {'echo', x})[2][1]",
+                 20000, NULL, NULL, NULL);
     ferry_client_set_limits(s->client, NULL);
     stack_passed(s);
 }
@@ -311,7 +332,7 @@ static void test_engine_bound_of_bytes_in_flight(void **state)
     ferry_client *other = ferry_client_new(s->clients, err, sizeof err);
     assert_non_null(other);
     uint64_t holders[3];
-    all_of(src, sizeof src, 2, 4000, 4500);
+    all_of(src, sizeof src, 2, 8000, 4500);
     for (int i = 0; i < 3; i++)
         assert_int_equal(ferry_client_submit(other, src, strlen(src), "holder.lua", NULL, 0,
                                              20000, &holders[i]),

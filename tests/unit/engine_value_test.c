@@ -256,8 +256,8 @@ static void test_refused(void **state)
                       "for i = 1, 40 do t = {t, t} end return t end)()";
     Ferry__Value *v = convert(L, dag, &code, err, sizeof err);
     assert_null(v);
-    assert_int_equal(code, FERRY_ELIMIT);
-    assert_non_null(strstr(err, "too large (more than 8388608 bytes)"));
+    assert_int_equal(code, FERRY_EBADVALUE);
+    assert_non_null(strstr(err, "too large"));
 }
 
 static void test_pack(void **state)
@@ -269,38 +269,50 @@ static void test_pack(void **state)
     Ferry__Value **arr;
     size_t n;
     char err[256] = "";
-    size_t budget = ENGINE_VALUE_BUDGET;
     assert_int_equal(
-        engine_value_pack(L, -3, 3, "args", &budget, &arr, &n, err, sizeof err),
+        engine_value_pack(L, -3, 3, "args", ENGINE_VALUE_BUDGET, NULL, &arr, &n, err, sizeof err),
         FERRY_EBADVALUE);
     assert_string_equal(err, "args[3].x: cannot send a function");
     assert_null(arr);
     lua_pop(L, 1);
-    budget = ENGINE_VALUE_BUDGET;
-    assert_int_equal(engine_value_pack(L, -2, 2, "args", &budget, &arr, &n, err, sizeof err),
-                     FERRY_OK);
-    assert_int_equal(budget, ENGINE_VALUE_BUDGET - 22); /* 11 bytes per number */
+    assert_int_equal(
+        engine_value_pack(L, -2, 2, "args", ENGINE_VALUE_BUDGET, NULL, &arr, &n, err, sizeof err),
+        FERRY_OK);
     assert_int_equal(n, 2);
     assert_int_equal(arr[0]->kind_case, FERRY__VALUE__KIND_INTEGER);
     assert_int_equal(arr[1]->kind_case, FERRY__VALUE__KIND_NUMBER);
     ferry_values_free(arr, n);
-    assert_int_equal(engine_value_pack(L, 1, 0, "args", &budget, &arr, &n, err, sizeof err),
-                     FERRY_OK);
+    assert_int_equal(
+        engine_value_pack(L, 1, 0, "args", ENGINE_VALUE_BUDGET, NULL, &arr, &n, err, sizeof err),
+        FERRY_OK);
     assert_int_equal(n, 0);
     ferry_values_free(arr, n);
     lua_pop(L, 2);
 
-    /* One budget across packs: the second runs out (the calls of a ferry.all). */
-    push_expr(L, "('x'):rep(100)");
-    budget = 150;
-    assert_int_equal(engine_value_pack(L, -1, 1, "calls[1]", &budget, &arr, &n, err, sizeof err),
+    /* One room across packs (the calls of a ferry.all), in heap bytes: a
+     * string takes its bytes and a little more, a table of small values
+     * many times its wire size. */
+    push_expr(L, "('x'):rep(1000)");
+    size_t room = 2000;
+    assert_int_equal(engine_value_pack(L, -1, 1, "calls[1]", ENGINE_VALUE_BUDGET, &room, &arr, &n,
+                                       err, sizeof err),
                      FERRY_OK);
-    assert_int_equal(budget, 150 - 106);
+    assert_true(room < 1000 && room > 800);
     ferry_values_free(arr, n);
-    assert_int_equal(engine_value_pack(L, -1, 1, "calls[2]", &budget, &arr, &n, err, sizeof err),
+    size_t left = room;
+    assert_int_equal(engine_value_pack(L, -1, 1, "calls[2]", ENGINE_VALUE_BUDGET, &room, &arr, &n,
+                                       err, sizeof err),
                      FERRY_ELIMIT);
-    assert_string_equal(err, "calls[2][1]: value too large (more than 44 bytes)");
+    char want[64];
+    snprintf(want, sizeof want, "calls[2][1]: more than %zu bytes once packed", left);
+    assert_string_equal(err, want);
     assert_null(arr);
+    lua_pop(L, 1);
+    push_expr(L, "(function() local t = {} for i = 1, 100 do t[i] = true end return t end)()");
+    room = 100 * 50; /* the wire size is 200 */
+    assert_int_equal(engine_value_pack(L, -1, 1, "args", ENGINE_VALUE_BUDGET, &room, &arr, &n, err,
+                                       sizeof err),
+                     FERRY_ELIMIT);
     lua_pop(L, 1);
 }
 
