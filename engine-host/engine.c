@@ -36,6 +36,8 @@ typedef struct engine_call {
     uint32_t timeout_ms;             /* as sent in the Command */
     uint32_t tag;                    /* handed back to the script with the answer */
     char function[64];               /* for messages; may be truncated */
+    size_t bytes;                    /* its Command's size, in run->s->inflight_bytes and
+                                      * engine.inflight_bytes until it is forgotten */
     struct engine_call *prev, *next; /* in run->calls */
     UT_hash_handle hh;               /* in engine.calls by call_id */
 } engine_call;
@@ -68,6 +70,7 @@ struct engine {
     int draining;          /* said Goodbye: the loop stops when running reaches 0 */
     ferry_timer drain;     /* the drain's time limit */
     size_t ncalls;
+    size_t inflight_bytes; /* bytes of the Commands of every call in flight */
     engine_run *runs;   /* every running script */
     engine_call *calls; /* every pending call, by call_id */
     uint64_t next_call_id;
@@ -90,13 +93,70 @@ static void drop(engine *e, const char *why)
                       why);
 }
 
+/*
+ * Every send of the engine: packs env and sends it on socket, unless it
+ * would be larger than max_msg. The broker's ZMQ_MAXMSGSIZE would then drop
+ * the whole connection, and every call or script in flight over it, so such
+ * a message is refused here with FERRY_ELIMIT (its size in *size) for the
+ * caller to fail its own call or script. Otherwise as ferry_wire_send.
+ */
+static ferry_err send_bounded_sized(engine *e, void *socket, const Ferry__Envelope *env,
+                                    size_t size)
+{
+    if (size > (size_t)e->cfg.max_msg) {
+        e->stats.oversize++;
+        return FERRY_ELIMIT;
+    }
+    return ferry_wire_send_sized(socket, NULL, 0, env, size);
+}
+
+static ferry_err send_bounded(engine *e, void *socket, const Ferry__Envelope *env, size_t *size)
+{
+    *size = ferry_envelope_packed_size(env);
+    return send_bounded_sized(e, socket, env, *size);
+}
+
+/* Room left for the bytes of a field (tag, length, body length growth) in a message. */
+#define FIELD_OVERHEAD 32
+
 static void send_envelope_result(engine *e, const Ferry__Result *res)
 {
     Ferry__Envelope env;
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_RESULT;
     env.result = (Ferry__Result *)res;
-    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    size_t size;
+    ferry_err err = send_bounded(e, e->dealer, &env, &size);
+    Ferry__Result small;
+    Ferry__Error error = FERRY__ERROR__INIT;
+    char msg[192];
+    if (err == FERRY_ELIMIT) {
+        /* Too big to leave: the script fails alone, with what it printed as
+         * far as it fits, instead of every script of the engine with it. */
+        small = *res;
+        snprintf(msg, sizeof msg,
+                 "the script's result is %zu bytes, over the %ld-byte message limit (--max-msg)",
+                 size, e->cfg.max_msg);
+        error.code = (char *)ferry_err_code(FERRY_ELIMIT);
+        error.message = msg;
+        small.ok = 0;
+        small.values = NULL;
+        small.n_values = 0;
+        small.error = &error;
+        size_t output_len = small.output.len;
+        small.output.len = 0;
+        res = env.result = &small;
+        size_t bare = ferry_envelope_packed_size(&env);
+        size_t room = bare + FIELD_OVERHEAD < (size_t)e->cfg.max_msg
+                          ? (size_t)e->cfg.max_msg - bare - FIELD_OVERHEAD
+                          : 0;
+        small.output.len = output_len < room ? output_len : room;
+        ferry_log_limited(&e->lost_log_ms, &e->lost_log_n, FERRY_LOG_WARN, "result_oversize",
+                          "script_id=%llu bytes=%zu max_msg=%ld",
+                          (unsigned long long)res->script_id, size, e->cfg.max_msg);
+        err = send_bounded(e, e->dealer, &env, &size);
+        assert(err != FERRY_ELIMIT); /* max_msg is at least ENGINE_MIN_MAX_MSG */
+    }
     e->stats.scripts_completed++;
     if (!res->ok)
         e->stats.scripts_failed++;
@@ -127,6 +187,9 @@ static void forget_call(engine *e, engine_call *c)
 {
     HASH_DEL(e->calls, c);
     e->ncalls--;
+    assert(c->run->s->inflight_bytes >= c->bytes && e->inflight_bytes >= c->bytes);
+    c->run->s->inflight_bytes -= c->bytes;
+    e->inflight_bytes -= c->bytes;
     DL_DELETE(c->run->calls, c);
     ferry_timer_stop(&e->loop->timers, &c->timer);
     free(c);
@@ -190,6 +253,45 @@ static void on_deadline(ferry_timer *timer, void *arg)
     finish(run->e, run);
 }
 
+/*
+ * A Command of size bytes is held until its call is answered (by the
+ * broker, and in the engine's queue until sent): it must fit its script's
+ * memory room (FERRY_ELIMIT: the script broke its memory limit) and the
+ * engine's --inflight-bytes (FERRY_EOVERLOADED). Writes why on refusal.
+ */
+static ferry_err check_room(engine *e, engine_script *s, size_t size, char *why, size_t whylen)
+{
+    size_t room = engine_script_room(s);
+    if (size > room) {
+        snprintf(why, whylen,
+                 "a Command of %zu bytes with %zu bytes of calls in flight does not fit the "
+                 "script's memory limit of %zu bytes",
+                 size, s->inflight_bytes, s->limits.max_memory);
+        return FERRY_ELIMIT;
+    }
+    size_t bound = (size_t)e->cfg.inflight_bytes;
+    if (size > bound || e->inflight_bytes > bound - size) {
+        snprintf(why, whylen,
+                 "the engine holds %zu bytes of calls in flight: a Command of %zu more would "
+                 "pass its bound of %zu (--inflight-bytes)",
+                 e->inflight_bytes, size, bound);
+        e->stats.calls_refused++;
+        ferry_log_limited(&e->refused_log_ms, &e->refused_log_n, FERRY_LOG_WARN,
+                          "inflight_bytes_reached", "in_flight_bytes=%zu size=%zu bound=%zu",
+                          e->inflight_bytes, size, bound);
+        return FERRY_EOVERLOADED;
+    }
+    return FERRY_OK;
+}
+
+/* engine_script_host.room: what --inflight-bytes leaves for new calls. */
+static size_t host_room(void *ctx)
+{
+    engine *e = ctx;
+    size_t bound = (size_t)e->cfg.inflight_bytes;
+    return e->inflight_bytes < bound ? bound - e->inflight_bytes : 0;
+}
+
 /* engine_script_host.call: one ferry.call becomes one Command. */
 static ferry_err host_call(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
                            size_t nargs, uint32_t tag, char *why, size_t whylen)
@@ -197,6 +299,7 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     engine *e = ctx;
     engine_run *run = s->user;
     ferry_err err = FERRY_OK;
+    why[0] = '\0';
     int64_t left = s->deadline_ms - ferry_now_ms();
     if (left <= 0) {
         snprintf(why, whylen, "script deadline passed");
@@ -252,11 +355,23 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
     env.command = &cmd;
-    err = ferry_wire_send(e->push, NULL, 0, &env);
+    size_t size = ferry_envelope_packed_size(&env);
+    if (size <= (size_t)e->cfg.max_msg)
+        err = check_room(e, s, size, why, whylen);
+    if (!err)
+        err = send_bounded_sized(e, e->push, &env, size);
     if (err) {
         ferry_timer_stop(&e->loop->timers, &c->timer);
         free(c);
-        if (err == FERRY_EOVERLOADED)
+        if (why[0]) /* check_room said why */
+            goto out;
+        if (err == FERRY_ELIMIT) {
+            snprintf(why, whylen,
+                     "the call would be a Command of %zu bytes, over the %ld-byte message "
+                     "limit (--max-msg)",
+                     size, e->cfg.max_msg);
+            err = FERRY_EBADVALUE;
+        } else if (err == FERRY_EOVERLOADED)
             snprintf(why, whylen,
                      "cannot send the call: the broker is not connected or its "
                      "command queue is full");
@@ -264,6 +379,9 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
             snprintf(why, whylen, "cannot send the call: %s", ferry_err_desc(err));
         goto out;
     }
+    c->bytes = size;
+    s->inflight_bytes += size;
+    e->inflight_bytes += size;
     HASH_ADD(hh, e->calls, call_id, sizeof c->call_id, c);
     DL_APPEND(run->calls, c);
     e->ncalls++;
@@ -434,7 +552,8 @@ static void send_hello(engine *e)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
-    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    size_t size;
+    ferry_err err = send_bounded(e, e->dealer, &env, &size);
     if (err == FERRY_OK) {
         e->hello_sent = 1;
         /* The broker gets a whole liveness period to show it is there. */
@@ -512,7 +631,8 @@ static void send_heartbeat(engine *e)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
-    if (ferry_wire_send(e->dealer, NULL, 0, &env) == FERRY_OK)
+    size_t size;
+    if (send_bounded(e, e->dealer, &env, &size) == FERRY_OK)
         e->last_sent_ms = ferry_now_ms();
 }
 
@@ -634,13 +754,22 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         return FERRY_ENOMEM;
     }
     e->cfg = *cfg;
+    if (e->cfg.max_msg <= 0)
+        e->cfg.max_msg = FERRY_DEFAULT_MAX_MSG;
+    if (e->cfg.inflight_bytes <= 0)
+        e->cfg.inflight_bytes = ENGINE_DEFAULT_INFLIGHT_BYTES;
+    assert(e->cfg.max_msg >= ENGINE_MIN_MAX_MSG);
     e->loop = loop;
-    e->host = (engine_script_host){.call = host_call, .tick = host_tick, .ctx = e};
+    e->host = (engine_script_host){
+        .call = host_call, .tick = host_tick, .room = host_room, .ctx = e};
     ferry_make_id("engine", e->id, sizeof e->id);
     e->id_len = strlen(e->id);
 
-    ferry_socket_opts push = {
-        .type = ZMQ_PUSH, .endpoint = cfg->commands, .hwm = (int)cfg->hwm, .linger_ms = 0};
+    ferry_socket_opts push = {.type = ZMQ_PUSH,
+                              .endpoint = cfg->commands,
+                              .max_msg = e->cfg.max_msg,
+                              .hwm = (int)cfg->hwm,
+                              .linger_ms = 0};
     e->push = ferry_socket_open(zctx, &push, err, errlen);
     if (!e->push)
         goto fail;
@@ -648,6 +777,7 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     ferry_socket_opts dealer = {.type = ZMQ_DEALER,
                                 .endpoint = cfg->engines,
                                 .routing_id = e->id,
+                                .max_msg = e->cfg.max_msg,
                                 .hwm = (int)cfg->hwm,
                                 .linger_ms = 500};
     e->dealer = ferry_socket_open(zctx, &dealer, err, errlen);
@@ -716,13 +846,14 @@ void engine_destroy(engine **ep)
     ferry_info("engine_stopped",
                "id=%s scripts=%llu failed=%llu refused=%llu calls=%llu timed_out=%llu "
                "late_replies=%llu dropped=%llu results_lost=%llu calls_refused=%llu "
-               "calls_broker_lost=%llu broker_losses=%llu",
+               "calls_broker_lost=%llu broker_losses=%llu oversize=%llu",
                e->id, (unsigned long long)st->scripts_completed,
                (unsigned long long)st->scripts_failed, (unsigned long long)st->scripts_refused,
                (unsigned long long)st->calls_sent, (unsigned long long)st->calls_timed_out,
                (unsigned long long)st->late_replies, (unsigned long long)st->dropped,
                (unsigned long long)st->results_lost, (unsigned long long)st->calls_refused,
-               (unsigned long long)st->calls_broker_lost, (unsigned long long)st->broker_losses);
+               (unsigned long long)st->calls_broker_lost, (unsigned long long)st->broker_losses,
+               (unsigned long long)st->oversize);
     ferry_socket_close(&e->dealer);
     ferry_socket_close(&e->push);
     free(e);
@@ -750,7 +881,8 @@ void engine_drain(engine *e, int64_t drain_ms)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_GOODBYE;
     env.goodbye = &bye;
-    ferry_err err = ferry_wire_send(e->dealer, NULL, 0, &env);
+    size_t size;
+    ferry_err err = send_bounded(e, e->dealer, &env, &size);
     ferry_info("draining", "id=%s running=%zu goodbye=%s drain_ms=%lld", e->id, e->running,
                ferry_err_code(err), (long long)drain_ms);
     if (e->running == 0) {

@@ -15,6 +15,18 @@
  * answered `broker_lost` (the scripts go on and may catch it), new calls
  * fail the same way at once, and Hello goes out again (with the scripts
  * still running) as soon as both connections are up.
+ *
+ * Sizes: no message leaves larger than max_msg, the broker's limit (past it
+ * libzmq drops the connection, and every call or script of this engine in
+ * flight over it). A Command that would be larger fails its call alone
+ * (bad_value); a Result that would be is replaced by a `limit` error for its
+ * script alone.
+ *
+ * Memory of calls: a Command is held (in the PUSH queue, at the broker, at
+ * the worker) until its call is answered. Its bytes count against its
+ * script's memory limit with the Lua state (engine_script_room), and all
+ * scripts' together against inflight_bytes: past it a call is refused
+ * `overloaded` at once.
  */
 #ifndef ENGINE_ENGINE_H
 #define ENGINE_ENGINE_H
@@ -24,6 +36,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Smallest max_msg: a Result that replaces an oversize one must fit. */
+#define ENGINE_MIN_MAX_MSG 1024
+
+/* Default bound of the bytes of Commands in flight, all scripts together. */
+#define ENGINE_DEFAULT_INFLIGHT_BYTES (256L * 1024 * 1024)
 
 typedef struct {
     const char *commands;   /* broker's commands endpoint (PUSH connects) */
@@ -40,6 +58,10 @@ typedef struct {
                              * no liveness check (the connection monitor still works) */
     long liveness;          /* intervals of broker silence before it is declared lost */
     long calls_max;         /* calls in flight at once, all scripts; 0: no bound */
+    long max_msg;           /* largest message sent or received, bytes (the broker's --max-msg);
+                             * 0: FERRY_DEFAULT_MAX_MSG; else at least ENGINE_MIN_MAX_MSG */
+    long inflight_bytes;    /* bytes of Commands in flight at once, all scripts together;
+                             * 0: ENGINE_DEFAULT_INFLIGHT_BYTES */
 } engine_config;
 
 typedef struct {
@@ -56,6 +78,8 @@ typedef struct {
     uint64_t calls_refused;   /* ferry.calls refused at once: calls_max, or no broker */
     uint64_t calls_broker_lost; /* calls in flight answered broker_lost */
     uint64_t broker_losses;   /* times the broker was declared lost */
+    uint64_t oversize;        /* messages not sent for being over max_msg (calls failed,
+                               * results replaced by a limit error) */
 } engine_stats;
 
 typedef struct engine engine;

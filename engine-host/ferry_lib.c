@@ -12,6 +12,7 @@
 #include "ferry_lib.h"
 
 #include "coroutines.h"
+#include "ferry_codec.h"
 #include "ferry_value.h"
 #include "ferry_utf8.h"
 #include "lua_value.h"
@@ -21,6 +22,7 @@
 #include <lauxlib.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -190,6 +192,130 @@ static int yield_to_engine(lua_State *L, engine_script *s, lua_KContext ctx, lua
     return lua_yieldk(L, 0, ctx, k);
 }
 
+/*
+ * Raises bad_argument unless name (argument arg of fn; in ferry.all the name
+ * of call arg) is what the protocol allows: 1 to FERRY_FUNCTION_NAME_MAX
+ * bytes of UTF-8 without zero bytes. A longer one makes a Command the broker
+ * does not route, or one over its message limit.
+ */
+static void check_name(lua_State *L, int arg, const char *fn, const char *name, size_t len)
+{
+    if (len == 0 || len > FERRY_FUNCTION_NAME_MAX)
+        engine_lib_error(L, "bad_argument",
+                         "bad argument #%d to '%s' (function name of %zu bytes: 1 to %d allowed)",
+                         arg, fn, len, FERRY_FUNCTION_NAME_MAX);
+    if (strlen(name) != len || !ferry_utf8_valid(name, len))
+        engine_lib_error(L, "bad_argument",
+                         "bad argument #%d to '%s' (function name must be UTF-8 without zero "
+                         "bytes)",
+                         arg, fn);
+}
+
+/*
+ * Where the packed arguments of new calls must fit: they are held from
+ * packing until the call is answered, so they count against the script's
+ * memory limit (engine_script_room) and the host's bound of bytes in
+ * flight; packed they take more than on the wire (engine_value_pack).
+ * Each call's values also take at most ENGINE_VALUE_BUDGET on the wire.
+ */
+typedef struct {
+    size_t mem;  /* left under the script's memory limit */
+    size_t host; /* left under the host's bound of calls in flight */
+} call_room;
+
+static call_room room_of(engine_script *s)
+{
+    call_room r = {.mem = engine_script_room(s), .host = SIZE_MAX};
+    if (s->host->room)
+        r.host = s->host->room(s->host->ctx);
+    return r;
+}
+
+/* The heap the next call's packed arguments may take. */
+static size_t room_left(const call_room *r)
+{
+    return r->mem < r->host ? r->mem : r->host;
+}
+
+/* What a Command takes beside its arguments: engine id, call id, timeout,
+ * framing (its function name is added to it). */
+#define COMMAND_OVERHEAD 128
+
+/* Takes what a call's arguments used off both rooms. */
+static void room_take(call_room *r, size_t used)
+{
+    r->mem -= used < r->mem ? used : r->mem;
+    r->host -= used < r->host ? used : r->host;
+}
+
+/* Past its memory limit, the script broke that limit. Never returns. */
+static int raise_memory_limit(lua_State *L, engine_script *s)
+{
+    s->mem_by_calls = 1;
+    engine_script_trip(s, ENGINE_LIMIT_MEMORY);
+    return engine_script_raise_limit(L);
+}
+
+/* True when err says the memory room (not the host's) was too small. */
+static int out_of_mem_room(const call_room *r, ferry_err err)
+{
+    return err == FERRY_ELIMIT && r->mem <= r->host;
+}
+
+/*
+ * Packs the n arguments at first of a call to a function with a name of
+ * name_len bytes into *args, *nargs within *room, and takes what they and
+ * the Command take off it. Errors as engine_value_pack's (room unchanged);
+ * never raises.
+ */
+static ferry_err pack_one(lua_State *L, int first, int n, const char *what, size_t name_len,
+                          call_room *room, Ferry__Value ***args, size_t *nargs, char *why,
+                          size_t whylen)
+{
+    call_room r = *room;
+    room_take(&r, COMMAND_OVERHEAD + name_len);
+    size_t given = room_left(&r), left = given;
+    ferry_err err =
+        engine_value_pack(L, first, n, what, ENGINE_VALUE_BUDGET, &left, args, nargs, why, whylen);
+    if (err)
+        return err;
+    room_take(&r, given - left);
+    *room = r;
+    return FERRY_OK;
+}
+
+/*
+ * Garbage counts in the Lua state's bytes: when the memory room was too
+ * small for a pack that failed with err, collects it, as Lua does before
+ * it refuses memory, and gives the new room for one more try (returns 1).
+ */
+static int collect_for_room(lua_State *L, engine_script *s, call_room *room, ferry_err err)
+{
+    if (!out_of_mem_room(room, err))
+        return 0;
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    *room = room_of(s);
+    return 1;
+}
+
+/*
+ * Raises the error of a pack under room r that failed with err (why says
+ * how): out of room is the memory limit or, when the host's bound was the
+ * lower, overloaded. Never returns.
+ */
+static int raise_pack_error(lua_State *L, engine_script *s, const call_room *r, ferry_err err,
+                            const char *why)
+{
+    if (err != FERRY_ELIMIT)
+        return engine_lib_error(L, ferry_err_code(err), "%s", why);
+    if (out_of_mem_room(r, err))
+        return raise_memory_limit(L, s);
+    return engine_lib_error(L, ferry_err_code(FERRY_EOVERLOADED),
+                            "the engine has %zu bytes left for calls in flight "
+                            "(--inflight-bytes): %s",
+                            r->host, why);
+}
+
 static int l_call(lua_State *L)
 {
     engine_script *s = script_of(L);
@@ -197,18 +323,22 @@ static int l_call(lua_State *L)
         return luaL_typeerror(L, 1, "string");
     size_t len;
     const char *name = lua_tolstring(L, 1, &len);
-    if (len == 0 || strlen(name) != len || !ferry_utf8_valid(name, len))
-        return luaL_argerror(L, 1, "function name must be non-empty UTF-8 without zero bytes");
+    check_name(L, 1, "ferry.call", name, len);
     check_yieldable(L, "ferry.call");
     Ferry__Value **args;
     size_t nargs;
     char why[512];
-    ferry_err err = engine_value_pack(L, 2, lua_gettop(L) - 1, "args", ENGINE_VALUE_BUDGET, &args,
-                                      &nargs, why, sizeof why);
+    call_room room = room_of(s);
+    int n = lua_gettop(L) - 1;
+    ferry_err err = pack_one(L, 2, n, "args", len, &room, &args, &nargs, why, sizeof why);
+    if (err && collect_for_room(L, s, &room, err))
+        err = pack_one(L, 2, n, "args", len, &room, &args, &nargs, why, sizeof why);
     if (err)
-        return engine_lib_error(L, ferry_err_code(err), "%s", why);
+        return raise_pack_error(L, s, &room, err, why);
     why[0] = '\0';
     err = s->host->call(s->host->ctx, s, name, args, nargs, 0, why, sizeof why);
+    if (err == FERRY_ELIMIT)
+        return raise_memory_limit(L, s);
     if (err)
         return engine_lib_error(L, ferry_err_code(err), "%s", why[0] ? why : ferry_err_desc(err));
     s->pending++;
@@ -298,6 +428,9 @@ static int l_all(lua_State *L)
         luaL_checktype(L, i, LUA_TTABLE);
         if (lua_rawgeti(L, i, 1) != LUA_TSTRING)
             return luaL_argerror(L, i, "{name, args...} expected (name is a string)");
+        size_t name_len;
+        const char *name = lua_tolstring(L, -1, &name_len);
+        check_name(L, i, "ferry.all", name, name_len);
         lua_pop(L, 1);
         lua_Integer len = call_len(L, i);
         if (len < 1 || len > ENGINE_LIB_ALL_MAX_ARGS)
@@ -317,25 +450,41 @@ static int l_all(lua_State *L)
     luaL_checkstack(L, (int)widest, "ferry.all: too many arguments");
 
     /* Pack every call before sending any, so a bad value sends nothing.
-     * Nothing in this loop or the next raises, so no packed value leaks. */
-    for (int i = 1; i <= n; i++) {
-        int len = (int)call_len(L, i);
-        for (int k = 2; k <= len; k++)
-            lua_rawgeti(L, i, k);
-        char path[48];
-        snprintf(path, sizeof path, "calls[%d]", i);
+     * Nothing in this loop or the next raises, so no packed value leaks.
+     * They are all held at once, so they share one room; when it is too
+     * small, everything is packed once more after a collection. */
+    call_room room = room_of(s);
+    for (int attempt = 0;; attempt++) {
+        ferry_err err = FERRY_OK;
         char why[512];
-        ferry_err err = engine_value_pack(L, lua_gettop(L) - len + 2, len - 1, path,
-                                          ENGINE_VALUE_BUDGET, &args[i - 1], &nargs[i - 1], why,
-                                          sizeof why);
-        lua_pop(L, len - 1);
-        if (err) {
-            for (int k = 1; k < i; k++)
-                ferry_values_free(args[k - 1], nargs[k - 1]);
-            return engine_lib_error(L, ferry_err_code(err), "%s", why);
+        int i;
+        for (i = 1; i <= n && !err; i++) {
+            int len = (int)call_len(L, i);
+            for (int k = 2; k <= len; k++)
+                lua_rawgeti(L, i, k);
+            char path[48];
+            snprintf(path, sizeof path, "calls[%d]", i);
+            lua_rawgeti(L, i, 1);
+            size_t name_len = lua_rawlen(L, -1);
+            lua_pop(L, 1);
+            err = pack_one(L, lua_gettop(L) - len + 2, len - 1, path, name_len, &room,
+                           &args[i - 1], &nargs[i - 1], why, sizeof why);
+            lua_pop(L, len - 1);
         }
+        if (!err)
+            break;
+        for (int k = 1; k < i - 1; k++) /* call i - 1 failed */
+            ferry_values_free(args[k - 1], nargs[k - 1]);
+        if (attempt > 0 || !collect_for_room(L, s, &room, err))
+            return raise_pack_error(L, s, &room, err, why);
     }
+    int over = 0; /* a call did not fit the memory room: the rest are not sent */
     for (int i = 1; i <= n; i++) {
+        if (over) {
+            ferry_values_free(args[i - 1], nargs[i - 1]);
+            errs[i - 1] = FERRY_ELIMIT;
+            continue;
+        }
         lua_rawgeti(L, i, 1); /* the name stays referenced by its call table */
         const char *name = lua_tostring(L, -1);
         lua_pop(L, 1);
@@ -344,7 +493,11 @@ static int l_all(lua_State *L)
                                     (uint32_t)i, whys[i - 1], sizeof whys[i - 1]);
         if (errs[i - 1] == FERRY_OK)
             s->pending++;
+        over = errs[i - 1] == FERRY_ELIMIT;
     }
+    /* The calls sent are forgotten when the script ends, as it does now. */
+    if (over)
+        return raise_memory_limit(L, s);
     /* A call that could not be sent counts as answered with its error. */
     for (int i = 1; i <= n; i++)
         if (errs[i - 1] != FERRY_OK)

@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +32,8 @@ typedef struct {
     int root_index;   /* > 0: the path is "<root>[<root_index>]", written only for an
                        * error message (engine_value_pack converts every argument) */
     size_t *budget;   /* wire bytes still allowed */
+    size_t *room;     /* heap bytes the tree may still take; NULL: no bound */
+    size_t room_at;   /* *room when the pack began, for messages */
     int depth;        /* tables entered */
     frame frames[ENGINE_VALUE_MAX_DEPTH];
     char *err;
@@ -141,11 +144,29 @@ static ferry_err no_memory(conv *c)
     return FERRY_ENOMEM;
 }
 
-static ferry_err charge(conv *c, size_t bytes)
+/*
+ * What a tree takes on the heap beyond its strings' bytes, per value and
+ * per hash pair: the malloc'd struct with malloc's own overhead, and the
+ * pointer to it in its parent's array (grown by doubling). A table of
+ * small values is many times its wire size there.
+ */
+#define HEAP_OVERHEAD 16
+#define VALUE_HEAP (sizeof(Ferry__Value) + HEAP_OVERHEAD + 2 * sizeof(void *))
+#define TABLE_HEAP (VALUE_HEAP + sizeof(Ferry__Table) + HEAP_OVERHEAD)
+#define PAIR_HEAP (sizeof(Ferry__Pair) + HEAP_OVERHEAD + 2 * sizeof(void *))
+
+/* Charges wire bytes to the budget and heap bytes to the room. */
+static ferry_err charge(conv *c, size_t wire, size_t heap)
 {
-    if (*c->budget < bytes)
+    if (*c->budget < wire)
         return fail(c, "value too large (more than %u bytes)", ENGINE_VALUE_BUDGET);
-    *c->budget -= bytes;
+    if (c->room && *c->room < heap) {
+        fail(c, "more than %zu bytes once packed", c->room_at);
+        return FERRY_ELIMIT;
+    }
+    *c->budget -= wire;
+    if (c->room)
+        *c->room -= heap;
     return FERRY_OK;
 }
 
@@ -171,7 +192,7 @@ static ferry_err convert_table(conv *c, int idx, Ferry__Value **out)
         return fail(c, "cannot send tables nested deeper than %d", ENGINE_VALUE_MAX_DEPTH);
     if (!lua_checkstack(L, 4))
         return no_memory(c);
-    ferry_err err = charge(c, 4);
+    ferry_err err = charge(c, 4, TABLE_HEAP);
     if (err)
         return err;
     Ferry__Value *t = ferry_value_table();
@@ -207,7 +228,9 @@ static ferry_err convert_table(conv *c, int idx, Ferry__Value **out)
             Ferry__Value *k = NULL, *v = NULL;
             f->key_idx = ki;
             f->in_key = 1;
-            err = convert(c, ki, &k);
+            err = charge(c, 0, PAIR_HEAP);
+            if (!err)
+                err = convert(c, ki, &k);
             f->in_key = 0;
             if (!err)
                 err = convert(c, vi, &v);
@@ -238,11 +261,13 @@ static ferry_err convert(conv *c, int idx, Ferry__Value **out)
     *out = NULL;
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
-        return (err = charge(c, 2)) ? err : made(c, ferry_value_nil(), out);
+        return (err = charge(c, 2, VALUE_HEAP)) ? err : made(c, ferry_value_nil(), out);
     case LUA_TBOOLEAN:
-        return (err = charge(c, 2)) ? err : made(c, ferry_value_bool(lua_toboolean(L, idx)), out);
+        return (err = charge(c, 2, VALUE_HEAP))
+                   ? err
+                   : made(c, ferry_value_bool(lua_toboolean(L, idx)), out);
     case LUA_TNUMBER:
-        if ((err = charge(c, 11)))
+        if ((err = charge(c, 11, VALUE_HEAP)))
             return err;
         if (lua_isinteger(L, idx))
             return made(c, ferry_value_int((int64_t)lua_tointeger(L, idx)), out);
@@ -250,7 +275,8 @@ static ferry_err convert(conv *c, int idx, Ferry__Value **out)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len); /* a string already: no conversion */
-        if ((err = charge(c, len > ENGINE_VALUE_BUDGET ? len : len + 6)))
+        if ((err = charge(c, len > ENGINE_VALUE_BUDGET ? len : len + 6,
+                          len > SIZE_MAX / 2 ? len : len + VALUE_HEAP + HEAP_OVERHEAD)))
             return err;
         return made(c, ferry_value_string(s, len), out);
     }
@@ -277,10 +303,12 @@ ferry_err engine_value_from_lua(lua_State *L, int idx, const char *path, size_t 
 }
 
 ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t budget,
-                            Ferry__Value ***out, size_t *nout, char *err, size_t errlen)
+                            size_t *room, Ferry__Value ***out, size_t *nout, char *err,
+                            size_t errlen)
 {
     Ferry__Value **arr = NULL;
     size_t len = 0;
+    size_t room_at = room ? *room : 0;
     ferry_err e = FERRY_OK;
     first = lua_absindex(L, first);
     *out = NULL;
@@ -290,6 +318,8 @@ ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, si
                   .root = what ? what : "",
                   .root_index = i + 1,
                   .budget = &budget,
+                  .room = room,
+                  .room_at = room_at,
                   .err = err,
                   .errlen = errlen};
         Ferry__Value *v = NULL;

@@ -25,10 +25,11 @@
 #define ENGINE_VALUE_MAX_DEPTH 64
 
 /*
- * Rough wire size a set of converted values may take. Kept well under
- * FERRY_DEFAULT_MAX_MSG so that a Command or Result always fits a frame the
- * broker accepts; it also stops a table that refers many times to the same
- * subtable (no cycle, but exponential when flattened) from eating memory.
+ * Rough wire size the values of one call or one result may take. Kept under
+ * FERRY_DEFAULT_MAX_MSG so that a Command or Result usually fits a frame the
+ * broker accepts (the engine checks the exact size before sending); it also
+ * stops a table that refers many times to the same subtable (no cycle, but
+ * exponential when flattened) from eating memory.
  */
 #define ENGINE_VALUE_BUDGET (8u * 1024 * 1024)
 
@@ -46,11 +47,19 @@ ferry_err engine_value_from_lua(lua_State *L, int idx, const char *path, size_t 
 /*
  * Converts the n values at L[first..first+n-1] into a new array (*out, *nout;
  * the caller owns it: ferry_values_free), naming them what[1], what[2]...
- * Same errors as engine_value_from_lua; on failure *out is NULL. A NULL what
- * names them by number alone.
+ * budget is the wire size they may take together. room, unless NULL, is
+ * the heap the new tree may take (about 80 bytes per value and per hash
+ * pair, plus the strings' bytes: many times the wire size for a table of
+ * small values); it is decreased by what was built (on failure, by part of
+ * it), so that one room can bound several packs. Same errors as
+ * engine_value_from_lua, and FERRY_ELIMIT with "what[i]...: more than <n>
+ * bytes once packed" in err when the room is too small (the caller says
+ * which bound that was). On failure *out is NULL. A NULL what names them
+ * by number alone.
  */
 ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, size_t budget,
-                            Ferry__Value ***out, size_t *nout, char *err, size_t errlen);
+                            size_t *room, Ferry__Value ***out, size_t *nout, char *err,
+                            size_t errlen);
 
 /*
  * Pushes v (NULL is nil) onto L and returns 1. Returns 0 with the stack as it

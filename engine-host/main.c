@@ -12,6 +12,7 @@
 #include "ferry_log.h"
 #include "ferry_loop.h"
 #include "ferry_opts.h"
+#include "ferry_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
         .heartbeat_ms = 1000,
         .liveness = 3,
         .calls_max = 100000,
+        .max_msg = FERRY_DEFAULT_MAX_MSG,
+        .inflight_bytes = ENGINE_DEFAULT_INFLIGHT_BYTES,
     };
     const ferry_opt opts[] = {
         {"commands", "FERRY_COMMANDS", FERRY_OPT_STRING, &cfg.commands,
@@ -59,7 +62,8 @@ int main(int argc, char **argv)
         {"max-output", "FERRY_MAX_OUTPUT", FERRY_OPT_INT, &cfg.max_output,
          "bytes of print output kept per script", 0, 1 << 30},
         {"max-memory", "FERRY_MAX_MEMORY", FERRY_OPT_INT, &cfg.max_memory,
-         "bytes of memory per script's Lua state", 65536, 1099511627776.0},
+         "bytes of memory per script: its Lua state plus the arguments of its calls in flight",
+         65536, 1099511627776.0},
         {"max-instructions", "FERRY_MAX_INSTRUCTIONS", FERRY_OPT_INT, &cfg.max_instructions,
          "VM instructions plus metered C steps per script (about 4 s of pure Lua by "
          "default); 0: no limit",
@@ -76,6 +80,14 @@ int main(int argc, char **argv)
         {"calls-max", "FERRY_CALLS_MAX", FERRY_OPT_INT, &cfg.calls_max,
          "calls in flight at once, all scripts together; more are answered overloaded", 1,
          100000000},
+        {"max-msg", "FERRY_MAX_MSG", FERRY_OPT_INT, &cfg.max_msg,
+         "largest message sent or accepted, in bytes (use the broker's): a call or result "
+         "that would be larger fails alone",
+         ENGINE_MIN_MAX_MSG, 1073741824},
+        {"inflight-bytes", "FERRY_INFLIGHT_BYTES", FERRY_OPT_INT, &cfg.inflight_bytes,
+         "bytes of calls in flight at once, all scripts together (each script's count against "
+         "its --max-memory too); more are answered overloaded",
+         65536, 1099511627776.0},
         {"drain-timeout", "FERRY_DRAIN_TIMEOUT", FERRY_OPT_INT, &drain_ms,
          "on SIGTERM, ms the running scripts get to finish (no new ones come) before "
          "the rest end engine_lost; 0: end them at once; a second signal ends them too",

@@ -65,6 +65,12 @@ engine_script_limits engine_script_limits_clamp(const engine_script_limits *engi
     return l;
 }
 
+size_t engine_script_room(const engine_script *s)
+{
+    size_t held = s->mem_used + s->inflight_bytes;
+    return held < s->limits.max_memory ? s->limits.max_memory - held : 0;
+}
+
 void engine_script_trip(engine_script *s, engine_limit limit)
 {
     if (!s->tripped)
@@ -83,7 +89,9 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     size_t cap = s->limits.max_memory;
     if (s->tripped)
         cap += ENGINE_SCRIPT_MEM_RESERVE;
-    if (nsize > old && (s->mem_used > cap || nsize - old > cap - s->mem_used)) {
+    /* The calls in flight hold part of the limit (never more than the cap). */
+    size_t used = s->mem_used + s->inflight_bytes;
+    if (nsize > old && (used > cap || nsize - old > cap - used)) {
         /* Lua answers a refusal with an emergency collection and asks again
          * for the same block: refused again, the script really wants more. */
         if (s->mem_refused && s->refused_ptr == ptr && s->refused_size == nsize)
@@ -124,7 +132,9 @@ static const char *limit_text(const engine_script *s, char *msg, size_t len)
                  (unsigned long long)s->limits.max_instructions);
         break;
     case ENGINE_LIMIT_MEMORY:
-        snprintf(msg, len, "memory limit of %zu bytes exceeded", s->limits.max_memory);
+        snprintf(msg, len, "memory limit of %zu bytes exceeded%s", s->limits.max_memory,
+                 s->mem_by_calls ? " (the arguments of its calls in flight count against it)"
+                                 : "");
         break;
     case ENGINE_LIMIT_OUTPUT:
         snprintf(msg, len, "output limit of %zu bytes exceeded", s->limits.max_output);
@@ -268,18 +278,43 @@ static void run_end(engine_script *s)
     s->running = NULL;
 }
 
-/* Records the result as the error code/message (copied, made valid UTF-8:
- * they travel in proto3 string fields). */
+/*
+ * A copy of text cut to at most max bytes, made valid UTF-8; NULL when
+ * malloc fails. When cut, at a character boundary, and with mark set, it
+ * ends with a marker saying how long the text was (within the max).
+ */
+static char *copy_bounded(const char *text, size_t max, int mark)
+{
+    size_t len = strlen(text);
+    char tail[64] = "";
+    size_t keep = len;
+    if (len > max) {
+        if (mark)
+            snprintf(tail, sizeof tail, "... [cut: %zu bytes in all]", len);
+        keep = max - strlen(tail);
+        while (keep > 0 && ((unsigned char)text[keep] & 0xc0) == 0x80)
+            keep--; /* not inside a character */
+    }
+    size_t tail_len = strlen(tail);
+    char *out = malloc(keep + tail_len + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, text, keep);
+    memcpy(out + keep, tail, tail_len + 1);
+    ferry_utf8_scrub(out, keep);
+    return out;
+}
+
+/* Records the result as the error code/message (copied, bounded by
+ * ENGINE_SCRIPT_CODE_MAX and ENGINE_SCRIPT_ERROR_MAX, made valid UTF-8:
+ * they travel in proto3 string fields of a Result that must stay under the
+ * message limit). */
 static void set_error(engine_script *s, const char *code, const char *message)
 {
     free(s->err_code);
     free(s->err_message);
-    s->err_code = strdup(code);
-    s->err_message = strdup(message ? message : "");
-    if (s->err_code)
-        ferry_utf8_scrub(s->err_code, strlen(s->err_code));
-    if (s->err_message)
-        ferry_utf8_scrub(s->err_message, strlen(s->err_message));
+    s->err_code = copy_bounded(code, ENGINE_SCRIPT_CODE_MAX, 0);
+    s->err_message = copy_bounded(message ? message : "", ENGINE_SCRIPT_ERROR_MAX, 1);
     s->ok = 0;
     s->done = 1;
 }
@@ -446,8 +481,8 @@ static void finish_ok(engine_script *s, int nres)
         return;
     char why[512];
     int first = lua_gettop(s->co) - nres + 1;
-    ferry_err err = engine_value_pack(s->co, first, nres, "return", ENGINE_VALUE_BUDGET, &s->values,
-                                      &s->n_values, why, sizeof why);
+    ferry_err err = engine_value_pack(s->co, first, nres, "return", ENGINE_VALUE_BUDGET, NULL,
+                                      &s->values, &s->n_values, why, sizeof why);
     if (err) {
         set_ferry_error(s, err, why);
         return;

@@ -14,7 +14,9 @@
  *   then read the result (engine_script_result) and engine_script_destroy.
  *
  * Limits (engine_script_limits) end the script with an error naming the
- * limit. Once one is broken it stays broken: pcall, xpcall, coroutine.resume
+ * limit. The memory limit holds the Lua state and the packed arguments of
+ * the script's calls in flight together (inflight_bytes, which the host
+ * keeps from the send of a call until it is answered or forgotten). Once one is broken it stays broken: pcall, xpcall, coroutine.resume
  * and friends hand the error back up instead of catching it, and the hook
  * raises it again on every instruction, so the script cannot go on.
  */
@@ -40,6 +42,12 @@
  * error can still be built and the stack unwound. */
 #define ENGINE_SCRIPT_MEM_RESERVE (64 * 1024)
 
+/* Longest error message and error code of a script's Result, in bytes. A
+ * longer message is cut, ending with "... [cut: <n> bytes in all]" (within
+ * the bound); a longer code is cut. */
+#define ENGINE_SCRIPT_ERROR_MAX (64 * 1024)
+#define ENGINE_SCRIPT_CODE_MAX 64
+
 typedef struct engine_script engine_script;
 
 typedef struct {
@@ -48,8 +56,12 @@ typedef struct {
      * on every path). FERRY_OK means the call is on its way and the host will
      * answer it exactly once through engine_script_resume, never from inside
      * this function, with tag copied into the answer (ferry.all numbers its
-     * calls with it). Anything else is raised in the script at once as an error
-     * object with that code and the reason written into why.
+     * calls with it). FERRY_ELIMIT means the call does not fit the script's
+     * memory room (engine_script_room): the script breaks its memory limit.
+     * Anything else is raised in the script at once as an error object with
+     * that code and the reason written into why. The host adds the bytes it
+     * holds for an accepted call to inflight_bytes and takes them off when the
+     * call is answered or forgotten.
      */
     ferry_err (*call)(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
                       size_t nargs, uint32_t tag, char *why, size_t whylen);
@@ -61,6 +73,12 @@ typedef struct {
      * one, nor raise.
      */
     void (*tick)(void *ctx);
+    /*
+     * Optional (NULL: no bound). Bytes of calls the host may still take in
+     * flight, all its scripts together: the packed arguments of new calls
+     * must fit, or the call is refused overloaded before it is packed whole.
+     */
+    size_t (*room)(void *ctx);
     void *ctx;
 } engine_script_host;
 
@@ -126,6 +144,9 @@ struct engine_script {
     int64_t run_us;       /* time spent running the script's code, before this run (os.clock) */
     int64_t run_start_us; /* when this run began */
     size_t mem_used;
+    size_t inflight_bytes;   /* wire bytes of its calls in flight, kept by the host; they
+                              * count against limits.max_memory with mem_used */
+    int mem_by_calls;        /* the memory limit broke on the arguments of a call */
     int mem_refused;         /* a request was refused at the cap and not granted since */
     const void *refused_ptr; /* that request, to recognise Lua's retry after a GC */
     size_t refused_size;
@@ -205,6 +226,13 @@ void engine_script_destroy(engine_script **sp);
  * For the script's own libraries (ferry_lib, coroutines, sandbox), with L
  * any thread of a script's state:
  */
+
+/*
+ * Bytes the script may still take under limits.max_memory: what its Lua
+ * state and its calls in flight do not hold. The arguments of a new call
+ * must fit in it.
+ */
+size_t engine_script_room(const engine_script *s);
 
 /* Records that the script broke limit (the first one broken is kept). */
 void engine_script_trip(engine_script *s, engine_limit limit);

@@ -16,6 +16,8 @@
 #define FERRY_PROTOCOL_VERSION 1
 /* Deepest message nesting a decoder accepts (a Lua table level is up to 3). */
 #define FERRY_MAX_NESTING 256
+/* Longest function name (FunctionSpec.name, Command.function), in bytes; at least 1. */
+#define FERRY_FUNCTION_NAME_MAX 255
 
 /* Zeroes env, initialises it and stamps the protocol version. */
 void ferry_envelope_init(Ferry__Envelope *env);

@@ -371,10 +371,23 @@ static void test_bad_arguments(void **state)
     expect_error(fx, "script_error", "string expected, got number");
     engine_script_destroy(&fx->s);
     assert_int_equal(start(fx, "ferry.call('a\\0b')"), ENGINE_SCRIPT_DONE);
-    expect_error(fx, "script_error", "zero bytes");
+    expect_error(fx, "bad_argument", "zero bytes");
     engine_script_destroy(&fx->s);
     assert_int_equal(start(fx, "ferry.call('a\\255b')"), ENGINE_SCRIPT_DONE);
-    expect_error(fx, "script_error", "UTF-8");
+    expect_error(fx, "bad_argument", "UTF-8");
+    engine_script_destroy(&fx->s);
+    /* Names are 1 to 255 bytes, in ferry.all too (checked before anything is sent). */
+    assert_int_equal(start(fx, "ferry.call(('x'):rep(256))"), ENGINE_SCRIPT_DONE);
+    expect_error(fx, "bad_argument", "function name of 256 bytes: 1 to 255 allowed");
+    engine_script_destroy(&fx->s);
+    assert_int_equal(start(fx, "ferry.call('')"), ENGINE_SCRIPT_DONE);
+    expect_error(fx, "bad_argument", "function name of 0 bytes");
+    engine_script_destroy(&fx->s);
+    assert_int_equal(start(fx, "ferry.all({'echo'}, {('x'):rep(256)})"), ENGINE_SCRIPT_DONE);
+    expect_error(fx, "bad_argument", "#2 to 'ferry.all' (function name of 256 bytes");
+    engine_script_destroy(&fx->s);
+    assert_int_equal(start(fx, "ferry.all({'echo'}, {'a\\0b'})"), ENGINE_SCRIPT_DONE);
+    expect_error(fx, "bad_argument", "zero bytes");
     assert_int_equal(fx->fake.calls, 0);
 }
 

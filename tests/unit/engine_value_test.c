@@ -270,24 +270,50 @@ static void test_pack(void **state)
     size_t n;
     char err[256] = "";
     assert_int_equal(
-        engine_value_pack(L, -3, 3, "args", ENGINE_VALUE_BUDGET, &arr, &n, err, sizeof err),
+        engine_value_pack(L, -3, 3, "args", ENGINE_VALUE_BUDGET, NULL, &arr, &n, err, sizeof err),
         FERRY_EBADVALUE);
     assert_string_equal(err, "args[3].x: cannot send a function");
     assert_null(arr);
     lua_pop(L, 1);
     assert_int_equal(
-        engine_value_pack(L, -2, 2, "args", ENGINE_VALUE_BUDGET, &arr, &n, err, sizeof err),
+        engine_value_pack(L, -2, 2, "args", ENGINE_VALUE_BUDGET, NULL, &arr, &n, err, sizeof err),
         FERRY_OK);
     assert_int_equal(n, 2);
     assert_int_equal(arr[0]->kind_case, FERRY__VALUE__KIND_INTEGER);
     assert_int_equal(arr[1]->kind_case, FERRY__VALUE__KIND_NUMBER);
     ferry_values_free(arr, n);
     assert_int_equal(
-        engine_value_pack(L, 1, 0, "args", ENGINE_VALUE_BUDGET, &arr, &n, err, sizeof err),
+        engine_value_pack(L, 1, 0, "args", ENGINE_VALUE_BUDGET, NULL, &arr, &n, err, sizeof err),
         FERRY_OK);
     assert_int_equal(n, 0);
     ferry_values_free(arr, n);
     lua_pop(L, 2);
+
+    /* One room across packs (the calls of a ferry.all), in heap bytes: a
+     * string takes its bytes and a little more, a table of small values
+     * many times its wire size. */
+    push_expr(L, "('x'):rep(1000)");
+    size_t room = 2000;
+    assert_int_equal(engine_value_pack(L, -1, 1, "calls[1]", ENGINE_VALUE_BUDGET, &room, &arr, &n,
+                                       err, sizeof err),
+                     FERRY_OK);
+    assert_true(room < 1000 && room > 800);
+    ferry_values_free(arr, n);
+    size_t left = room;
+    assert_int_equal(engine_value_pack(L, -1, 1, "calls[2]", ENGINE_VALUE_BUDGET, &room, &arr, &n,
+                                       err, sizeof err),
+                     FERRY_ELIMIT);
+    char want[64];
+    snprintf(want, sizeof want, "calls[2][1]: more than %zu bytes once packed", left);
+    assert_string_equal(err, want);
+    assert_null(arr);
+    lua_pop(L, 1);
+    push_expr(L, "(function() local t = {} for i = 1, 100 do t[i] = true end return t end)()");
+    room = 100 * 50; /* the wire size is 200 */
+    assert_int_equal(engine_value_pack(L, -1, 1, "args", ENGINE_VALUE_BUDGET, &room, &arr, &n, err,
+                                       sizeof err),
+                     FERRY_ELIMIT);
+    lua_pop(L, 1);
 }
 
 static void test_bad_peer_values(void **state)
