@@ -760,8 +760,8 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         e->cfg.inflight_bytes = ENGINE_DEFAULT_INFLIGHT_BYTES;
     assert(e->cfg.max_msg >= ENGINE_MIN_MAX_MSG);
     e->loop = loop;
-    e->host = (engine_script_host){
-        .call = host_call, .tick = host_tick, .room = host_room, .ctx = e};
+    e->host =
+        (engine_script_host){.call = host_call, .tick = host_tick, .room = host_room, .ctx = e};
     ferry_make_id("engine", e->id, sizeof e->id);
     e->id_len = strlen(e->id);
 

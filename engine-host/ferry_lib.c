@@ -467,8 +467,8 @@ static int l_all(lua_State *L)
             lua_rawgeti(L, i, 1);
             size_t name_len = lua_rawlen(L, -1);
             lua_pop(L, 1);
-            err = pack_one(L, lua_gettop(L) - len + 2, len - 1, path, name_len, &room,
-                           &args[i - 1], &nargs[i - 1], why, sizeof why);
+            err = pack_one(L, lua_gettop(L) - len + 2, len - 1, path, name_len, &room, &args[i - 1],
+                           &nargs[i - 1], why, sizeof why);
             lua_pop(L, len - 1);
         }
         if (!err)

@@ -133,8 +133,7 @@ static const char *limit_text(const engine_script *s, char *msg, size_t len)
         break;
     case ENGINE_LIMIT_MEMORY:
         snprintf(msg, len, "memory limit of %zu bytes exceeded%s", s->limits.max_memory,
-                 s->mem_by_calls ? " (the arguments of its calls in flight count against it)"
-                                 : "");
+                 s->mem_by_calls ? " (the arguments of its calls in flight count against it)" : "");
         break;
     case ENGINE_LIMIT_OUTPUT:
         snprintf(msg, len, "output limit of %zu bytes exceeded", s->limits.max_output);

@@ -16,7 +16,8 @@
  * Limits (engine_script_limits) end the script with an error naming the
  * limit. The memory limit holds the Lua state and the packed arguments of
  * the script's calls in flight together (inflight_bytes, which the host
- * keeps from the send of a call until it is answered or forgotten). Once one is broken it stays broken: pcall, xpcall, coroutine.resume
+ * keeps from the send of a call until it is answered or forgotten).
+ * Once one is broken it stays broken: pcall, xpcall, coroutine.resume
  * and friends hand the error back up instead of catching it, and the hook
  * raises it again on every instruction, so the script cannot go on.
  */

@@ -84,19 +84,19 @@ static void test_long_function_name(void **state)
     /* The review's repro: 17 MB, a Command over the broker's limit. */
     stack_attack(s, engine_idx, "return ferry.call(('x'):rep(17 << 20))", 20000, "bad_argument",
                  "bad argument #1 to 'ferry.call' (function name of 17825792 bytes: 1 to 255 "
-                 "allowed)", NULL);
+                 "allowed)",
+                 NULL);
     stack_attack(s, engine_idx, "return ferry.call(('x'):rep(256), 1)", 20000, "bad_argument",
                  "function name of 256 bytes", NULL);
     /* Inside ferry.all: none of its calls goes out, the good ones neither. */
-    stack_attack(s, engine_idx,
-                 "return ferry.all({'sleep', 10}, {('x'):rep(17 << 20)}, {'echo', 1})", 20000,
-                 "bad_argument",
-                 "bad argument #2 to 'ferry.all' (function name of 17825792 bytes", NULL);
-    stack_attack(s, engine_idx, "return ferry.all({'echo', 1}, {'ec\\0ho'})", 20000,
-                 "bad_argument", "#2 to 'ferry.all' (function name must be UTF-8 without zero", NULL);
+    stack_attack(
+        s, engine_idx, "return ferry.all({'sleep', 10}, {('x'):rep(17 << 20)}, {'echo', 1})", 20000,
+        "bad_argument", "bad argument #2 to 'ferry.all' (function name of 17825792 bytes", NULL);
+    stack_attack(s, engine_idx, "return ferry.all({'echo', 1}, {'ec\\0ho'})", 20000, "bad_argument",
+                 "#2 to 'ferry.all' (function name must be UTF-8 without zero", NULL);
     /* 255 bytes is a name: it goes out, and nobody serves it. */
-    stack_attack(s, engine_idx, "return ferry.call(('x'):rep(255))", 20000, "no_worker",
-                 "xxxxxxxx", NULL);
+    stack_attack(s, engine_idx, "return ferry.call(('x'):rep(255))", 20000, "no_worker", "xxxxxxxx",
+                 NULL);
     stack_passed(s);
 }
 
@@ -118,8 +118,7 @@ static void test_huge_error_message(void **state)
     ferry_stack *s = *state;
     ferry_result r;
     /* The review's repro: 20 MB, a Result over the broker's limit. */
-    stack_attack(s, engine_idx, "error(('x'):rep(20 << 20), 0)", 20000, "script_error", "xxxx",
-                 &r);
+    stack_attack(s, engine_idx, "error(('x'):rep(20 << 20), 0)", 20000, "script_error", "xxxx", &r);
     check_cut(&r, 20 << 20);
     ferry_result_fini(&r);
     /* With the position Lua puts in front. */
@@ -164,8 +163,8 @@ static void test_command_over_max_msg(void **state)
 {
     ferry_stack *s = *state;
     ferry_result r;
-    stack_attack(s, engine_idx, "return ferry.call('echo', ('x'):rep(5 << 20))", 20000,
-                 "bad_value", "over the 4194304-byte message limit (--max-msg)", &r);
+    stack_attack(s, engine_idx, "return ferry.call('echo', ('x'):rep(5 << 20))", 20000, "bad_value",
+                 "over the 4194304-byte message limit (--max-msg)", &r);
     assert_non_null(strstr(r.result->error->message, "the call would be a Command of 5242"));
     ferry_result_fini(&r);
     /* Caught, the script goes on and its next calls work. */
@@ -193,8 +192,8 @@ static void test_result_over_max_msg(void **state)
     ferry_result r;
     stack_attack(s, engine_idx, "return ('x'):rep(5 << 20)", 20000, "limit",
                  "the script's result is 5242", NULL);
-    stack_attack(s, engine_idx, "local x = ('x'):rep(1 << 20) return x, x, x, x, x", 20000,
-                 "limit", "over the 4194304-byte message limit (--max-msg)", NULL);
+    stack_attack(s, engine_idx, "local x = ('x'):rep(1 << 20) return x, x, x, x, x", 20000, "limit",
+                 "over the 4194304-byte message limit (--max-msg)", NULL);
     /* What the script printed comes back with the error. */
     stack_attack(s, engine_idx, "print('before') return ('x'):rep(5 << 20)", 20000, "limit",
                  "bytes, over the 4194304-byte", &r);
@@ -267,8 +266,8 @@ static void test_all_cannot_multiply_memory(void **state)
                  "local a = ('x'):rep(1000000) local s = a .. a\n"
                  "return #ferry.call('echo', s)",
                  20000, "limit", "memory limit of 4194304 bytes exceeded (the arguments", NULL);
-    stack_attack(s, engine_idx, "return #ferry.call('echo', ('x'):rep(1000000))", 20000, NULL,
-                 NULL, NULL);
+    stack_attack(s, engine_idx, "return #ferry.call('echo', ('x'):rep(1000000))", 20000, NULL, NULL,
+                 NULL);
     /* Garbage does not count: it is collected before a call is refused. */
     stack_attack(s, engine_idx,
                  "local g for i = 1, 40 do g = ('y'):rep(100000) .. i end\n"
@@ -336,9 +335,9 @@ static void test_engine_bound_of_bytes_in_flight(void **state)
     uint64_t holders[3];
     all_of(src, sizeof src, 2, 8000, 4500);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(ferry_client_submit(other, src, strlen(src), "holder.lua", NULL, 0,
-                                             20000, &holders[i]),
-                         FERRY_OK);
+        assert_int_equal(
+            ferry_client_submit(other, src, strlen(src), "holder.lua", NULL, 0, 20000, &holders[i]),
+            FERRY_OK);
     wait_sleeps(s, 6);
     /* ...so 3 x 4 MB more do not fit, while the innocent's small calls do. */
     stack_attack(s, engine_idx, all_of(src, sizeof src, 3, 10, 4000), 20000, "overloaded",
@@ -373,12 +372,9 @@ static void test_engine_bound_of_bytes_in_flight(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_long_function_name),
-        T(test_huge_error_message),
-        T_SMALL(test_command_over_max_msg),
-        T_SMALL(test_result_over_max_msg),
-        T(test_all_cannot_multiply_memory),
-        T_INFLIGHT(test_engine_bound_of_bytes_in_flight),
+        T(test_long_function_name),         T(test_huge_error_message),
+        T_SMALL(test_command_over_max_msg), T_SMALL(test_result_over_max_msg),
+        T(test_all_cannot_multiply_memory), T_INFLIGHT(test_engine_bound_of_bytes_in_flight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -310,9 +310,9 @@ static void test_pack(void **state)
     lua_pop(L, 1);
     push_expr(L, "(function() local t = {} for i = 1, 100 do t[i] = true end return t end)()");
     room = 100 * 50; /* the wire size is 200 */
-    assert_int_equal(engine_value_pack(L, -1, 1, "args", ENGINE_VALUE_BUDGET, &room, &arr, &n, err,
-                                       sizeof err),
-                     FERRY_ELIMIT);
+    assert_int_equal(
+        engine_value_pack(L, -1, 1, "args", ENGINE_VALUE_BUDGET, &room, &arr, &n, err, sizeof err),
+        FERRY_ELIMIT);
     lua_pop(L, 1);
 }
 
