@@ -31,6 +31,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,7 @@ static const char *const drop_events[BROKER_DROP_COUNT] = {
     [BROKER_DROP_DUPLICATE] = "duplicate_call",
     [BROKER_DROP_UNKNOWN] = "unknown_answer",
     [BROKER_DROP_UNDELIVERABLE] = "undeliverable",
+    [BROKER_DROP_REVOKED] = "revoked_key",
 };
 
 /* Writes a routing id for a log line: printable bytes as they are, the
@@ -84,6 +86,7 @@ static void drop(broker *b, broker_drop kind, const char *fields, ...)
 /* ---- answers the broker makes itself ---- */
 
 static void lose_engine(broker *b, broker_engine *e, const char *why);
+static int revoked(broker *b, ferry_frames *f, broker_role role);
 
 /* A send to the engine eid failed: when it is unreachable and registered, it is gone. */
 static void engine_unreachable(broker *b, const void *eid, size_t eid_len, ferry_err err)
@@ -326,6 +329,8 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     size_t rid_len = ferry_frame_size(f, 0);
     char id[64];
     id_text(rid, rid_len, id, sizeof id);
+    if (revoked(b, f, BROKER_ROLE_WORKER))
+        return;
     broker_worker *w;
     ferry_err err = broker_dispatch_ready(&b->dispatch, rid, rid_len, (*envp)->ready,
                                           b->loop.now_ms, &w);
@@ -529,6 +534,8 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         drop(b, BROKER_DROP_INVALID, "what=hello engine=%s", id);
         return;
     }
+    if (revoked(b, f, BROKER_ROLE_ENGINE))
+        return;
     broker_engine *e;
     ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, h->slots, h->running,
                                          b->loop.now_ms, &e);
@@ -631,6 +638,11 @@ static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     if (!sub) {
         char id[64];
         drop(b, BROKER_DROP_INVALID, "what=submit client=%s", id_text(rid, rid_len, id, sizeof id));
+        return;
+    }
+    if (revoked(b, f, BROKER_ROLE_CLIENT)) {
+        send_result_error(b, rid, rid_len, sub->request_id, 0, FERRY_EAUTH,
+                          "this client's key is no longer on the broker's allow-list");
         return;
     }
     broker_script *script;
@@ -1017,6 +1029,44 @@ static void on_peer_monitor(ferry_loop *loop, short revents, void *arg)
         (void)ferry_loop_timer(&b->loop, &b->probe, BROKER_PROBE_MS);
 }
 
+/* ---- trust ---- */
+
+static void on_zap_ready(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = arg;
+    broker_trust_serve(&b->trust);
+}
+
+/* SIGHUP re-reads the allow-lists; SIGINT and SIGTERM stop the broker. */
+static void on_signal(ferry_loop *loop, int signo, void *arg)
+{
+    broker *b = arg;
+    if (signo != SIGHUP) {
+        ferry_loop_stop(loop);
+        return;
+    }
+    if (!b->curve.on) {
+        ferry_info("reload_ignored", "reason=\"no --curve-key: nothing to reload\"");
+        return;
+    }
+    broker_trust_reload(&b->trust);
+}
+
+/* A message from a role's socket whose key left the role's allow-list since
+ * its connection was admitted (a reload): refused, dropped and counted. */
+static int revoked(broker *b, ferry_frames *f, broker_role role)
+{
+    if (!b->curve.on)
+        return 0;
+    const char *key = broker_trust_key(&f->frames[f->count - 1]);
+    if (broker_trust_allows(&b->trust, role, key))
+        return 0;
+    drop(b, BROKER_DROP_REVOKED, "socket=%s key=%s", broker_role_domain[role], key ? key : "-");
+    return 1;
+}
+
 /* ---- lifecycle ---- */
 
 void broker_config_defaults(broker_config *cfg)
@@ -1066,11 +1116,35 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
     broker_scripts_init(&b->scripts, &b->loop.timers, &sl, on_script_expired, b);
 
     ferry_err e;
+    b->loop.on_signal = on_signal;
+    b->loop.signal_arg = b;
+    b->loop.catch_hup = 1;
     b->zctx = zmq_ctx_new();
     if (!b->zctx) {
         snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         broker_close(b);
         return FERRY_EIO;
+    }
+    e = ferry_curve_server(&b->curve, cfg->curve_key, err, errlen);
+    if (e) {
+        broker_close(b);
+        return e;
+    }
+    if (!b->curve.on && (cfg->allow[0] || cfg->allow[1] || cfg->allow[2])) {
+        snprintf(err, errlen, "--allow-clients, --allow-engines and --allow-workers need "
+                 "--curve-key (the broker's secret certificate)");
+        broker_close(b);
+        return FERRY_EUSAGE;
+    }
+    if (b->curve.on) {
+        /* Before any CURVE socket binds: libzmq asks it about every peer. */
+        e = broker_trust_open(&b->trust, b->zctx, cfg->allow, err, errlen);
+        if (e == FERRY_OK)
+            e = ferry_loop_add_socket(&b->loop, b->trust.zap, ZMQ_POLLIN, on_zap_ready, b);
+        if (e) {
+            broker_close(b);
+            return e;
+        }
     }
     struct {
         const char *name;
@@ -1092,6 +1166,8 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
             .max_msg = cfg->max_msg,
             .hwm = (int)cfg->hwm,
             .linger_ms = 0,
+            .curve = &b->curve,
+            .zap_domain = socks[i].name,
         };
         char why[256];
         *socks[i].socket = ferry_socket_open(b->zctx, &o, why, sizeof why);
@@ -1129,10 +1205,10 @@ ferry_err broker_run(broker *b)
     ferry_info("broker_started",
                "clients=%s commands=%s engines=%s workers=%s queue_max=%ld scripts_max=%ld "
                "call_timeout_ms=%ld script_timeout_ms=%ld unserved_wait_ms=%ld heartbeat_ms=%ld "
-               "liveness=%ld",
+               "liveness=%ld curve=%s",
                c->clients, c->commands, c->engines, c->workers, c->queue_max, c->scripts_max,
                c->call_timeout_ms, c->script_timeout_ms, c->unserved_wait_ms, c->heartbeat_ms,
-               c->liveness);
+               c->liveness, b->curve.on ? b->curve.own.public_key : "off");
     if (c->heartbeat_ms > 0 &&
         ferry_loop_timer(&b->loop, &b->sweep, c->heartbeat_ms / 2 > 0 ? c->heartbeat_ms / 2 : 1) !=
             FERRY_OK)
@@ -1164,6 +1240,7 @@ void broker_close(broker *b)
     ferry_socket_close(&b->commands);
     ferry_socket_close(&b->engines);
     ferry_socket_close(&b->workers);
+    broker_trust_close(&b->trust);
     if (b->zctx) {
         zmq_ctx_term(b->zctx);
         b->zctx = NULL;

@@ -25,6 +25,7 @@
 #include "ferry_err.h"
 #include "ferry_loop.h"
 #include "scripts.h"
+#include "trust.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,8 @@ typedef struct {
     long workers_max;       /* registered workers */
     long engines_max;       /* registered engines */
     long functions_max;     /* known function names */
+    const char *curve_key;  /* the broker's secret certificate; NULL: no CURVE */
+    const char *allow[BROKER_ROLE_COUNT]; /* allow-list folder per role (trust.h) */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -61,6 +64,7 @@ typedef enum {
     BROKER_DROP_DUPLICATE,    /* a Command whose (engine_id, call_id) is already known */
     BROKER_DROP_UNKNOWN,      /* a Reply or Result that matches nothing */
     BROKER_DROP_UNDELIVERABLE, /* the engine or client it is for cannot be reached */
+    BROKER_DROP_REVOKED,      /* from a key taken off its role's allow-list since it connected */
     BROKER_DROP_COUNT
 } broker_drop;
 
@@ -89,6 +93,8 @@ typedef struct broker {
     ferry_timer probe;           /* a heartbeat to every peer, soon after a disconnection */
     void *workers_mon;           /* PAIRs with the disconnections of the workers and */
     void *engines_mon;           /* engines sockets */
+    ferry_curve curve;           /* the broker's key pair, when cfg.curve_key */
+    broker_trust trust;          /* allow-lists and ZAP handler, when curve.on */
 } broker;
 
 /* The defaults of every flag (endpoints included). */

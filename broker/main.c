@@ -2,7 +2,8 @@
  * ferry-broker: the rendezvous point of a Ferry deployment.
  *
  * Parses flags (each with an environment variable), binds the four sockets
- * and runs the loop until SIGINT or SIGTERM. Exit status: 0 after a clean
+ * and runs the loop until SIGINT or SIGTERM (SIGHUP re-reads the allow-lists
+ * of --allow-clients, --allow-engines and --allow-workers). Exit status: 0 after a clean
  * stop, 1 when a socket cannot be set up, 2 for bad usage.
  */
 #include "broker.h"
@@ -53,6 +54,14 @@ int main(int argc, char **argv)
          "engines registered at once; more are refused", 1, 10000000},
         {"functions-max", "FERRY_FUNCTIONS_MAX", FERRY_OPT_INT, &cfg.functions_max,
          "function names known at once; calls to more are answered overloaded", 1, 10000000},
+        {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &cfg.curve_key,
+         "the broker's secret certificate (ferry keygen): CURVE on every socket", 0, 0},
+        {"allow-clients", "FERRY_ALLOW_CLIENTS", FERRY_OPT_STRING, &cfg.allow[BROKER_ROLE_CLIENT],
+         "folder of the public certificates of clients let in (re-read on SIGHUP)", 0, 0},
+        {"allow-engines", "FERRY_ALLOW_ENGINES", FERRY_OPT_STRING, &cfg.allow[BROKER_ROLE_ENGINE],
+         "folder of the public certificates of engines let in (re-read on SIGHUP)", 0, 0},
+        {"allow-workers", "FERRY_ALLOW_WORKERS", FERRY_OPT_STRING, &cfg.allow[BROKER_ROLE_WORKER],
+         "folder of the public certificates of workers let in (re-read on SIGHUP)", 0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-broker",

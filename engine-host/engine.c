@@ -75,6 +75,8 @@ struct engine {
     engine_stats stats;
     int64_t bad_log_ms, late_log_ms, lost_log_ms, refused_log_ms; /* rate limits for logs */
     uint64_t bad_log_n, late_log_n, lost_log_n, refused_log_n;
+    int64_t auth_log_ms; /* the broker_refused line's rate limit */
+    uint64_t auth_log_n;
 };
 
 static void on_drain_timeout(ferry_timer *timer, void *arg);
@@ -574,6 +576,14 @@ static void connection_event(engine *e, uint16_t event, int *down, const char *w
         ferry_info("broker_connected", "socket=%s hello_sent=%d", which, e->hello_sent);
         *down = 0;
         maybe_hello(e);
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+               event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+        /* libzmq tries again by itself: said once in a while, not each time. */
+        ferry_log_limited(&e->auth_log_ms, &e->auth_log_n, FERRY_LOG_ERROR, "broker_refused",
+                          "socket=%s reason=\"%s\"", which,
+                          event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                              ? "our key is not on the broker's allow-list"
+                              : "handshake failed: check --curve-key and --broker-key");
     }
 }
 
@@ -639,7 +649,8 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     e->id_len = strlen(e->id);
 
     ferry_socket_opts push = {
-        .type = ZMQ_PUSH, .endpoint = cfg->commands, .hwm = (int)cfg->hwm, .linger_ms = 0};
+        .type = ZMQ_PUSH, .endpoint = cfg->commands, .hwm = (int)cfg->hwm, .linger_ms = 0,
+        .curve = &e->cfg.curve};
     e->push = ferry_socket_open(zctx, &push, err, errlen);
     if (!e->push)
         goto fail;
@@ -648,11 +659,13 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
                                 .endpoint = cfg->engines,
                                 .routing_id = e->id,
                                 .hwm = (int)cfg->hwm,
-                                .linger_ms = 500};
+                                .linger_ms = 500,
+                                .curve = &e->cfg.curve};
     e->dealer = ferry_socket_open(zctx, &dealer, err, errlen);
     if (!e->dealer)
         goto fail;
-    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED;
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     e->dealer_mon = ferry_monitor_open(zctx, e->dealer, events, err, errlen);
     if (!e->dealer_mon)
         goto fail;
@@ -674,8 +687,9 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    ferry_info("engine_started", "id=%s commands=%s engines=%s slots=%ld", e->id, cfg->commands,
-               cfg->engines, cfg->slots);
+    ferry_info("engine_started", "id=%s commands=%s engines=%s slots=%ld curve=%s", e->id,
+               cfg->commands, cfg->engines, cfg->slots,
+               cfg->curve.on ? cfg->curve.own.public_key : "off");
     *out = e;
     return FERRY_OK;
 fail:

@@ -19,6 +19,7 @@
 #ifndef ENGINE_ENGINE_H
 #define ENGINE_ENGINE_H
 
+#include "ferry_cert.h"
 #include "ferry_err.h"
 #include "ferry_loop.h"
 
@@ -39,6 +40,7 @@ typedef struct {
                              * no liveness check (the connection monitor still works) */
     long liveness;          /* intervals of broker silence before it is declared lost */
     long calls_max;         /* calls in flight at once, all scripts; 0: no bound */
+    ferry_curve curve;      /* CURVE towards the broker (on == 0: none) */
 } engine_config;
 
 typedef struct {

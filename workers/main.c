@@ -44,6 +44,7 @@ int main(int argc, char **argv)
     long liveness = FERRY_WORKER_DEFAULT_LIVENESS;
     long drain_ms = FERRY_WORKER_DEFAULT_DRAIN_MS;
     const char *not_idempotent = "";
+    const char *curve_key = NULL, *broker_key = NULL;
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
          "broker workers endpoint to connect to", 0, 0},
@@ -63,6 +64,10 @@ int main(int argc, char **argv)
          "comma-separated built-in functions to declare not idempotent: their calls end "
          "worker_lost instead of running again elsewhere when this worker is lost",
          0, 0},
+        {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
+         "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
+        {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
+         "the broker's public certificate (with --curve-key)", 0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-worker",
@@ -83,8 +88,10 @@ int main(int argc, char **argv)
                                .max_msg = max_msg,
                                .heartbeat_ms = (int)heartbeat_ms,
                                .liveness = (int)liveness,
-                               .drain_ms = drain_ms > 0 ? (int)drain_ms : -1};
-    char err[256];
+                               .drain_ms = drain_ms > 0 ? (int)drain_ms : -1,
+                               .curve_key = curve_key,
+                               .broker_key = broker_key};
+    char err[512];
     ferry_worker *w = ferry_worker_new(&cfg, err, sizeof err);
     if (!w) {
         fprintf(stderr, "ferry-worker: %s\n", err);

@@ -312,6 +312,14 @@ static void on_monitor(ferry_loop *loop, short revents, void *arg)
             w->ready_pending = 1;
             ferry_timer_stop(&w->loop.timers, &w->ready_retry);
             ferry_warn("broker_disconnected", "in_flight=%zu", w->stats.in_flight);
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            /* libzmq tries again by itself: said once in a while, not each time. */
+            ferry_log_limited(&w->lim_auth.last_ms, &w->lim_auth.suppressed, FERRY_LOG_ERROR,
+                              "broker_refused", "reason=\"%s\"",
+                              event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                                  ? "our key is not on the broker's allow-list"
+                                  : "handshake failed: check curve_key and broker_key");
         }
     }
 }
@@ -330,6 +338,9 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
         snprintf(err, errlen, "worker id must be 1 to %d bytes", FERRY_ROUTING_ID_MAX);
         goto fail;
     }
+    if (cfg && ferry_curve_client(&w->curve, cfg->curve_key, cfg->broker_key, err, errlen) !=
+                   FERRY_OK)
+        goto fail;
     w->send = send_dealer;
     w->ctx = zmq_ctx_new();
     if (!w->ctx) {
@@ -346,12 +357,16 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
                                * every (hwm+1)/2 messages, so the sender may count up
                                * to credit + hwm/2 unread: twice the credit covers it. */
                               .hwm = 2 * (int)w->concurrency + HWM_MARGIN,
-                              .linger_ms = LINGER_MS};
+                              .linger_ms = LINGER_MS,
+                              .curve = &w->curve};
     w->dealer = ferry_socket_open(w->ctx, &opts, err, errlen);
     if (!w->dealer)
         goto fail;
-    w->monitor = ferry_monitor_open(
-        w->ctx, w->dealer, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED, err, errlen);
+    w->monitor = ferry_monitor_open(w->ctx, w->dealer,
+                                    ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                                    err, errlen);
     if (!w->monitor)
         goto fail;
     if (ferry_loop_add_socket(&w->loop, w->dealer, ZMQ_POLLIN, on_dealer, w) != FERRY_OK ||

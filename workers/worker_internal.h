@@ -10,6 +10,7 @@
 #define WORKER_INTERNAL_H
 
 #include "ferry/worker.h"
+#include "ferry_cert.h"
 
 #include <string.h>
 #include <uthash.h>
@@ -156,6 +157,8 @@ struct ferry_worker {
     worker_limit lim_message;
     worker_limit lim_command;
     worker_limit lim_lost;
+    worker_limit lim_auth;
+    ferry_curve curve; /* CURVE towards the broker (on == 0: none) */
 };
 
 /*
