@@ -29,8 +29,10 @@
 #include "ferry_wire.h"
 #include "utlist.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1069,13 +1071,47 @@ static int revoked(broker *b, ferry_frames *f, broker_role role)
 
 /* ---- lifecycle ---- */
 
+/* Whether binding endpoint lets in only this machine: ipc://, inproc://, or
+ * tcp:// on a loopback address. */
+static int endpoint_is_local(const char *endpoint)
+{
+    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0)
+        return 1;
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return 0;
+    const char *host = endpoint + 6;
+    const char *colon = strrchr(host, ':');
+    if (!colon)
+        return 0;
+    char h[64];
+    size_t n = (size_t)(colon - host);
+    if (n >= sizeof h)
+        return 0;
+    memcpy(h, host, n);
+    h[n] = '\0';
+    if (strcmp(h, "localhost") == 0 || strcmp(h, "[::1]") == 0 || strcmp(h, "::1") == 0)
+        return 1;
+    struct in_addr a;
+    return inet_pton(AF_INET, h, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* Protected mode (broker.h): the first endpoint that would be open to other hosts. */
+static const char *exposed_endpoint(const broker_config *cfg)
+{
+    const char *eps[] = {cfg->clients, cfg->commands, cfg->engines, cfg->workers};
+    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++)
+        if (eps[i] && !endpoint_is_local(eps[i]))
+            return eps[i];
+    return NULL;
+}
+
 void broker_config_defaults(broker_config *cfg)
 {
     *cfg = (broker_config){
-        .clients = "tcp://*:5558",
-        .commands = "tcp://*:5555",
-        .engines = "tcp://*:5556",
-        .workers = "tcp://*:5557",
+        .clients = BROKER_LOCAL_CLIENTS,
+        .commands = BROKER_LOCAL_COMMANDS,
+        .engines = BROKER_LOCAL_ENGINES,
+        .workers = BROKER_LOCAL_WORKERS,
         .queue_max = 10000,
         .scripts_max = 10000,
         .call_timeout_ms = 30000,
@@ -1129,6 +1165,19 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
     if (e) {
         broker_close(b);
         return e;
+    }
+    const char *exposed = b->curve.on || cfg->insecure ? NULL : exposed_endpoint(cfg);
+    if (exposed) {
+        snprintf(err, errlen,
+                 "refusing to bind %s without keys: anyone who reaches it could run scripts "
+                 "and answer calls. Make keys (ferry keygen keys/broker; ferry keygen "
+                 "allow-clients/me; ...) and pass --curve-key keys/broker_secret with "
+                 "--allow-clients, --allow-engines and --allow-workers folders of public "
+                 "certificates (docs/protocol.md#security), or bind loopback "
+                 "(tcp://127.0.0.1:PORT) or ipc://, or pass --insecure",
+                 exposed);
+        broker_close(b);
+        return FERRY_EUSAGE;
     }
     if (!b->curve.on && (cfg->allow[0] || cfg->allow[1] || cfg->allow[2])) {
         snprintf(err, errlen, "--allow-clients, --allow-engines and --allow-workers need "

@@ -34,6 +34,16 @@
 #define BROKER_GRACE_MS 5000   /* backstop past a deadline for in-flight calls and scripts */
 #define BROKER_PROBE_MS 10     /* from a peer's disconnection to the probe that finds who */
 
+/* Default endpoints: loopback without keys (protected mode), every interface with them. */
+#define BROKER_LOCAL_CLIENTS "tcp://127.0.0.1:5558"
+#define BROKER_LOCAL_COMMANDS "tcp://127.0.0.1:5555"
+#define BROKER_LOCAL_ENGINES "tcp://127.0.0.1:5556"
+#define BROKER_LOCAL_WORKERS "tcp://127.0.0.1:5557"
+#define BROKER_ANY_CLIENTS "tcp://*:5558"
+#define BROKER_ANY_COMMANDS "tcp://*:5555"
+#define BROKER_ANY_ENGINES "tcp://*:5556"
+#define BROKER_ANY_WORKERS "tcp://*:5557"
+
 typedef struct {
     const char *clients;  /* ROUTER endpoints to bind, and the PULL one */
     const char *commands;
@@ -53,6 +63,7 @@ typedef struct {
     long functions_max;     /* known function names */
     const char *curve_key;  /* the broker's secret certificate; NULL: no CURVE */
     const char *allow[BROKER_ROLE_COUNT]; /* allow-list folder per role (trust.h) */
+    int insecure;           /* without curve_key, bind non-loopback endpoints all the same */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -105,6 +116,10 @@ void broker_config_defaults(broker_config *cfg);
  * the endpoint and the reason into err, releases what was set up, and
  * returns FERRY_EIO (or FERRY_ENOMEM). cfg's strings are borrowed for b's
  * lifetime.
+ *
+ * Protected mode: without cfg->curve_key every endpoint must be loopback
+ * (tcp:// on localhost, 127.0.0.0/8 or ::1), ipc:// or inproc://, unless
+ * cfg->insecure; else FERRY_EUSAGE with a message saying how to make keys.
  */
 ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t errlen);
 

@@ -47,6 +47,16 @@ static int setup(void **state)
     return 0;
 }
 
+/* A stack over tcp on loopback without keys. */
+static int setup_plain(void **state)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    assert_non_null(fx);
+    assert_int_equal(stack_init_tcp(&fx->s), 0);
+    *state = fx;
+    return 0;
+}
+
 static int teardown(void **state)
 {
     fixture *fx = *state;
@@ -345,6 +355,59 @@ static void test_python_worker_and_client_with_keys(void **state)
     stack_passed(s);
 }
 
+/* The port of a tcp:// endpoint. */
+static const char *port_of(const char *endpoint)
+{
+    return strrchr(endpoint, ':') + 1;
+}
+
+/* Protected mode: without keys, only loopback and ipc:// are bound. */
+static void test_keyless_broker_binds_only_loopback(void **state)
+{
+    fixture *fx = *state;
+    ferry_stack *s = &fx->s;
+    char path[300];
+    snprintf(path, sizeof path, "%s/ferry-broker", FERRY_BIN_DIR);
+    const char *port = port_of(s->clients);
+    const char *refused[] = {"tcp://*:%s", "tcp://0.0.0.0:%s", "tcp://127.0.0.1.nip.io:%s",
+                             "tcp://lo0:%s", "ws://127.0.0.1:%s"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char ep[128];
+        snprintf(ep, sizeof ep, refused[i], port);
+        const char *argv[] = {path, "--clients", ep, NULL};
+        char *out = NULL, *err = NULL;
+        int64_t t0 = ferry_now_ms();
+        int rc = stack_exec(s, argv, NULL, &out, &err, 10000);
+        printf("# no keys, --clients %-28s -> exit %d after %lld ms\n", ep, rc,
+               (long long)(ferry_now_ms() - t0));
+        assert_int_equal(rc, 1);
+        assert_non_null(strstr(err, "refusing to bind"));
+        assert_non_null(strstr(err, "ferry keygen"));
+        assert_non_null(strstr(err, "--insecure"));
+        free(out);
+        free(err);
+    }
+    /* With --insecure it starts, and answers on loopback. */
+    char any[128];
+    snprintf(any, sizeof any, "tcp://*:%s", port);
+    const char *insecure[] = {"--clients", any, "--insecure", NULL};
+    fx->broker = stack_start_broker(s, insecure);
+    assert_true(fx->broker >= 0);
+    Ferry__Envelope *env;
+    assert_int_equal(ferry_client_stats(s->client, 5000, &env), FERRY_OK);
+    ferry_envelope_free(env);
+    stack_passed(s);
+}
+
+/* Loopback binds need no keys: a whole stack runs. */
+static void test_keyless_stack_runs_on_loopback(void **state)
+{
+    fixture *fx = *state;
+    start_stack(fx);
+    expect_echo(fx->s.client);
+    stack_passed(&fx->s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -357,6 +420,10 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_wrong_role_processes_do_not_register, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sighup_revokes_and_readmits_a_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_python_worker_and_client_with_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyless_broker_binds_only_loopback, setup_plain,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_keyless_stack_runs_on_loopback, setup_plain,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
