@@ -51,6 +51,8 @@ static const char *const drop_events[BROKER_DROP_COUNT] = {
     [BROKER_DROP_UNKNOWN] = "unknown_answer",
     [BROKER_DROP_UNDELIVERABLE] = "undeliverable",
     [BROKER_DROP_REVOKED] = "revoked_key",
+    [BROKER_DROP_IMPOSTOR] = "identity_taken",
+    [BROKER_DROP_FORGED] = "forged_command",
 };
 
 /* Writes a routing id for a log line: printable bytes as they are, the
@@ -89,6 +91,9 @@ static void drop(broker *b, broker_drop kind, const char *fields, ...)
 
 static void lose_engine(broker *b, broker_engine *e, const char *why);
 static int revoked(broker *b, ferry_frames *f, broker_role role);
+static const char *sender_key(broker *b, ferry_frames *f);
+static int worker_impostor(broker *b, ferry_frames *f, broker_worker *w, const char *what);
+static int engine_impostor(broker *b, ferry_frames *f, broker_engine *e, const char *what);
 
 /* A send to the engine eid failed: when it is unreachable and registered, it is gone. */
 static void engine_unreachable(broker *b, const void *eid, size_t eid_len, ferry_err err)
@@ -303,6 +308,18 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
         drop(b, BROKER_DROP_INVALID, "what=command reason=\"engine_id or function missing\"");
         return;
     }
+    if (b->curve.on) {
+        /* Only the key that registered an engine id may make calls under it. */
+        broker_engine *e = broker_scripts_engine(&b->scripts, cmd->engine_id, cmd->engine_id_len);
+        const char *key = sender_key(b, f);
+        if (e && strcmp(e->key, key) != 0) {
+            char id[64];
+            drop(b, BROKER_DROP_FORGED, "engine=%s call_id=%llu key=%s registered_key=%s",
+                 id_text(cmd->engine_id, cmd->engine_id_len, id, sizeof id),
+                 (unsigned long long)cmd->call_id, key[0] ? key : "-", e->key);
+            return;
+        }
+    }
     broker_call *call;
     ferry_err err = broker_dispatch_call_new(&b->dispatch, cmd->engine_id, cmd->engine_id_len,
                                              cmd->call_id, cmd->function, cmd->function_len,
@@ -333,7 +350,9 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     id_text(rid, rid_len, id, sizeof id);
     if (revoked(b, f, BROKER_ROLE_WORKER))
         return;
-    broker_worker *w;
+    broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+    if (w && worker_impostor(b, f, w, "ready"))
+        return;
     ferry_err err = broker_dispatch_ready(&b->dispatch, rid, rid_len, (*envp)->ready,
                                           b->loop.now_ms, &w);
     if (err == FERRY_EPROTO) {
@@ -350,6 +369,7 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         ferry_error("worker_ready_failed", "worker=%s error=%s", id, ferry_err_code(err));
         return;
     }
+    snprintf(w->key, sizeof w->key, "%s", sender_key(b, f));
     ferry_info("worker_ready", "worker=%s functions=%zu credit=%u in_flight=%u", id,
                w->nmembers, w->credit, w->in_flight);
     drain_worker(b, w);
@@ -365,6 +385,11 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
         drop(b, BROKER_DROP_INVALID, "what=reply worker=%s reason=\"engine_id missing\"",
              id_text(rid, rid_len, id, sizeof id));
         return;
+    }
+    if (b->curve.on) {
+        broker_worker *by_rid = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+        if (by_rid && worker_impostor(b, f, by_rid, "reply"))
+            return;
     }
     broker_worker *w;
     broker_call *call = broker_dispatch_match_reply(&b->dispatch, rid, rid_len, r->engine_id,
@@ -420,6 +445,8 @@ static void on_worker_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **en
                                   sizeof id));
         return;
     }
+    if (worker_impostor(b, f, w, "heartbeat"))
+        return;
     w->last_seen_ms = b->loop.now_ms;
     /* A worker that talks reads its socket, so one blocked by a full pipe
      * may take calls again. */
@@ -441,6 +468,8 @@ static void on_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         ferry_debug("worker_goodbye", "worker=%s registered=false", id);
         return;
     }
+    if (worker_impostor(b, f, w, "goodbye"))
+        return;
     ferry_info("worker_goodbye", "worker=%s in_flight=%u", id, w->in_flight);
     w->last_seen_ms = b->loop.now_ms;
     broker_dispatch_leave(&b->dispatch, w, b->loop.now_ms);
@@ -538,7 +567,9 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     }
     if (revoked(b, f, BROKER_ROLE_ENGINE))
         return;
-    broker_engine *e;
+    broker_engine *e = broker_scripts_engine(&b->scripts, rid, rid_len);
+    if (e && engine_impostor(b, f, e, "hello"))
+        return;
     ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, h->slots, h->running,
                                          b->loop.now_ms, &e);
     if (err == FERRY_EOVERLOADED) {
@@ -549,6 +580,7 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         ferry_error("engine_hello_failed", "engine=%s error=%s", id, ferry_err_code(err));
         return;
     }
+    snprintf(e->key, sizeof e->key, "%s", sender_key(b, f));
     ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, h->slots, h->running);
     drain_scripts(b);
 }
@@ -565,6 +597,8 @@ static void on_engine_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp
         ferry_debug("engine_goodbye", "engine=%s registered=false", id);
         return;
     }
+    if (engine_impostor(b, f, e, "goodbye"))
+        return;
     e->last_seen_ms = b->loop.now_ms;
     broker_scripts_leave(&b->scripts, e);
     ferry_info("engine_goodbye", "engine=%s running=%u", id, e->running);
@@ -585,6 +619,8 @@ static void on_engine_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **en
                                   sizeof id));
         return;
     }
+    if (engine_impostor(b, f, e, "heartbeat"))
+        return;
     e->last_seen_ms = b->loop.now_ms;
     /* A blocked engine that talks reads again. */
     if (e->blocked) {
@@ -604,6 +640,8 @@ static void on_result(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     broker_engine *e = broker_scripts_engine(&b->scripts, rid, rid_len);
+    if (e && engine_impostor(b, f, e, "result"))
+        return;
     if (e)
         e->last_seen_ms = b->loop.now_ms;
     broker_script *script = broker_scripts_find(&b->scripts, r->script_id);
@@ -1033,6 +1071,50 @@ static void on_peer_monitor(ferry_loop *loop, short revents, void *arg)
 
 /* ---- trust ---- */
 
+static int impostor(broker *b, ferry_frames *f, const char *record_key, const char *what);
+
+/* impostor() for a registered worker: w is lost (and freed) when it is one. */
+static int worker_impostor(broker *b, ferry_frames *f, broker_worker *w, const char *what)
+{
+    if (!impostor(b, f, w->key, what))
+        return 0;
+    lose_worker(b, w, "identity_taken");
+    return 1;
+}
+
+/* impostor() for a registered engine: e is lost (and freed) when it is one. */
+static int engine_impostor(broker *b, ferry_frames *f, broker_engine *e, const char *what)
+{
+    if (!impostor(b, f, e->key, what))
+        return 0;
+    lose_engine(b, e, "identity_taken");
+    return 1;
+}
+
+/* The CURVE key of the peer that sent f ("" without keys). */
+static const char *sender_key(broker *b, ferry_frames *f)
+{
+    const char *key = b->curve.on ? broker_trust_key(&f->frames[f->count - 1]) : NULL;
+    return key ? key : "";
+}
+
+/* Whether f comes from another key than the one that registered record_key's
+ * peer: a second connection under its routing id. Such a message is dropped
+ * and counted. A ROUTER gives a second connection a live peer's id only
+ * once the first one's connection is gone, so the peer it names is
+ * unreachable: the caller loses it (worker_impostor, engine_impostor). */
+static int impostor(broker *b, ferry_frames *f, const char *record_key, const char *what)
+{
+    const char *key = sender_key(b, f);
+    if (strcmp(key, record_key) == 0)
+        return 0;
+    char id[64];
+    drop(b, BROKER_DROP_IMPOSTOR, "what=%s peer=%s key=%s registered_key=%s", what,
+         id_text(ferry_frame_data(f, 0), ferry_frame_size(f, 0), id, sizeof id),
+         key[0] ? key : "-", record_key[0] ? record_key : "-");
+    return 1;
+}
+
 static void on_zap_ready(ferry_loop *loop, short revents, void *arg)
 {
     (void)loop;
@@ -1054,6 +1136,25 @@ static void on_signal(ferry_loop *loop, int signo, void *arg)
         return;
     }
     broker_trust_reload(&b->trust);
+    /* Registered peers whose key is off the list now are lost at once. Losing
+     * a worker re-places its calls, which may free other workers: the walk
+     * starts again after each loss. */
+    for (int again = 1; again;) {
+        again = 0;
+        for (broker_worker *w = b->dispatch.workers; w; w = w->hh.next) {
+            if (!broker_trust_allows(&b->trust, BROKER_ROLE_WORKER, w->key)) {
+                lose_worker(b, w, "revoked");
+                again = 1;
+                break;
+            }
+        }
+    }
+    broker_engine *e, *etmp;
+    HASH_ITER(hh, b->scripts.engines, e, etmp)
+    {
+        if (!broker_trust_allows(&b->trust, BROKER_ROLE_ENGINE, e->key))
+            lose_engine(b, e, "revoked");
+    }
 }
 
 /* A message from a role's socket whose key left the role's allow-list since

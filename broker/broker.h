@@ -76,6 +76,8 @@ typedef enum {
     BROKER_DROP_UNKNOWN,      /* a Reply or Result that matches nothing */
     BROKER_DROP_UNDELIVERABLE, /* the engine or client it is for cannot be reached */
     BROKER_DROP_REVOKED,      /* from a key taken off its role's allow-list since it connected */
+    BROKER_DROP_IMPOSTOR,     /* under a registered peer's routing id, from another key */
+    BROKER_DROP_FORGED,       /* a Command under an engine id that another key registered */
     BROKER_DROP_COUNT
 } broker_drop;
 

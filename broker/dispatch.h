@@ -150,6 +150,7 @@ struct broker_worker {
     ferry_timer backstop;       /* armed at or before the earliest deadline + grace of calls;
                                  * idle or early (the call completed) otherwise */
     uint64_t completed, failed; /* its replies, for stats */
+    char key[41];               /* CURVE public key (Z85) that registered it; "" without keys */
 };
 
 struct broker_function {

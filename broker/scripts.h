@@ -68,6 +68,7 @@ struct broker_engine {
     int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
     broker_engine *prev, *next; /* s->ring while it has a free slot */
     broker_script *scripts;     /* running there (utlist DL) */
+    char key[41];               /* CURVE public key (Z85) that registered it; "" without keys */
 };
 
 typedef void (*broker_script_expired_fn)(broker_script *script, ferry_err reason, void *arg);

@@ -21,9 +21,11 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uthash.h>
 #include <utlist.h>
 
@@ -538,6 +540,30 @@ static int dealer_has_input(engine *e)
     return zmq_getsockopt(e->dealer, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
 }
 
+/*
+ * The broker stopped answering while our connections looked up: its route
+ * to our routing id may be gone, or held by another connection under the
+ * same id (a ROUTER without handover keeps the first one). Come back on a
+ * new connection under a new id: to the broker, a new engine. Hello goes
+ * once the monitor reports the new connection.
+ */
+static void new_identity(engine *e)
+{
+    char old[sizeof e->id];
+    memcpy(old, e->id, sizeof old);
+    ferry_make_id("engine", e->id, sizeof e->id);
+    e->id_len = strlen(e->id);
+    if (zmq_disconnect(e->dealer, e->cfg.engines) != 0 ||
+        zmq_setsockopt(e->dealer, ZMQ_ROUTING_ID, e->id, e->id_len) != 0 ||
+        zmq_connect(e->dealer, e->cfg.engines) != 0) {
+        ferry_error("new_identity_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+        return;
+    }
+    e->dealer_down = 1;
+    e->down_ms = ferry_now_ms();
+    ferry_warn("new_identity", "old=%s id=%s", old, e->id);
+}
+
 /* Twice per heartbeat interval: the broker's liveness, our heartbeat, a Hello
  * that is still owed (in case no POLLOUT woke us for it). */
 static void on_tick(ferry_timer *timer, void *arg)
@@ -546,8 +572,10 @@ static void on_tick(ferry_timer *timer, void *arg)
     int64_t now = ferry_now_ms();
     int64_t interval = e->cfg.heartbeat_ms;
     if (e->hello_sent && now - e->last_heard_ms > interval * e->cfg.liveness &&
-        !dealer_has_input(e))
+        !dealer_has_input(e)) {
         broker_lost(e, "silent");
+        new_identity(e);
+    }
     if ((e->dealer_down || e->push_down) && now - e->down_ms > interval * e->cfg.liveness) {
         /* No word of a new connection: trust POLLOUT alone from now on. */
         ferry_warn("reconnect_unseen", "dealer_down=%d push_down=%d", e->dealer_down, e->push_down);
@@ -632,6 +660,19 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
     }
 }
 
+/* 62 random bits from the kernel (the clock when it has none): far from 0 and
+ * from wrapping. */
+static uint64_t random_call_base(void)
+{
+    uint64_t r = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &r, sizeof r) != (ssize_t)sizeof r)
+        r = (uint64_t)ferry_now_ms() * 0x9E3779B97F4A7C15ull;
+    if (fd >= 0)
+        close(fd);
+    return (r >> 2) | 1;
+}
+
 ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, engine **out,
                      char *err, size_t errlen)
 {
@@ -647,6 +688,9 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     e->host = (engine_script_host){.call = host_call, .tick = host_tick, .ctx = e};
     ferry_make_id("engine", e->id, sizeof e->id);
     e->id_len = strlen(e->id);
+    /* Call ids start where nobody can guess: a Command forged under our id
+     * must also guess a call id in flight. */
+    e->next_call_id = random_call_base();
 
     ferry_socket_opts push = {
         .type = ZMQ_PUSH, .endpoint = cfg->commands, .hwm = (int)cfg->hwm, .linger_ms = 0,

@@ -65,12 +65,10 @@ void *ferry_socket_open(void *ctx, const ferry_socket_opts *o, char *err, size_t
     if (o->type == ZMQ_ROUTER &&
         zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
         goto fail;
-    /* A peer reconnecting with its routing id while the old (half-open)
-     * connection is still held takes the id over, instead of being ignored
-     * until the old connection times out. */
-    if (o->type == ZMQ_ROUTER && o->bind &&
-        zmq_setsockopt(s, ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0)
-        goto fail;
+    /* No ZMQ_ROUTER_HANDOVER: a second connection under a live peer's routing
+     * id takes nothing over (libzmq ignores it until the first one is gone).
+     * A peer whose own route is lost that way notices that its heartbeats go
+     * unanswered and comes back under a new id. */
     if (o->routing_id &&
         zmq_setsockopt(s, ZMQ_ROUTING_ID, o->routing_id, strlen(o->routing_id)) != 0)
         goto fail;

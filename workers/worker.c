@@ -51,9 +51,10 @@ static ferry_worker *worker_alloc(const ferry_worker_config *cfg)
         return NULL;
     ferry_loop_init(&w->loop);
     w->state = WORKER_RUNNING;
-    if (cfg->id)
+    if (cfg->id) {
         snprintf(w->id, sizeof w->id, "%s", cfg->id);
-    else
+        w->base_id_len = strlen(w->id);
+    } else
         ferry_make_id("worker", w->id, sizeof w->id);
     w->concurrency = cfg->concurrency ? cfg->concurrency : FERRY_WORKER_DEFAULT_CONCURRENCY;
     if (w->concurrency > FERRY_WORKER_MAX_CONCURRENCY)
@@ -225,6 +226,40 @@ static void on_ready_retry(ferry_timer *timer, void *arg)
         send_ready(w);
 }
 
+/*
+ * The broker stopped answering: its route to our routing id may be gone, or
+ * held by another connection under the same id (a ROUTER without handover
+ * keeps the first one). Come back on a new connection under a new id (a
+ * given id gets a random suffix): to the broker, a new worker. Ready goes
+ * once the monitor reports the connection. Offline (tests), Ready goes again.
+ */
+static void new_identity(ferry_worker *w)
+{
+    if (!w->dealer) {
+        send_ready(w);
+        return;
+    }
+    char old[sizeof w->id], fresh[64];
+    memcpy(old, w->id, sizeof old);
+    ferry_make_id("worker", fresh, sizeof fresh);
+    if (w->base_id_len) {
+        size_t keep = w->base_id_len + 9 <= FERRY_ROUTING_ID_MAX ? w->base_id_len
+                                                                 : FERRY_ROUTING_ID_MAX - 9;
+        snprintf(w->id + keep, sizeof w->id - keep, "-%s", fresh + strlen(fresh) - 8);
+    } else {
+        snprintf(w->id, sizeof w->id, "%s", fresh);
+    }
+    w->connected = 0;
+    ferry_timer_stop(&w->loop.timers, &w->ready_retry);
+    if (zmq_disconnect(w->dealer, w->endpoint) != 0 ||
+        zmq_setsockopt(w->dealer, ZMQ_ROUTING_ID, w->id, strlen(w->id)) != 0 ||
+        zmq_connect(w->dealer, w->endpoint) != 0) {
+        ferry_error("new_identity_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+        return;
+    }
+    ferry_warn("new_identity", "old=%s id=%s", old, w->id);
+}
+
 static void on_heartbeat(ferry_timer *timer, void *arg)
 {
     ferry_worker *w = arg;
@@ -236,7 +271,7 @@ static void on_heartbeat(ferry_timer *timer, void *arg)
                    (long long)(now - w->last_heard_ms), w->stats.in_flight);
         w->last_heard_ms = now;
         w->ready_pending = 1;
-        send_ready(w);
+        new_identity(w);
     }
     Ferry__Heartbeat hb = FERRY__HEARTBEAT__INIT;
     Ferry__Envelope env;
@@ -341,6 +376,11 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
     if (cfg && ferry_curve_client(&w->curve, cfg->curve_key, cfg->broker_key, err, errlen) !=
                    FERRY_OK)
         goto fail;
+    w->endpoint = strdup(endpoint);
+    if (!w->endpoint) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     w->send = send_dealer;
     w->ctx = zmq_ctx_new();
     if (!w->ctx) {
@@ -404,6 +444,7 @@ void ferry_worker_destroy(ferry_worker **wp)
     ferry_timer_stop(&w->loop.timers, &w->drain);
     ferry_monitor_close(w->dealer, &w->monitor);
     ferry_socket_close(&w->dealer);
+    free(w->endpoint);
     if (w->ctx)
         zmq_ctx_term(w->ctx);
     ferry_loop_fini(&w->loop);

@@ -159,6 +159,8 @@ struct ferry_worker {
     worker_limit lim_lost;
     worker_limit lim_auth;
     ferry_curve curve; /* CURVE towards the broker (on == 0: none) */
+    char *endpoint;    /* owned: the broker's workers endpoint (NULL offline) */
+    size_t base_id_len; /* a given id's length (new identities add to it); 0: generated */
 };
 
 /*
