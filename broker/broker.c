@@ -266,8 +266,8 @@ static void place_call(broker *b, broker_call *call, ferry_frames *f, int front)
         return;
     }
     char msg[128];
-    snprintf(msg, sizeof msg, "broker call queue is full (%zu calls waiting)",
-             b->dispatch.queued);
+    snprintf(msg, sizeof msg, "broker call queue is full (%zu calls, %zu of %zu bytes waiting)",
+             b->dispatch.queued, b->budget.used, b->budget.max);
     answer_call(b, call, FERRY_EOVERLOADED, msg);
     broker_dispatch_count_failed(&b->dispatch, call);
     broker_dispatch_call_free(&b->dispatch, call);
@@ -353,6 +353,22 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
     if (w && worker_impostor(b, f, w, "ready"))
         return;
+    Ferry__Ready *ready = (*envp)->ready;
+    if (ready && ready->n_functions > (size_t)b->cfg.ready_functions_max) {
+        drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"%zu functions, more than "
+             "--ready-functions-max %ld\"", id, ready->n_functions, b->cfg.ready_functions_max);
+        return;
+    }
+    for (size_t i = 0; ready && i < ready->n_functions; i++) {
+        const char *name = ready->functions[i] ? ready->functions[i]->name : NULL;
+        if (name && strlen(name) > BROKER_FUNCTION_NAME_MAX) {
+            drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"function name longer "
+                 "than %d bytes\"", id, BROKER_FUNCTION_NAME_MAX);
+            return;
+        }
+    }
+    if (ready && ready->credit > (uint32_t)b->cfg.credit_max)
+        ready->credit = (uint32_t)b->cfg.credit_max; /* --credit-max */
     ferry_err err = broker_dispatch_ready(&b->dispatch, rid, rid_len, (*envp)->ready,
                                           b->loop.now_ms, &w);
     if (err == FERRY_EPROTO) {
@@ -528,8 +544,9 @@ static void place_script(broker *b, broker_script *script, int front)
     if (err == FERRY_OK)
         return;
     char msg[128];
-    snprintf(msg, sizeof msg, "broker script queue is full (%zu scripts waiting)",
-             b->scripts.queued);
+    snprintf(msg, sizeof msg,
+             "broker script queue is full (%zu scripts, %zu of %zu bytes waiting)",
+             b->scripts.queued, b->budget.used, b->budget.max);
     answer_script(b, script, FERRY_EOVERLOADED, msg);
     broker_scripts_free(&b->scripts, script);
 }
@@ -570,7 +587,8 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     broker_engine *e = broker_scripts_engine(&b->scripts, rid, rid_len);
     if (e && engine_impostor(b, f, e, "hello"))
         return;
-    ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, h->slots, h->running,
+    uint32_t slots = h->slots > (uint32_t)b->cfg.slots_max ? (uint32_t)b->cfg.slots_max : h->slots;
+    ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, slots, h->running,
                                          b->loop.now_ms, &e);
     if (err == FERRY_EOVERLOADED) {
         drop(b, BROKER_DROP_INVALID, "what=hello engine=%s reason=\"engine table full\"", id);
@@ -581,7 +599,7 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     snprintf(e->key, sizeof e->key, "%s", sender_key(b, f));
-    ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, h->slots, h->running);
+    ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, slots, h->running);
     drain_scripts(b);
 }
 
@@ -694,6 +712,7 @@ static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     *envp = NULL; /* the script owns it now */
+    script->bytes = ferry_frame_size(f, 1);
     place_script(b, script, 0);
 }
 
@@ -726,8 +745,9 @@ typedef struct {
 } worker_list;
 
 /* Fills st->worker_list (by id, each with its functions sorted); leaves it empty when
- * memory runs out. Free wl's arrays after the send. */
-static void fill_worker_list(broker_dispatch *d, Ferry__Stats *st, worker_list *wl)
+ * memory runs out. Free wl's arrays after the send. The list is cut (and
+ * st->truncated set) where its encoding would pass about budget bytes. */
+static void fill_worker_list(broker_dispatch *d, Ferry__Stats *st, worker_list *wl, size_t budget)
 {
     size_t n = HASH_COUNT(d->workers), nnames = 0;
     for (broker_worker *w = d->workers; w; w = w->hh.next)
@@ -759,8 +779,25 @@ static void fill_worker_list(broker_dispatch *d, Ferry__Stats *st, worker_list *
         wl->ptrs[i] = x;
     }
     qsort(wl->ptrs, n, sizeof *wl->ptrs, by_worker_id);
+    size_t used = 0, keep = 0;
+    for (; keep < n; keep++) {
+        Ferry__WorkerStats *x = wl->ptrs[keep];
+        size_t cost = x->id.len + 48; /* the id and the counters, encoded */
+        if (used + cost > budget)
+            break;
+        used += cost;
+        size_t names = 0;
+        while (names < x->n_functions && used + strlen(x->functions[names]) + 3 <= budget)
+            used += strlen(x->functions[names++]) + 3;
+        if (names < x->n_functions) {
+            x->n_functions = names;
+            st->truncated = 1;
+        }
+    }
+    if (keep < n)
+        st->truncated = 1;
     st->worker_list = wl->ptrs;
-    st->n_worker_list = n;
+    st->n_worker_list = keep;
 }
 
 static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
@@ -784,7 +821,7 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     st.engines_lost = b->scripts.engines_lost;
     st.calls_retried = d->calls_retried;
 
-    size_t n = d->nfunctions;
+    size_t n = d->nfunctions, used = 0;
     Ferry__FunctionStats *fs = n ? malloc(n * sizeof *fs) : NULL;
     Ferry__FunctionStats **ptrs = n ? malloc(n * sizeof *ptrs) : NULL;
     if (fs && ptrs) {
@@ -801,11 +838,21 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         }
         assert(i == n);
         qsort(ptrs, n, sizeof *ptrs, by_name);
+        /* Half the reply's budget for functions, the rest for workers: a
+         * reply stays small whatever peers registered. */
+        size_t keep = 0;
+        for (; keep < n; keep++) {
+            size_t cost = strlen(ptrs[keep]->name) + 40;
+            if (used + cost > BROKER_STATS_BYTES / 2)
+                break;
+            used += cost;
+        }
+        st.truncated = keep < n;
         st.functions = ptrs;
-        st.n_functions = n;
+        st.n_functions = keep;
     } /* else out of memory: the totals still go out */
     worker_list wl;
-    fill_worker_list(d, &st, &wl);
+    fill_worker_list(d, &st, &wl, BROKER_STATS_BYTES - used);
 
     Ferry__Envelope env;
     ferry_envelope_init(&env);
@@ -1225,6 +1272,10 @@ void broker_config_defaults(broker_config *cfg)
         .workers_max = 10000,
         .engines_max = 10000,
         .functions_max = 10000,
+        .queue_bytes = 128L * 1024 * 1024,
+        .slots_max = 100000,
+        .credit_max = 100000,
+        .ready_functions_max = 1000,
     };
 }
 
@@ -1232,6 +1283,7 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
 {
     memset(b, 0, sizeof *b);
     b->cfg = *cfg;
+    b->budget.max = (size_t)cfg->queue_bytes;
     ferry_loop_init(&b->loop);
     ferry_timer_init(&b->sweep, on_sweep, b);
     ferry_timer_init(&b->probe, on_probe, b);
@@ -1242,6 +1294,7 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
         .grace_ms = BROKER_GRACE_MS,
         .workers_max = (size_t)cfg->workers_max,
         .functions_max = (size_t)cfg->functions_max,
+        .bytes = &b->budget,
     };
     broker_dispatch_init(&b->dispatch, &b->loop.timers, &dl, on_call_expired, b);
     broker_scripts_limits sl = {
@@ -1249,6 +1302,7 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
         .timeout_ms = (uint32_t)cfg->script_timeout_ms,
         .grace_ms = BROKER_GRACE_MS,
         .engines_max = (size_t)cfg->engines_max,
+        .bytes = &b->budget,
     };
     broker_scripts_init(&b->scripts, &b->loop.timers, &sl, on_script_expired, b);
 

@@ -33,6 +33,8 @@
 #define BROKER_BATCH 256       /* messages per socket per wakeup, for fairness */
 #define BROKER_GRACE_MS 5000   /* backstop past a deadline for in-flight calls and scripts */
 #define BROKER_PROBE_MS 10     /* from a peer's disconnection to the probe that finds who */
+#define BROKER_FUNCTION_NAME_MAX 255 /* bytes of a function name in a Ready */
+#define BROKER_STATS_BYTES 65536     /* a Stats reply's function and worker lists stay near this */
 
 /* Default endpoints: loopback without keys (protected mode), every interface with them. */
 #define BROKER_LOCAL_CLIENTS "tcp://127.0.0.1:5558"
@@ -64,6 +66,10 @@ typedef struct {
     const char *curve_key;  /* the broker's secret certificate; NULL: no CURVE */
     const char *allow[BROKER_ROLE_COUNT]; /* allow-list folder per role (trust.h) */
     int insecure;           /* without curve_key, bind non-loopback endpoints all the same */
+    long queue_bytes;       /* bytes of queued Commands and Submits together; 0: no bound */
+    long slots_max;         /* a Hello's slots are cut to this */
+    long credit_max;        /* a Ready's credit is cut to this */
+    long ready_functions_max; /* a Ready with more functions is refused */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -108,6 +114,7 @@ typedef struct broker {
     void *engines_mon;           /* engines sockets */
     ferry_curve curve;           /* the broker's key pair, when cfg.curve_key */
     broker_trust trust;          /* allow-lists and ZAP handler, when curve.on */
+    broker_budget budget;        /* bytes queued, calls and scripts together (--queue-bytes) */
 } broker;
 
 /* The defaults of every flag (endpoints included). */

@@ -45,6 +45,7 @@
 #include "ferry_err.h"
 #include "ferry_timer.h"
 #include "ferry_wire.h"
+#include "budget.h"
 #include "uthash.h"
 
 #include <assert.h>
@@ -176,6 +177,7 @@ typedef struct {
     uint32_t grace_ms;         /* in-flight backstop past the deadline */
     size_t workers_max;        /* registered workers; 0: no bound */
     size_t functions_max;      /* known function names; 0: no bound */
+    broker_budget *bytes;      /* borrowed: queued Commands take their bytes here; NULL: none */
 } broker_dispatch_limits;
 
 struct broker_dispatch {

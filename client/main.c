@@ -306,7 +306,7 @@ static void print_stats(const Ferry__Stats *s)
         }
         ferry_buf_puts(&b, "}, ");
         json_workers(&b, s);
-        ferry_buf_puts(&b, "}\n");
+        ferry_buf_printf(&b, ", \"truncated\": %s}\n", s->truncated ? "true" : "false");
         fwrite(b.data, 1, b.len, stdout);
         ferry_buf_fini(&b);
         return;
@@ -329,6 +329,8 @@ static void print_stats(const Ferry__Stats *s)
                (unsigned long long)f->completed, (unsigned long long)f->failed);
     }
     print_workers(s);
+    if (s->truncated)
+        printf("\n(lists cut to keep the reply small)\n");
 }
 
 static int cmd_stats(int argc, char **argv)

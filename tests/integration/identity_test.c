@@ -46,6 +46,8 @@ typedef struct {
     int broker, engine, worker;
     int keyed;
     void *ctx; /* for the raw peers */
+    void *raw[16]; /* every raw socket opened: closed at teardown (a failed test leaves some) */
+    int nraw;
 } fixture;
 
 static int setup_common(void **state, int keyed)
@@ -86,6 +88,8 @@ static int teardown(void **state)
 {
     fixture *fx = *state;
     int rc = stack_stop(&fx->s);
+    for (int i = 0; i < fx->nraw; i++)
+        ferry_socket_close(&fx->raw[i]);
     zmq_ctx_term(fx->ctx);
     free(fx);
     return rc;
@@ -128,10 +132,21 @@ static void *raw_open(fixture *fx, int type, const char *endpoint, const char *k
         .type = type, .endpoint = endpoint, .routing_id = rid, .curve = &curve};
     void *sock = ferry_socket_open(fx->ctx, &o, err, sizeof err);
     assert_non_null(sock);
+    assert_true(fx->nraw < 16);
+    fx->raw[fx->nraw++] = sock;
     return sock;
 }
 
 /* Sends env once the connection is up (bounded). */
+/* Closes a raw socket before teardown does. */
+static void raw_close(fixture *fx, void **sock)
+{
+    for (int i = 0; i < fx->nraw; i++)
+        if (fx->raw[i] == *sock)
+            fx->raw[i] = NULL;
+    ferry_socket_close(sock);
+}
+
 static void raw_send(void *sock, const Ferry__Envelope *env)
 {
     int64_t until = ferry_now_ms() + 5000;
@@ -286,7 +301,7 @@ static void test_worker_id_takeover(void **state)
     assert_int_equal(st->worker_list[0]->credit, credit);
     ferry_envelope_free(env);
     expect_peers_kept(fx, 1, 1);
-    ferry_socket_close(&thief);
+    raw_close(fx, &thief);
     expect_echoes(fx, 3);
     printf("# %s: a second connection under worker %s took nothing; the worker kept serving\n",
            fx->keyed ? "keys" : "no keys", rid);
@@ -321,7 +336,7 @@ static void test_engine_id_takeover(void **state)
     void *spy = spy_worker(fx, "worker2", 2);
     char eid[256];
     learn_engine_id(fx, spy, eid, sizeof eid);
-    ferry_socket_close(&spy); /* it answers no heartbeat: let it go before the watch */
+    raw_close(fx, &spy); /* it answers no heartbeat: let it go before the watch */
     wait_counts(fx, 1, 1, 5000);
 
     void *thief = raw_open(fx, ZMQ_DEALER, fx->s.engines, "engine2", eid);
@@ -335,7 +350,7 @@ static void test_engine_id_takeover(void **state)
     expect_echoes(fx, 20);
     assert_null(raw_recv(thief, 200, FERRY__ENVELOPE__BODY_SUBMIT));
     expect_peers_kept(fx, 1, 1);
-    ferry_socket_close(&thief);
+    raw_close(fx, &thief);
     expect_echoes(fx, 3);
     printf("# %s: a second connection under engine %s took nothing; the engine kept serving\n",
            fx->keyed ? "keys" : "no keys", eid);
@@ -378,7 +393,7 @@ static void test_worker_cannot_answer_others_calls(void **state)
            (unsigned long long)st->dropped);
     assert_true(st->dropped >= 50);
     ferry_envelope_free(env);
-    ferry_socket_close(&spy);
+    raw_close(fx, &spy);
     stack_passed(&fx->s);
 }
 
@@ -447,8 +462,8 @@ static void test_engine_cannot_push_under_another_id(void **state)
     ferry_envelope_free(senv);
     ferry_envelope_free(first);
     ferry_envelope_free(second);
-    ferry_socket_close(&push);
-    ferry_socket_close(&spy);
+    raw_close(fx, &push);
+    raw_close(fx, &spy);
     stack_passed(&fx->s);
 }
 
@@ -548,7 +563,7 @@ static void test_worker_id_taken_after_its_connection_died(void **state)
     assert_int_equal(commands, 0);
     assert_int_equal(st->workers, 1);
     ferry_envelope_free(env);
-    ferry_socket_close(&thief);
+    raw_close(fx, &thief);
     stack_passed(&fx->s);
 }
 
