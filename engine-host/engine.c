@@ -605,7 +605,8 @@ static void connection_event(engine *e, uint16_t event, int *down, const char *w
         *down = 0;
         maybe_hello(e);
     } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
-               event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+               event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+               (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && e->cfg.curve.on)) {
         /* libzmq tries again by itself: said once in a while, not each time. */
         ferry_log_limited(&e->auth_log_ms, &e->auth_log_n, FERRY_LOG_ERROR, "broker_refused",
                           "socket=%s reason=\"%s\"", which,
@@ -708,8 +709,11 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     e->dealer = ferry_socket_open(zctx, &dealer, err, errlen);
     if (!e->dealer)
         goto fail;
+    /* The failures: a key the broker refused, a mechanism mismatch, or (no
+     * detail) a HELLO the broker could not open: sealed for another key. */
     int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
     e->dealer_mon = ferry_monitor_open(zctx, e->dealer, events, err, errlen);
     if (!e->dealer_mon)
         goto fail;

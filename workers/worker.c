@@ -348,7 +348,8 @@ static void on_monitor(ferry_loop *loop, short revents, void *arg)
             ferry_timer_stop(&w->loop.timers, &w->ready_retry);
             ferry_warn("broker_disconnected", "in_flight=%zu", w->stats.in_flight);
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
-                   event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                   (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && w->curve.on)) {
             /* libzmq tries again by itself: said once in a while, not each time. */
             ferry_log_limited(&w->lim_auth.last_ms, &w->lim_auth.suppressed, FERRY_LOG_ERROR,
                               "broker_refused", "reason=\"%s\"",
@@ -405,7 +406,8 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
     w->monitor = ferry_monitor_open(w->ctx, w->dealer,
                                     ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
                                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                                        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL,
                                     err, errlen);
     if (!w->monitor)
         goto fail;

@@ -120,8 +120,7 @@ static Ferry__Envelope *raw_recv(void *sock, int timeout_ms, Ferry__Envelope__Bo
         if (ferry_frames_recv(sock, &f) == FERRY_OK) {
             Ferry__Envelope *env = NULL;
             if (f.count == 1)
-                (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0),
-                                            &env);
+                (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), &env);
             ferry_frames_close(&f);
             if (env && env->body_case == kind)
                 return env;
@@ -370,7 +369,8 @@ static void test_stats_reply_stays_small(void **state)
     stack_passed(s);
 }
 
-/* The default caps: more than 1000 functions, or a name over 255 bytes, and the Ready is refused. */
+/* The default caps: more than 1000 functions, or a name over 255 bytes, and the Ready is refused.
+ */
 static void test_ready_over_the_function_cap_is_refused(void **state)
 {
     fixture *fx = *state;

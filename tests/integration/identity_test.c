@@ -45,7 +45,7 @@ typedef struct {
     ferry_stack s;
     int broker, engine, worker;
     int keyed;
-    void *ctx; /* for the raw peers */
+    void *ctx;     /* for the raw peers */
     void *raw[16]; /* every raw socket opened: closed at teardown (a failed test leaves some) */
     int nraw;
 } fixture;
@@ -116,8 +116,7 @@ static Ferry__Stats *stats(fixture *fx, Ferry__Envelope **env)
 
 /* A raw socket of type connected to endpoint, with the key pair <key> (keyed
  * stacks; NULL: none) and routing id rid (NULL: libzmq's). */
-static void *raw_open(fixture *fx, int type, const char *endpoint, const char *key,
-                      const char *rid)
+static void *raw_open(fixture *fx, int type, const char *endpoint, const char *key, const char *rid)
 {
     ferry_curve curve = {0};
     char err[512];
@@ -128,8 +127,7 @@ static void *raw_open(fixture *fx, int type, const char *endpoint, const char *k
             ferry_curve_client(&curve, secret, stack_key(&fx->s, "broker"), err, sizeof err),
             FERRY_OK);
     }
-    ferry_socket_opts o = {
-        .type = type, .endpoint = endpoint, .routing_id = rid, .curve = &curve};
+    ferry_socket_opts o = {.type = type, .endpoint = endpoint, .routing_id = rid, .curve = &curve};
     void *sock = ferry_socket_open(fx->ctx, &o, err, sizeof err);
     assert_non_null(sock);
     assert_true(fx->nraw < 16);
@@ -168,8 +166,7 @@ static Ferry__Envelope *raw_recv(void *sock, int timeout_ms, Ferry__Envelope__Bo
         if (ferry_frames_recv(sock, &f) == FERRY_OK) {
             Ferry__Envelope *env = NULL;
             if (f.count == 1)
-                (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0),
-                                            &env);
+                (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), &env);
             ferry_frames_close(&f);
             if (env && env->body_case == kind)
                 return env;
@@ -245,8 +242,7 @@ static void expect_echoes(fixture *fx, int n)
         ferry_result r;
         assert_int_equal(stack_run(&fx->s, src, NULL, 0, 10000, &r), FERRY_OK);
         if (!r.result->ok)
-            fail_msg("echo %d failed: %s: %s", i, r.result->error->code,
-                     r.result->error->message);
+            fail_msg("echo %d failed: %s: %s", i, r.result->error->code, r.result->error->message);
         assert_int_equal(r.result->n_values, 1);
         expect_str(r.result->values[0], want);
         ferry_result_fini(&r);
@@ -582,14 +578,14 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_engine_cannot_push_under_another_id, setup_keys,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_worker_id_taken_after_its_connection_died,
-                                        setup_keys, teardown),
-        cmocka_unit_test_setup_teardown(test_worker_id_taken_after_its_connection_died,
-                                        setup_plain, teardown),
-        cmocka_unit_test_setup_teardown(test_peers_whose_route_is_lost_register_again,
-                                        setup_keys, teardown),
-        cmocka_unit_test_setup_teardown(test_peers_whose_route_is_lost_register_again,
-                                        setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_id_taken_after_its_connection_died, setup_keys,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_id_taken_after_its_connection_died, setup_plain,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_peers_whose_route_is_lost_register_again, setup_keys,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_peers_whose_route_is_lost_register_again, setup_plain,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -422,8 +422,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_python_worker_and_client_with_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyless_broker_binds_only_loopback, setup_plain,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_keyless_stack_runs_on_loopback, setup_plain,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_keyless_stack_runs_on_loopback, setup_plain, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
