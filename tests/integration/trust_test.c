@@ -315,6 +315,24 @@ static void test_sighup_revokes_and_readmits_a_key(void **state)
     stack_passed(s);
 }
 
+/* A worker of its own built on the C API (examples/custom-worker) takes the keys too. */
+static void test_custom_c_worker_with_keys(void **state)
+{
+    fixture *fx = *state;
+    ferry_stack *s = &fx->s;
+    start_stack(fx);
+    assert_true(stack_spawn(s, "ferry-example-worker", NULL) >= 0);
+    assert_int_equal(stack_wait_ready(s, 1, 2, 10000), 0);
+    const char *src = "ferry.call('kv.set', 'k', 'keyed') return ferry.call('kv.get', 'k')";
+    ferry_result r;
+    assert_int_equal(stack_run(s, src, NULL, 0, 10000, &r), FERRY_OK);
+    if (!r.result->ok)
+        fail_msg("%s: %s", r.result->error->code, r.result->error->message);
+    assert_memory_equal(r.result->values[0]->string.data, "keyed", 5);
+    ferry_result_fini(&r);
+    stack_passed(s);
+}
+
 /* The Python examples take the same two settings (here through FERRY_CURVE_KEY and
  * FERRY_BROKER_KEY), and pyzmq reads the certificates ferry keygen writes. */
 static void test_python_worker_and_client_with_keys(void **state)
@@ -419,6 +437,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_each_key_only_in_its_role, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_role_processes_do_not_register, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sighup_revokes_and_readmits_a_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_custom_c_worker_with_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_python_worker_and_client_with_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyless_broker_binds_only_loopback, setup_plain,
                                         teardown),
