@@ -48,6 +48,10 @@ RUN apt-get update \
 COPY --from=build /build/bin/ferry-broker /build/bin/ferry-engine /build/bin/ferry-worker \
      /build/bin/ferry /usr/local/bin/
 COPY docker/healthcheck.sh /usr/local/bin/ferry-healthcheck
+COPY docker/keys.sh /usr/local/bin/ferry-keys
+# The keys volume of docker-compose.yml: a new named volume takes this
+# folder's owner, so the image's user can write the keys there.
+RUN mkdir /keys && chown ferry:ferry /keys
 COPY examples /examples
 USER ferry
 WORKDIR /examples

@@ -16,6 +16,13 @@
 int bench_path_open(bench_path *p, bench_path_kind kind, const char *commands, const char *replies,
                     int timeout_ms, char *err, size_t errlen)
 {
+    return bench_path_open_curve(p, kind, commands, replies, NULL, timeout_ms, err, errlen);
+}
+
+int bench_path_open_curve(bench_path *p, bench_path_kind kind, const char *commands,
+                          const char *replies, const ferry_curve *curve, int timeout_ms, char *err,
+                          size_t errlen)
+{
     memset(p, 0, sizeof *p);
     p->kind = kind;
     p->function = "echo";
@@ -30,7 +37,8 @@ int bench_path_open(bench_path *p, bench_path_kind kind, const char *commands, c
     }
     if (kind != BENCH_PATH_RAW_CLIENT) {
         ferry_socket_opts o = {
-            .type = ZMQ_PUSH, .endpoint = commands, .hwm = PATH_HWM, .linger_ms = 0};
+            .type = ZMQ_PUSH, .endpoint = commands, .hwm = PATH_HWM, .linger_ms = 0,
+            .curve = curve};
         p->push = ferry_socket_open(p->ctx, &o, err, errlen);
         if (!p->push)
             goto fail;
@@ -39,7 +47,8 @@ int bench_path_open(bench_path *p, bench_path_kind kind, const char *commands, c
                            .endpoint = replies,
                            .routing_id = p->id,
                            .hwm = PATH_HWM,
-                           .linger_ms = 0};
+                           .linger_ms = 0,
+                           .curve = curve};
     p->dealer = ferry_socket_open(p->ctx, &d, err, errlen);
     if (!p->dealer)
         goto fail;

@@ -58,6 +58,11 @@ typedef struct {
 int bench_path_open(bench_path *p, bench_path_kind kind, const char *commands, const char *replies,
                     int timeout_ms, char *err, size_t errlen);
 
+/* bench_path_open with CURVE (borrowed until bench_path_close; NULL or off: none). */
+int bench_path_open_curve(bench_path *p, bench_path_kind kind, const char *commands,
+                          const char *replies, const ferry_curve *curve, int timeout_ms, char *err,
+                          size_t errlen);
+
 void bench_path_close(bench_path *p);
 
 /* Sends one call (Ferry: Command{function, [arg]}; raw: a raw_size frame).

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,6 +99,33 @@ static int free_port(void)
     return port;
 }
 
+/* Key pairs broker, engine, worker, client in <dir>/keys and the broker's allow-lists. */
+static int make_keys(bench_stack *s)
+{
+    static const char *const roles[] = {"broker", "engine", "worker", "client"};
+    char path[300], err[512];
+    snprintf(path, sizeof path, "%s/keys", s->dir);
+    if (mkdir(path, 0700) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
+        ferry_cert cert;
+        snprintf(path, sizeof path, "%s/keys/%s", s->dir, roles[i]);
+        if (ferry_cert_generate(&cert) != FERRY_OK ||
+            ferry_cert_save(path, &cert, err, sizeof err) != FERRY_OK)
+            return -1;
+        if (i == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/allow-%ss", s->dir, roles[i]);
+        if (mkdir(path, 0700) != 0)
+            return -1;
+        snprintf(path, sizeof path, "%s/allow-%ss/%s", s->dir, roles[i], roles[i]);
+        if (ferry_cert_save(path, &cert, err, sizeof err) != FERRY_OK)
+            return -1;
+    }
+    s->curve = 1;
+    return 0;
+}
+
 int bench_stack_init(bench_stack *s)
 {
     memset(s, 0, sizeof *s);
@@ -122,6 +150,23 @@ int bench_stack_init(bench_stack *s)
         }
     }
     track(s, 1);
+    if (config.curve && make_keys(s) != 0)
+        return -1;
+    return 0;
+}
+
+int bench_stack_curve(const bench_stack *s, const char *role, ferry_curve *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->curve)
+        return 0;
+    char own[300], broker[300], err[512];
+    snprintf(own, sizeof own, "%s/keys/%s_secret", s->dir, role);
+    snprintf(broker, sizeof broker, "%s/keys/broker", s->dir);
+    if (ferry_curve_client(out, own, broker, err, sizeof err) != FERRY_OK) {
+        fprintf(stderr, "ferry-bench: %s\n", err);
+        return -1;
+    }
     return 0;
 }
 
@@ -184,6 +229,22 @@ int bench_stack_spawn(bench_stack *s, const char *binary, const char *role,
     }
     const char *exe = n ? wrapexe : path;
     argv[n++] = path;
+    char keyargs[4][320];
+    if (s->curve && strcmp(binary, "ferry-broker") == 0) {
+        snprintf(keyargs[0], sizeof keyargs[0], "--curve-key=%s/keys/broker_secret", s->dir);
+        snprintf(keyargs[1], sizeof keyargs[1], "--allow-clients=%s/allow-clients", s->dir);
+        snprintf(keyargs[2], sizeof keyargs[2], "--allow-engines=%s/allow-engines", s->dir);
+        snprintf(keyargs[3], sizeof keyargs[3], "--allow-workers=%s/allow-workers", s->dir);
+        for (int i = 0; i < 4; i++)
+            argv[n++] = keyargs[i];
+    } else if (s->curve &&
+               (strcmp(binary, "ferry-engine") == 0 || strcmp(binary, "ferry-worker") == 0)) {
+        snprintf(keyargs[0], sizeof keyargs[0], "--curve-key=%s/keys/%s_secret", s->dir,
+                 binary + 6);
+        snprintf(keyargs[1], sizeof keyargs[1], "--broker-key=%s/keys/broker", s->dir);
+        argv[n++] = keyargs[0];
+        argv[n++] = keyargs[1];
+    }
     if (strcmp(binary, "ferry-broker") == 0) {
         const char *f[] = {"--clients", s->clients, "--commands", s->commands,
                            "--engines", s->engines, "--workers",  s->workers};

@@ -11,6 +11,7 @@
 #ifndef BENCH_PROC_H
 #define BENCH_PROC_H
 
+#include "ferry_cert.h"
 #include "ferry_proc.h"
 
 #include <stdint.h>
@@ -24,6 +25,7 @@ typedef struct {
     char clients[160], commands[160], engines[160], workers[160];
     ferry_proc procs[BENCH_MAX_PROCS]; /* brokers (stop_last) stop after the rest */
     int nprocs;
+    int curve; /* keys in <dir>/keys: every Ferry process and the bench's sockets use them */
 } bench_stack;
 
 /* Where the binaries are, the transport, the log level and the optional
@@ -34,7 +36,14 @@ typedef struct {
     const char *log_level; /* FERRY_LOG_LEVEL of the children */
     const char *wrap_broker, *wrap_engine, *wrap_worker; /* NULL or a command prefix */
     int verbose;                                         /* print the children's logs on stop */
+    int curve; /* CURVE keys on every Ferry socket (the raw baseline has none) */
 } bench_proc_config;
+
+/*
+ * The CURVE settings the bench's own sockets use as role ("engine" or
+ * "client") on s: off when s has no keys. 0, or -1 with a message on stderr.
+ */
+int bench_stack_curve(const bench_stack *s, const char *role, ferry_curve *out);
 
 /* Sets the configuration and installs the exit and signal handlers. Once. */
 void bench_proc_setup(const bench_proc_config *cfg);

@@ -75,6 +75,7 @@ typedef struct {
     long sleeps;           /* sleeps in one worker */
     long sleep_ms;
     int json;
+    int curve; /* --curve: keys on every Ferry socket */
     int verbose;
 } options;
 
@@ -206,8 +207,11 @@ static int wait_ready(bench_stack *s, ferry_client *c, unsigned engines, unsigne
 
 static ferry_client *client_new(const bench_stack *s)
 {
-    char err[256];
-    ferry_client *c = ferry_client_new(s->clients, err, sizeof err);
+    char err[512], own[300], broker[300];
+    snprintf(own, sizeof own, "%s/keys/client_secret", s->dir);
+    snprintf(broker, sizeof broker, "%s/keys/broker", s->dir);
+    ferry_client *c = ferry_client_new_curve(s->clients, s->curve ? own : NULL,
+                                             s->curve ? broker : NULL, err, sizeof err);
     if (!c)
         note("client: %s", err);
     return c;
@@ -274,8 +278,12 @@ static int open_path(bench_path *p, bench_path_kind kind, const bench_stack *s)
 {
     char err[256];
     const char *replies = kind == BENCH_PATH_RAW_CLIENT ? s->clients : s->engines;
-    if (bench_path_open(p, kind, kind == BENCH_PATH_RAW_CLIENT ? NULL : s->commands, replies,
-                        READY_MS, err, sizeof err) != 0) {
+    static ferry_curve curve; /* borrowed by p until it closes; one path at a time */
+    if (bench_stack_curve(s, "engine", &curve) != 0)
+        return -1;
+    if (bench_path_open_curve(p, kind, kind == BENCH_PATH_RAW_CLIENT ? NULL : s->commands, replies,
+                              kind == BENCH_PATH_FERRY ? &curve : NULL, READY_MS, err,
+                              sizeof err) != 0) {
         note("path: %s", err);
         return -1;
     }
@@ -842,8 +850,10 @@ static void sleeps_measure(void)
     if (ferry_call_stack(&s, &c, 1, n, bargs) != 0)
         goto fail;
     char err[256];
-    if (bench_path_open(&p, BENCH_PATH_FERRY, s.commands, s.engines, READY_MS, err, sizeof err) !=
-        0) {
+    ferry_curve curve;
+    if (bench_stack_curve(&s, "engine", &curve) != 0 ||
+        bench_path_open_curve(&p, BENCH_PATH_FERRY, s.commands, s.engines, &curve, READY_MS, err,
+                              sizeof err) != 0) {
         note("sleeps: %s", err);
         goto fail;
     }
@@ -1241,6 +1251,10 @@ int main(int argc, char **argv)
          0, 0},
         {"wrap-worker", NULL, FERRY_OPT_STRING, &opt.wrap_worker, "run workers under this command",
          0, 0},
+        {"curve", NULL, FERRY_OPT_FLAG, &opt.curve,
+         "CURVE keys on every Ferry socket (broker, engines, workers, the bench's own); the "
+         "raw baseline stays without",
+         0, 0},
         {"json", NULL, FERRY_OPT_FLAG, &opt.json, "print one JSON object instead of the table", 0,
          0},
         {"verbose", NULL, FERRY_OPT_FLAG, &opt.verbose, "print every process's log at its stop", 0,
@@ -1282,12 +1296,13 @@ int main(int argc, char **argv)
                             .wrap_broker = opt.wrap_broker,
                             .wrap_engine = opt.wrap_engine,
                             .wrap_worker = opt.wrap_worker,
-                            .verbose = opt.verbose};
+                            .verbose = opt.verbose,
+                            .curve = opt.curve};
     bench_proc_setup(&pc);
     machine m;
     read_machine(&m);
-    note("%ld CPUs, load average %s; %ld run%s over %s", m.nproc, m.load_start, opt.runs,
-         opt.runs > 1 ? "s" : "", opt.transport);
+    note("%ld CPUs, load average %s; %ld run%s over %s%s", m.nproc, m.load_start, opt.runs,
+         opt.runs > 1 ? "s" : "", opt.transport, opt.curve ? " with CURVE keys" : "");
 
     for (long run = 0; run < opt.runs; run++) {
         note("run %ld of %ld", run + 1, opt.runs);

@@ -29,8 +29,11 @@
 #include "ferry_wire.h"
 #include "utlist.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +50,9 @@ static const char *const drop_events[BROKER_DROP_COUNT] = {
     [BROKER_DROP_DUPLICATE] = "duplicate_call",
     [BROKER_DROP_UNKNOWN] = "unknown_answer",
     [BROKER_DROP_UNDELIVERABLE] = "undeliverable",
+    [BROKER_DROP_REVOKED] = "revoked_key",
+    [BROKER_DROP_IMPOSTOR] = "identity_taken",
+    [BROKER_DROP_FORGED] = "forged_command",
 };
 
 /* Writes a routing id for a log line: printable bytes as they are, the
@@ -84,6 +90,10 @@ static void drop(broker *b, broker_drop kind, const char *fields, ...)
 /* ---- answers the broker makes itself ---- */
 
 static void lose_engine(broker *b, broker_engine *e, const char *why);
+static int revoked(broker *b, ferry_frames *f, broker_role role);
+static const char *sender_key(broker *b, ferry_frames *f);
+static int worker_impostor(broker *b, ferry_frames *f, broker_worker *w, const char *what);
+static int engine_impostor(broker *b, ferry_frames *f, broker_engine *e, const char *what);
 
 /* A send to the engine eid failed: when it is unreachable and registered, it is gone. */
 static void engine_unreachable(broker *b, const void *eid, size_t eid_len, ferry_err err)
@@ -256,8 +266,8 @@ static void place_call(broker *b, broker_call *call, ferry_frames *f, int front)
         return;
     }
     char msg[128];
-    snprintf(msg, sizeof msg, "broker call queue is full (%zu calls waiting)",
-             b->dispatch.queued);
+    snprintf(msg, sizeof msg, "broker call queue is full (%zu calls, %zu of %zu bytes waiting)",
+             b->dispatch.queued, b->budget.used, b->budget.max);
     answer_call(b, call, FERRY_EOVERLOADED, msg);
     broker_dispatch_count_failed(&b->dispatch, call);
     broker_dispatch_call_free(&b->dispatch, call);
@@ -298,6 +308,18 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
         drop(b, BROKER_DROP_INVALID, "what=command reason=\"engine_id or function missing\"");
         return;
     }
+    if (b->curve.on) {
+        /* Only the key that registered an engine id may make calls under it. */
+        broker_engine *e = broker_scripts_engine(&b->scripts, cmd->engine_id, cmd->engine_id_len);
+        const char *key = sender_key(b, f);
+        if (e && strcmp(e->key, key) != 0) {
+            char id[64];
+            drop(b, BROKER_DROP_FORGED, "engine=%s call_id=%llu key=%s registered_key=%s",
+                 id_text(cmd->engine_id, cmd->engine_id_len, id, sizeof id),
+                 (unsigned long long)cmd->call_id, key[0] ? key : "-", e->key);
+            return;
+        }
+    }
     broker_call *call;
     ferry_err err = broker_dispatch_call_new(&b->dispatch, cmd->engine_id, cmd->engine_id_len,
                                              cmd->call_id, cmd->function, cmd->function_len,
@@ -326,7 +348,27 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     size_t rid_len = ferry_frame_size(f, 0);
     char id[64];
     id_text(rid, rid_len, id, sizeof id);
-    broker_worker *w;
+    if (revoked(b, f, BROKER_ROLE_WORKER))
+        return;
+    broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+    if (w && worker_impostor(b, f, w, "ready"))
+        return;
+    Ferry__Ready *ready = (*envp)->ready;
+    if (ready && ready->n_functions > (size_t)b->cfg.ready_functions_max) {
+        drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"%zu functions, more than "
+             "--ready-functions-max %ld\"", id, ready->n_functions, b->cfg.ready_functions_max);
+        return;
+    }
+    for (size_t i = 0; ready && i < ready->n_functions; i++) {
+        const char *name = ready->functions[i] ? ready->functions[i]->name : NULL;
+        if (name && strlen(name) > BROKER_FUNCTION_NAME_MAX) {
+            drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"function name longer "
+                 "than %d bytes\"", id, BROKER_FUNCTION_NAME_MAX);
+            return;
+        }
+    }
+    if (ready && ready->credit > (uint32_t)b->cfg.credit_max)
+        ready->credit = (uint32_t)b->cfg.credit_max; /* --credit-max */
     ferry_err err = broker_dispatch_ready(&b->dispatch, rid, rid_len, (*envp)->ready,
                                           b->loop.now_ms, &w);
     if (err == FERRY_EPROTO) {
@@ -343,6 +385,7 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         ferry_error("worker_ready_failed", "worker=%s error=%s", id, ferry_err_code(err));
         return;
     }
+    snprintf(w->key, sizeof w->key, "%s", sender_key(b, f));
     ferry_info("worker_ready", "worker=%s functions=%zu credit=%u in_flight=%u", id,
                w->nmembers, w->credit, w->in_flight);
     drain_worker(b, w);
@@ -358,6 +401,11 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
         drop(b, BROKER_DROP_INVALID, "what=reply worker=%s reason=\"engine_id missing\"",
              id_text(rid, rid_len, id, sizeof id));
         return;
+    }
+    if (b->curve.on) {
+        broker_worker *by_rid = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+        if (by_rid && worker_impostor(b, f, by_rid, "reply"))
+            return;
     }
     broker_worker *w;
     broker_call *call = broker_dispatch_match_reply(&b->dispatch, rid, rid_len, r->engine_id,
@@ -413,6 +461,8 @@ static void on_worker_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **en
                                   sizeof id));
         return;
     }
+    if (worker_impostor(b, f, w, "heartbeat"))
+        return;
     w->last_seen_ms = b->loop.now_ms;
     /* A worker that talks reads its socket, so one blocked by a full pipe
      * may take calls again. */
@@ -434,6 +484,8 @@ static void on_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         ferry_debug("worker_goodbye", "worker=%s registered=false", id);
         return;
     }
+    if (worker_impostor(b, f, w, "goodbye"))
+        return;
     ferry_info("worker_goodbye", "worker=%s in_flight=%u", id, w->in_flight);
     w->last_seen_ms = b->loop.now_ms;
     broker_dispatch_leave(&b->dispatch, w, b->loop.now_ms);
@@ -492,8 +544,9 @@ static void place_script(broker *b, broker_script *script, int front)
     if (err == FERRY_OK)
         return;
     char msg[128];
-    snprintf(msg, sizeof msg, "broker script queue is full (%zu scripts waiting)",
-             b->scripts.queued);
+    snprintf(msg, sizeof msg,
+             "broker script queue is full (%zu scripts, %zu of %zu bytes waiting)",
+             b->scripts.queued, b->budget.used, b->budget.max);
     answer_script(b, script, FERRY_EOVERLOADED, msg);
     broker_scripts_free(&b->scripts, script);
 }
@@ -529,8 +582,13 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         drop(b, BROKER_DROP_INVALID, "what=hello engine=%s", id);
         return;
     }
-    broker_engine *e;
-    ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, h->slots, h->running,
+    if (revoked(b, f, BROKER_ROLE_ENGINE))
+        return;
+    broker_engine *e = broker_scripts_engine(&b->scripts, rid, rid_len);
+    if (e && engine_impostor(b, f, e, "hello"))
+        return;
+    uint32_t slots = h->slots > (uint32_t)b->cfg.slots_max ? (uint32_t)b->cfg.slots_max : h->slots;
+    ferry_err err = broker_scripts_hello(&b->scripts, rid, rid_len, slots, h->running,
                                          b->loop.now_ms, &e);
     if (err == FERRY_EOVERLOADED) {
         drop(b, BROKER_DROP_INVALID, "what=hello engine=%s reason=\"engine table full\"", id);
@@ -540,7 +598,8 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         ferry_error("engine_hello_failed", "engine=%s error=%s", id, ferry_err_code(err));
         return;
     }
-    ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, h->slots, h->running);
+    snprintf(e->key, sizeof e->key, "%s", sender_key(b, f));
+    ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, slots, h->running);
     drain_scripts(b);
 }
 
@@ -556,6 +615,8 @@ static void on_engine_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp
         ferry_debug("engine_goodbye", "engine=%s registered=false", id);
         return;
     }
+    if (engine_impostor(b, f, e, "goodbye"))
+        return;
     e->last_seen_ms = b->loop.now_ms;
     broker_scripts_leave(&b->scripts, e);
     ferry_info("engine_goodbye", "engine=%s running=%u", id, e->running);
@@ -576,6 +637,8 @@ static void on_engine_heartbeat(broker *b, ferry_frames *f, Ferry__Envelope **en
                                   sizeof id));
         return;
     }
+    if (engine_impostor(b, f, e, "heartbeat"))
+        return;
     e->last_seen_ms = b->loop.now_ms;
     /* A blocked engine that talks reads again. */
     if (e->blocked) {
@@ -595,6 +658,8 @@ static void on_result(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     broker_engine *e = broker_scripts_engine(&b->scripts, rid, rid_len);
+    if (e && engine_impostor(b, f, e, "result"))
+        return;
     if (e)
         e->last_seen_ms = b->loop.now_ms;
     broker_script *script = broker_scripts_find(&b->scripts, r->script_id);
@@ -633,6 +698,11 @@ static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         drop(b, BROKER_DROP_INVALID, "what=submit client=%s", id_text(rid, rid_len, id, sizeof id));
         return;
     }
+    if (revoked(b, f, BROKER_ROLE_CLIENT)) {
+        send_result_error(b, rid, rid_len, sub->request_id, 0, FERRY_EAUTH,
+                          "this client's key is no longer on the broker's allow-list");
+        return;
+    }
     broker_script *script;
     ferry_err err = broker_scripts_new(&b->scripts, rid, rid_len, sub->request_id,
                                        sub->timeout_ms, *envp, b->loop.now_ms, &script);
@@ -642,6 +712,7 @@ static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     *envp = NULL; /* the script owns it now */
+    script->bytes = ferry_frame_size(f, 1);
     place_script(b, script, 0);
 }
 
@@ -674,8 +745,9 @@ typedef struct {
 } worker_list;
 
 /* Fills st->worker_list (by id, each with its functions sorted); leaves it empty when
- * memory runs out. Free wl's arrays after the send. */
-static void fill_worker_list(broker_dispatch *d, Ferry__Stats *st, worker_list *wl)
+ * memory runs out. Free wl's arrays after the send. The list is cut (and
+ * st->truncated set) where its encoding would pass about budget bytes. */
+static void fill_worker_list(broker_dispatch *d, Ferry__Stats *st, worker_list *wl, size_t budget)
 {
     size_t n = HASH_COUNT(d->workers), nnames = 0;
     for (broker_worker *w = d->workers; w; w = w->hh.next)
@@ -707,8 +779,25 @@ static void fill_worker_list(broker_dispatch *d, Ferry__Stats *st, worker_list *
         wl->ptrs[i] = x;
     }
     qsort(wl->ptrs, n, sizeof *wl->ptrs, by_worker_id);
+    size_t used = 0, keep = 0;
+    for (; keep < n; keep++) {
+        Ferry__WorkerStats *x = wl->ptrs[keep];
+        size_t cost = x->id.len + 48; /* the id and the counters, encoded */
+        if (used + cost > budget)
+            break;
+        used += cost;
+        size_t names = 0;
+        while (names < x->n_functions && used + strlen(x->functions[names]) + 3 <= budget)
+            used += strlen(x->functions[names++]) + 3;
+        if (names < x->n_functions) {
+            x->n_functions = names;
+            st->truncated = 1;
+        }
+    }
+    if (keep < n)
+        st->truncated = 1;
     st->worker_list = wl->ptrs;
-    st->n_worker_list = n;
+    st->n_worker_list = keep;
 }
 
 static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
@@ -732,7 +821,7 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     st.engines_lost = b->scripts.engines_lost;
     st.calls_retried = d->calls_retried;
 
-    size_t n = d->nfunctions;
+    size_t n = d->nfunctions, used = 0;
     Ferry__FunctionStats *fs = n ? malloc(n * sizeof *fs) : NULL;
     Ferry__FunctionStats **ptrs = n ? malloc(n * sizeof *ptrs) : NULL;
     if (fs && ptrs) {
@@ -749,11 +838,21 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         }
         assert(i == n);
         qsort(ptrs, n, sizeof *ptrs, by_name);
+        /* Half the reply's budget for functions, the rest for workers: a
+         * reply stays small whatever peers registered. */
+        size_t keep = 0;
+        for (; keep < n; keep++) {
+            size_t cost = strlen(ptrs[keep]->name) + 40;
+            if (used + cost > BROKER_STATS_BYTES / 2)
+                break;
+            used += cost;
+        }
+        st.truncated = keep < n;
         st.functions = ptrs;
-        st.n_functions = n;
+        st.n_functions = keep;
     } /* else out of memory: the totals still go out */
     worker_list wl;
-    fill_worker_list(d, &st, &wl);
+    fill_worker_list(d, &st, &wl, BROKER_STATS_BYTES - used);
 
     Ferry__Envelope env;
     ferry_envelope_init(&env);
@@ -1017,15 +1116,150 @@ static void on_peer_monitor(ferry_loop *loop, short revents, void *arg)
         (void)ferry_loop_timer(&b->loop, &b->probe, BROKER_PROBE_MS);
 }
 
+/* ---- trust ---- */
+
+static int impostor(broker *b, ferry_frames *f, const char *record_key, const char *what);
+
+/* impostor() for a registered worker: w is lost (and freed) when it is one. */
+static int worker_impostor(broker *b, ferry_frames *f, broker_worker *w, const char *what)
+{
+    if (!impostor(b, f, w->key, what))
+        return 0;
+    lose_worker(b, w, "identity_taken");
+    return 1;
+}
+
+/* impostor() for a registered engine: e is lost (and freed) when it is one. */
+static int engine_impostor(broker *b, ferry_frames *f, broker_engine *e, const char *what)
+{
+    if (!impostor(b, f, e->key, what))
+        return 0;
+    lose_engine(b, e, "identity_taken");
+    return 1;
+}
+
+/* The CURVE key of the peer that sent f ("" without keys). */
+static const char *sender_key(broker *b, ferry_frames *f)
+{
+    const char *key = b->curve.on ? broker_trust_key(&f->frames[f->count - 1]) : NULL;
+    return key ? key : "";
+}
+
+/* Whether f comes from another key than the one that registered record_key's
+ * peer: a second connection under its routing id. Such a message is dropped
+ * and counted. A ROUTER gives a second connection a live peer's id only
+ * once the first one's connection is gone, so the peer it names is
+ * unreachable: the caller loses it (worker_impostor, engine_impostor). */
+static int impostor(broker *b, ferry_frames *f, const char *record_key, const char *what)
+{
+    const char *key = sender_key(b, f);
+    if (strcmp(key, record_key) == 0)
+        return 0;
+    char id[64];
+    drop(b, BROKER_DROP_IMPOSTOR, "what=%s peer=%s key=%s registered_key=%s", what,
+         id_text(ferry_frame_data(f, 0), ferry_frame_size(f, 0), id, sizeof id),
+         key[0] ? key : "-", record_key[0] ? record_key : "-");
+    return 1;
+}
+
+static void on_zap_ready(ferry_loop *loop, short revents, void *arg)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = arg;
+    broker_trust_serve(&b->trust);
+}
+
+/* SIGHUP re-reads the allow-lists; SIGINT and SIGTERM stop the broker. */
+static void on_signal(ferry_loop *loop, int signo, void *arg)
+{
+    broker *b = arg;
+    if (signo != SIGHUP) {
+        ferry_loop_stop(loop);
+        return;
+    }
+    if (!b->curve.on) {
+        ferry_info("reload_ignored", "reason=\"no --curve-key: nothing to reload\"");
+        return;
+    }
+    broker_trust_reload(&b->trust);
+    /* Registered peers whose key is off the list now are lost at once. Losing
+     * a worker re-places its calls, which may free other workers: the walk
+     * starts again after each loss. */
+    for (int again = 1; again;) {
+        again = 0;
+        for (broker_worker *w = b->dispatch.workers; w; w = w->hh.next) {
+            if (!broker_trust_allows(&b->trust, BROKER_ROLE_WORKER, w->key)) {
+                lose_worker(b, w, "revoked");
+                again = 1;
+                break;
+            }
+        }
+    }
+    broker_engine *e, *etmp;
+    HASH_ITER(hh, b->scripts.engines, e, etmp)
+    {
+        if (!broker_trust_allows(&b->trust, BROKER_ROLE_ENGINE, e->key))
+            lose_engine(b, e, "revoked");
+    }
+}
+
+/* A message from a role's socket whose key left the role's allow-list since
+ * its connection was admitted (a reload): refused, dropped and counted. */
+static int revoked(broker *b, ferry_frames *f, broker_role role)
+{
+    if (!b->curve.on)
+        return 0;
+    const char *key = broker_trust_key(&f->frames[f->count - 1]);
+    if (broker_trust_allows(&b->trust, role, key))
+        return 0;
+    drop(b, BROKER_DROP_REVOKED, "socket=%s key=%s", broker_role_domain[role], key ? key : "-");
+    return 1;
+}
+
 /* ---- lifecycle ---- */
+
+/* Whether binding endpoint lets in only this machine: ipc://, inproc://, or
+ * tcp:// on a loopback address. */
+static int endpoint_is_local(const char *endpoint)
+{
+    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0)
+        return 1;
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return 0;
+    const char *host = endpoint + 6;
+    const char *colon = strrchr(host, ':');
+    if (!colon)
+        return 0;
+    char h[64];
+    size_t n = (size_t)(colon - host);
+    if (n >= sizeof h)
+        return 0;
+    memcpy(h, host, n);
+    h[n] = '\0';
+    if (strcmp(h, "localhost") == 0 || strcmp(h, "[::1]") == 0 || strcmp(h, "::1") == 0)
+        return 1;
+    struct in_addr a;
+    return inet_pton(AF_INET, h, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* Protected mode (broker.h): the first endpoint that would be open to other hosts. */
+static const char *exposed_endpoint(const broker_config *cfg)
+{
+    const char *eps[] = {cfg->clients, cfg->commands, cfg->engines, cfg->workers};
+    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++)
+        if (eps[i] && !endpoint_is_local(eps[i]))
+            return eps[i];
+    return NULL;
+}
 
 void broker_config_defaults(broker_config *cfg)
 {
     *cfg = (broker_config){
-        .clients = "tcp://*:5558",
-        .commands = "tcp://*:5555",
-        .engines = "tcp://*:5556",
-        .workers = "tcp://*:5557",
+        .clients = BROKER_LOCAL_CLIENTS,
+        .commands = BROKER_LOCAL_COMMANDS,
+        .engines = BROKER_LOCAL_ENGINES,
+        .workers = BROKER_LOCAL_WORKERS,
         .queue_max = 10000,
         .scripts_max = 10000,
         .call_timeout_ms = 30000,
@@ -1038,6 +1272,10 @@ void broker_config_defaults(broker_config *cfg)
         .workers_max = 10000,
         .engines_max = 10000,
         .functions_max = 10000,
+        .queue_bytes = 128L * 1024 * 1024,
+        .slots_max = 100000,
+        .credit_max = 100000,
+        .ready_functions_max = 1000,
     };
 }
 
@@ -1045,6 +1283,7 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
 {
     memset(b, 0, sizeof *b);
     b->cfg = *cfg;
+    b->budget.max = (size_t)cfg->queue_bytes;
     ferry_loop_init(&b->loop);
     ferry_timer_init(&b->sweep, on_sweep, b);
     ferry_timer_init(&b->probe, on_probe, b);
@@ -1055,6 +1294,7 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
         .grace_ms = BROKER_GRACE_MS,
         .workers_max = (size_t)cfg->workers_max,
         .functions_max = (size_t)cfg->functions_max,
+        .bytes = &b->budget,
     };
     broker_dispatch_init(&b->dispatch, &b->loop.timers, &dl, on_call_expired, b);
     broker_scripts_limits sl = {
@@ -1062,15 +1302,53 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
         .timeout_ms = (uint32_t)cfg->script_timeout_ms,
         .grace_ms = BROKER_GRACE_MS,
         .engines_max = (size_t)cfg->engines_max,
+        .bytes = &b->budget,
     };
     broker_scripts_init(&b->scripts, &b->loop.timers, &sl, on_script_expired, b);
 
     ferry_err e;
+    b->loop.on_signal = on_signal;
+    b->loop.signal_arg = b;
+    b->loop.catch_hup = 1;
     b->zctx = zmq_ctx_new();
     if (!b->zctx) {
         snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         broker_close(b);
         return FERRY_EIO;
+    }
+    e = ferry_curve_server(&b->curve, cfg->curve_key, err, errlen);
+    if (e) {
+        broker_close(b);
+        return e;
+    }
+    const char *exposed = b->curve.on || cfg->insecure ? NULL : exposed_endpoint(cfg);
+    if (exposed) {
+        snprintf(err, errlen,
+                 "refusing to bind %s without keys: anyone who reaches it could run scripts "
+                 "and answer calls. Make keys (ferry keygen keys/broker; ferry keygen "
+                 "allow-clients/me; ...) and pass --curve-key keys/broker_secret with "
+                 "--allow-clients, --allow-engines and --allow-workers folders of public "
+                 "certificates (docs/protocol.md#security), or bind loopback "
+                 "(tcp://127.0.0.1:PORT) or ipc://, or pass --insecure",
+                 exposed);
+        broker_close(b);
+        return FERRY_EUSAGE;
+    }
+    if (!b->curve.on && (cfg->allow[0] || cfg->allow[1] || cfg->allow[2])) {
+        snprintf(err, errlen, "--allow-clients, --allow-engines and --allow-workers need "
+                 "--curve-key (the broker's secret certificate)");
+        broker_close(b);
+        return FERRY_EUSAGE;
+    }
+    if (b->curve.on) {
+        /* Before any CURVE socket binds: libzmq asks it about every peer. */
+        e = broker_trust_open(&b->trust, b->zctx, cfg->allow, err, errlen);
+        if (e == FERRY_OK)
+            e = ferry_loop_add_socket(&b->loop, b->trust.zap, ZMQ_POLLIN, on_zap_ready, b);
+        if (e) {
+            broker_close(b);
+            return e;
+        }
     }
     struct {
         const char *name;
@@ -1092,6 +1370,8 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
             .max_msg = cfg->max_msg,
             .hwm = (int)cfg->hwm,
             .linger_ms = 0,
+            .curve = &b->curve,
+            .zap_domain = socks[i].name,
         };
         char why[256];
         *socks[i].socket = ferry_socket_open(b->zctx, &o, why, sizeof why);
@@ -1129,10 +1409,10 @@ ferry_err broker_run(broker *b)
     ferry_info("broker_started",
                "clients=%s commands=%s engines=%s workers=%s queue_max=%ld scripts_max=%ld "
                "call_timeout_ms=%ld script_timeout_ms=%ld unserved_wait_ms=%ld heartbeat_ms=%ld "
-               "liveness=%ld",
+               "liveness=%ld curve=%s",
                c->clients, c->commands, c->engines, c->workers, c->queue_max, c->scripts_max,
                c->call_timeout_ms, c->script_timeout_ms, c->unserved_wait_ms, c->heartbeat_ms,
-               c->liveness);
+               c->liveness, b->curve.on ? b->curve.own.public_key : "off");
     if (c->heartbeat_ms > 0 &&
         ferry_loop_timer(&b->loop, &b->sweep, c->heartbeat_ms / 2 > 0 ? c->heartbeat_ms / 2 : 1) !=
             FERRY_OK)
@@ -1164,6 +1444,7 @@ void broker_close(broker *b)
     ferry_socket_close(&b->commands);
     ferry_socket_close(&b->engines);
     ferry_socket_close(&b->workers);
+    broker_trust_close(&b->trust);
     if (b->zctx) {
         zmq_ctx_term(b->zctx);
         b->zctx = NULL;

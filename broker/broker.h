@@ -25,6 +25,7 @@
 #include "ferry_err.h"
 #include "ferry_loop.h"
 #include "scripts.h"
+#include "trust.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,18 @@
 #define BROKER_BATCH 256       /* messages per socket per wakeup, for fairness */
 #define BROKER_GRACE_MS 5000   /* backstop past a deadline for in-flight calls and scripts */
 #define BROKER_PROBE_MS 10     /* from a peer's disconnection to the probe that finds who */
+#define BROKER_FUNCTION_NAME_MAX 255 /* bytes of a function name in a Ready */
+#define BROKER_STATS_BYTES 65536     /* a Stats reply's function and worker lists stay near this */
+
+/* Default endpoints: loopback without keys (protected mode), every interface with them. */
+#define BROKER_LOCAL_CLIENTS "tcp://127.0.0.1:5558"
+#define BROKER_LOCAL_COMMANDS "tcp://127.0.0.1:5555"
+#define BROKER_LOCAL_ENGINES "tcp://127.0.0.1:5556"
+#define BROKER_LOCAL_WORKERS "tcp://127.0.0.1:5557"
+#define BROKER_ANY_CLIENTS "tcp://*:5558"
+#define BROKER_ANY_COMMANDS "tcp://*:5555"
+#define BROKER_ANY_ENGINES "tcp://*:5556"
+#define BROKER_ANY_WORKERS "tcp://*:5557"
 
 typedef struct {
     const char *clients;  /* ROUTER endpoints to bind, and the PULL one */
@@ -50,6 +63,13 @@ typedef struct {
     long workers_max;       /* registered workers */
     long engines_max;       /* registered engines */
     long functions_max;     /* known function names */
+    const char *curve_key;  /* the broker's secret certificate; NULL: no CURVE */
+    const char *allow[BROKER_ROLE_COUNT]; /* allow-list folder per role (trust.h) */
+    int insecure;           /* without curve_key, bind non-loopback endpoints all the same */
+    long queue_bytes;       /* bytes of queued Commands and Submits together; 0: no bound */
+    long slots_max;         /* a Hello's slots are cut to this */
+    long credit_max;        /* a Ready's credit is cut to this */
+    long ready_functions_max; /* a Ready with more functions is refused */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -61,6 +81,9 @@ typedef enum {
     BROKER_DROP_DUPLICATE,    /* a Command whose (engine_id, call_id) is already known */
     BROKER_DROP_UNKNOWN,      /* a Reply or Result that matches nothing */
     BROKER_DROP_UNDELIVERABLE, /* the engine or client it is for cannot be reached */
+    BROKER_DROP_REVOKED,      /* from a key taken off its role's allow-list since it connected */
+    BROKER_DROP_IMPOSTOR,     /* under a registered peer's routing id, from another key */
+    BROKER_DROP_FORGED,       /* a Command under an engine id that another key registered */
     BROKER_DROP_COUNT
 } broker_drop;
 
@@ -89,6 +112,9 @@ typedef struct broker {
     ferry_timer probe;           /* a heartbeat to every peer, soon after a disconnection */
     void *workers_mon;           /* PAIRs with the disconnections of the workers and */
     void *engines_mon;           /* engines sockets */
+    ferry_curve curve;           /* the broker's key pair, when cfg.curve_key */
+    broker_trust trust;          /* allow-lists and ZAP handler, when curve.on */
+    broker_budget budget;        /* bytes queued, calls and scripts together (--queue-bytes) */
 } broker;
 
 /* The defaults of every flag (endpoints included). */
@@ -99,6 +125,10 @@ void broker_config_defaults(broker_config *cfg);
  * the endpoint and the reason into err, releases what was set up, and
  * returns FERRY_EIO (or FERRY_ENOMEM). cfg's strings are borrowed for b's
  * lifetime.
+ *
+ * Protected mode: without cfg->curve_key every endpoint must be loopback
+ * (tcp:// on localhost, 127.0.0.0/8 or ::1), ipc:// or inproc://, unless
+ * cfg->insecure; else FERRY_EUSAGE with a message saying how to make keys.
  */
 ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t errlen);
 

@@ -775,9 +775,14 @@ ferry_err broker_dispatch_enqueue(broker_dispatch *d, broker_call *call, zmq_msg
     assert(call->state == BROKER_CALL_NEW);
     if (!front && d->queued >= d->lim.queue_max)
         return FERRY_EOVERLOADED;
+    size_t bytes = frame ? zmq_msg_size(frame) : 0; /* given back in unqueue */
+    if (!broker_budget_take(d->lim.bytes, bytes, front))
+        return FERRY_EOVERLOADED;
     ferry_err err = ferry_timer_start(d->timers, &call->timer, queued_expiry(d, call));
-    if (err)
+    if (err) {
+        broker_budget_give(d->lim.bytes, bytes);
         return err;
+    }
     assert(frame != &call->frame || call->held == BROKER_HELD_FRAME);
     if (frame && frame != &call->frame) {
         assert(call->held == BROKER_HELD_NONE);
@@ -803,6 +808,8 @@ static void unqueue(broker_dispatch *d, broker_call *call)
     ferry_timer_stop(d->timers, &call->timer);
     call->fn->queued--;
     d->queued--;
+    broker_budget_give(d->lim.bytes,
+                       call->held == BROKER_HELD_FRAME ? zmq_msg_size(&call->frame) : 0);
     call->state = BROKER_CALL_NEW;
 }
 

@@ -45,6 +45,7 @@
 #include "ferry_err.h"
 #include "ferry_timer.h"
 #include "ferry_wire.h"
+#include "budget.h"
 #include "uthash.h"
 
 #include <assert.h>
@@ -150,6 +151,7 @@ struct broker_worker {
     ferry_timer backstop;       /* armed at or before the earliest deadline + grace of calls;
                                  * idle or early (the call completed) otherwise */
     uint64_t completed, failed; /* its replies, for stats */
+    char key[41];               /* CURVE public key (Z85) that registered it; "" without keys */
 };
 
 struct broker_function {
@@ -175,6 +177,7 @@ typedef struct {
     uint32_t grace_ms;         /* in-flight backstop past the deadline */
     size_t workers_max;        /* registered workers; 0: no bound */
     size_t functions_max;      /* known function names; 0: no bound */
+    broker_budget *bytes;      /* borrowed: queued Commands take their bytes here; NULL: none */
 } broker_dispatch_limits;
 
 struct broker_dispatch {

@@ -220,9 +220,13 @@ ferry_err broker_scripts_enqueue(broker_scripts *s, broker_script *script, int f
     assert(script->state == BROKER_SCRIPT_NEW);
     if (!front && s->queued >= s->lim.queue_max)
         return FERRY_EOVERLOADED;
+    if (!broker_budget_take(s->lim.bytes, script->bytes, front))
+        return FERRY_EOVERLOADED;
     ferry_err err = ferry_timer_start(s->timers, &script->timer, script->deadline_ms);
-    if (err)
+    if (err) {
+        broker_budget_give(s->lim.bytes, script->bytes);
         return err;
+    }
     if (front)
         DL_PREPEND(s->queue, script);
     else
@@ -239,6 +243,7 @@ static void unqueue(broker_scripts *s, broker_script *script)
     script->prev = script->next = NULL;
     ferry_timer_stop(s->timers, &script->timer);
     s->queued--;
+    broker_budget_give(s->lim.bytes, script->bytes);
     script->state = BROKER_SCRIPT_NEW;
 }
 

@@ -23,6 +23,7 @@
 #include "ferry_err.h"
 #include "ferry_timer.h"
 #include "ferry_wire.h"
+#include "budget.h"
 #include "uthash.h"
 
 #include <stddef.h>
@@ -51,6 +52,7 @@ struct broker_script {
     uint64_t request_id;        /* the client's, echoed in the Result */
     size_t client_len;
     uint8_t client[FERRY_ROUTING_ID_MAX]; /* routing id of the client on the clients ROUTER */
+    size_t bytes;               /* its Submit's size, taken from lim.bytes while queued */
 };
 
 struct broker_engine {
@@ -68,6 +70,7 @@ struct broker_engine {
     int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
     broker_engine *prev, *next; /* s->ring while it has a free slot */
     broker_script *scripts;     /* running there (utlist DL) */
+    char key[41];               /* CURVE public key (Z85) that registered it; "" without keys */
 };
 
 typedef void (*broker_script_expired_fn)(broker_script *script, ferry_err reason, void *arg);
@@ -77,6 +80,7 @@ typedef struct {
     uint32_t timeout_ms;  /* default when a Submit says 0, cap otherwise */
     uint32_t grace_ms;    /* running backstop past the deadline */
     size_t engines_max;   /* registered engines; 0: no bound */
+    broker_budget *bytes; /* borrowed: queued scripts take their bytes here; NULL: none */
 } broker_scripts_limits;
 
 struct broker_scripts {

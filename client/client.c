@@ -9,9 +9,15 @@
  * under a new routing id, and a restarted broker knows nothing of what was
  * submitted before. So a monitor watches for disconnection, and a wait
  * fails with FERRY_EBROKER_LOST at once instead of at the deadline.
+ *
+ * With CURVE keys the monitor also reports a refused handshake (the broker's
+ * ZAP handler said no, or the keys do not match): submissions and waits
+ * fail with FERRY_EAUTH at once instead of waiting for a connection that
+ * will never come.
  */
 #include "ferry/client.h"
 
+#include "ferry_cert.h"
 #include "ferry_clock.h"
 #include "ferry_wire.h"
 
@@ -22,7 +28,9 @@
 struct ferry_client {
     void *ctx;
     void *socket;
-    void *monitor; /* ZMQ_EVENT_DISCONNECTED of socket */
+    void *monitor; /* connection events of socket */
+    int refused;   /* the last handshake was refused, none succeeded since */
+    ferry_curve curve;
     uint64_t next_request;
     int connect_timeout_ms;
     ferry_limits limits; /* asked for by every submission */
@@ -30,9 +38,19 @@ struct ferry_client {
 
 ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen)
 {
+    return ferry_client_new_curve(endpoint, NULL, NULL, err, errlen);
+}
+
+ferry_client *ferry_client_new_curve(const char *endpoint, const char *curve_key,
+                                     const char *broker_key, char *err, size_t errlen)
+{
     ferry_client *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (ferry_curve_client(&c->curve, curve_key, broker_key, err, errlen) != FERRY_OK) {
+        free(c);
         return NULL;
     }
     c->ctx = zmq_ctx_new();
@@ -41,10 +59,14 @@ ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen)
         free(c);
         return NULL;
     }
-    ferry_socket_opts o = {.type = ZMQ_DEALER, .endpoint = endpoint, .linger_ms = 0};
+    ferry_socket_opts o = {
+        .type = ZMQ_DEALER, .endpoint = endpoint, .linger_ms = 0, .curve = &c->curve};
+    int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
     c->socket = ferry_socket_open(c->ctx, &o, err, errlen);
     if (c->socket)
-        c->monitor = ferry_monitor_open(c->ctx, c->socket, ZMQ_EVENT_DISCONNECTED, err, errlen);
+        c->monitor = ferry_monitor_open(c->ctx, c->socket, events, err, errlen);
     if (!c->monitor) {
         ferry_socket_close(&c->socket);
         zmq_ctx_term(c->ctx);
@@ -79,19 +101,30 @@ void ferry_client_set_connect_timeout(ferry_client *c, int ms)
     c->connect_timeout_ms = ms;
 }
 
-/* True when the connection to the broker dropped since the last look. */
+/* Reads the connection events: true when the connection to the broker
+ * dropped since the last look. Keeps c->refused up to date: a handshake
+ * the broker refused (ZAP), or that failed on a key or mechanism mismatch.
+ * A handshake cut short with no detail is a refusal only with CURVE: the
+ * broker drops a HELLO sealed for another server key without a word. */
 static int disconnected(ferry_client *c)
 {
     uint16_t event;
     int seen = 0;
-    while (ferry_monitor_recv(c->monitor, &event) == FERRY_OK)
+    while (ferry_monitor_recv(c->monitor, &event) == FERRY_OK) {
         seen |= event == ZMQ_EVENT_DISCONNECTED;
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            c->refused = 0;
+        else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                 event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                 (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && c->curve.on))
+            c->refused = 1;
+    }
     return seen;
 }
 
 /* Sends env, waiting for a connection up to the connect timeout. A drop
  * noticed before the send is old news: what it lost is reported by the
- * waits that were under way then. */
+ * waits that were under way then. A refused handshake ends the wait. */
 static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env)
 {
     (void)disconnected(c);
@@ -100,11 +133,15 @@ static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env)
         ferry_err err = ferry_wire_send(c->socket, NULL, 0, env);
         if (err != FERRY_EOVERLOADED)
             return err;
+        (void)disconnected(c);
+        if (c->refused)
+            return FERRY_EAUTH;
         int64_t left = until - ferry_now_ms();
         if (left <= 0)
             return FERRY_EUNREACHABLE;
-        zmq_pollitem_t item = {.socket = c->socket, .events = ZMQ_POLLOUT};
-        if (zmq_poll(&item, 1, (long)left) < 0 && zmq_errno() != EINTR)
+        zmq_pollitem_t items[2] = {{.socket = c->socket, .events = ZMQ_POLLOUT},
+                                   {.socket = c->monitor, .events = ZMQ_POLLIN}};
+        if (zmq_poll(items, 2, (long)left) < 0 && zmq_errno() != EINTR)
             return FERRY_EIO;
     }
 }
@@ -158,7 +195,7 @@ static ferry_err recv_kind(ferry_client *c, int timeout_ms, Ferry__Envelope__Bod
         if (err != FERRY_ETIMEOUT)
             return err;
         if (disconnected(c))
-            return FERRY_EBROKER_LOST;
+            return c->refused ? FERRY_EAUTH : FERRY_EBROKER_LOST;
         int64_t left = until - ferry_now_ms();
         if (left <= 0)
             return FERRY_ETIMEOUT;

@@ -3,12 +3,17 @@
  *
  *   ferry run [--broker EP] [--timeout S] [--json] script.lua [arg ...]
  *   ferry stats [--broker EP] [--json]
+ *   ferry keygen PATH
+ *
+ * run and stats take --curve-key FILE (this client's secret certificate) and
+ * --broker-key FILE (the broker's public one) for a broker with CURVE keys.
  *
  * Exit codes: 0 success, 1 the script failed, 2 bad usage, 3 the broker
  * cannot be reached or the timeout passed.
  */
 #include "ferry/client.h"
 #include "ferry_buf.h"
+#include "ferry_cert.h"
 #include "ferry_opts.h"
 #include "ferry_value.h"
 #include "ferry_wire.h"
@@ -24,11 +29,16 @@ static const char *broker = "tcp://localhost:5558";
 static double timeout_s = 30;
 static int json;
 static double max_memory, max_instructions, max_output;
+static const char *curve_key, *broker_key;
 
 static const ferry_opt run_opts[] = {
     {"broker", "FERRY_CLIENTS", FERRY_OPT_STRING, &broker, "broker clients endpoint", 0, 0},
     {"timeout", NULL, FERRY_OPT_DOUBLE, &timeout_s, "script deadline in seconds", 0.001, 86400},
     {"json", NULL, FERRY_OPT_FLAG, &json, "print one JSON object on stdout", 0, 0},
+    {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
+     "this client's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
+    {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
+     "the broker's public certificate (with --curve-key)", 0, 0},
     {"max-memory", NULL, FERRY_OPT_DOUBLE, &max_memory,
      "bytes the script's Lua state may hold (0: the engine's limit; never more)", 0, 1e15},
     {"max-instructions", NULL, FERRY_OPT_DOUBLE, &max_instructions,
@@ -53,14 +63,15 @@ static const ferry_cli stats_cli = {
     .synopsis = "[--broker EP] [--json]",
     .summary = "Prints the broker's counters: engines, workers, functions, calls queued,\n"
                "in flight and completed, scripts.",
-    .opts = run_opts, /* --broker, --timeout (bounds the wait) and --json */
-    .nopts = 3,
+    .opts = run_opts, /* --broker, --timeout (bounds the wait), --json and the keys */
+    .nopts = 5,
 };
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: ferry run [--broker EP] [--timeout S] [--json] script.lua [arg ...]\n"
                  "       ferry stats [--broker EP] [--json]\n"
+                 "       ferry keygen PATH   (writes PATH and PATH_secret)\n"
                  "       ferry --help | --version\n");
 }
 
@@ -165,9 +176,9 @@ static int cmd_run(int argc, char **argv)
         args[i] = ferry_value_cstring(argv[next + 1 + i]);
     const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 
-    char errbuf[256];
+    char errbuf[512];
     int code = EXIT_UNREACHABLE;
-    ferry_client *c = ferry_client_new(broker, errbuf, sizeof errbuf);
+    ferry_client *c = ferry_client_new_curve(broker, curve_key, broker_key, errbuf, sizeof errbuf);
     if (!c) {
         code = fail(EXIT_UNREACHABLE, FERRY_EUNREACHABLE, errbuf);
         goto out;
@@ -181,6 +192,9 @@ static int cmd_run(int argc, char **argv)
                                      (size_t)nargs, (uint32_t)(timeout_s * 1000), &res);
     if (err == FERRY_EUNREACHABLE) {
         snprintf(errbuf, sizeof errbuf, "cannot reach the broker at %s", broker);
+        code = fail(EXIT_UNREACHABLE, err, errbuf);
+    } else if (err == FERRY_EAUTH) {
+        snprintf(errbuf, sizeof errbuf, "not authorized by the broker at %s", broker);
         code = fail(EXIT_UNREACHABLE, err, errbuf);
     } else if (err == FERRY_EBROKER_LOST) {
         snprintf(errbuf, sizeof errbuf, "the broker at %s went away while the script ran",
@@ -292,7 +306,7 @@ static void print_stats(const Ferry__Stats *s)
         }
         ferry_buf_puts(&b, "}, ");
         json_workers(&b, s);
-        ferry_buf_puts(&b, "}\n");
+        ferry_buf_printf(&b, ", \"truncated\": %s}\n", s->truncated ? "true" : "false");
         fwrite(b.data, 1, b.len, stdout);
         ferry_buf_fini(&b);
         return;
@@ -315,6 +329,8 @@ static void print_stats(const Ferry__Stats *s)
                (unsigned long long)f->completed, (unsigned long long)f->failed);
     }
     print_workers(s);
+    if (s->truncated)
+        printf("\n(lists cut to keep the reply small)\n");
 }
 
 static int cmd_stats(int argc, char **argv)
@@ -324,15 +340,19 @@ static int cmd_stats(int argc, char **argv)
     int rc = ferry_opts_parse(&stats_cli, argc, argv, 2, &next);
     if (rc != FERRY_OPTS_CONTINUE)
         return rc;
-    char errbuf[256];
-    ferry_client *c = ferry_client_new(broker, errbuf, sizeof errbuf);
+    char errbuf[512];
+    ferry_client *c = ferry_client_new_curve(broker, curve_key, broker_key, errbuf, sizeof errbuf);
     if (!c)
         return fail(EXIT_UNREACHABLE, FERRY_EUNREACHABLE, errbuf);
     ferry_client_set_connect_timeout(c, (int)(timeout_s * 1000));
     Ferry__Envelope *env = NULL;
     ferry_err err = ferry_client_stats(c, (int)(timeout_s * 1000), &env);
     int code = 0;
-    if (err != FERRY_OK) {
+    if (err == FERRY_EAUTH) {
+        snprintf(errbuf, sizeof errbuf, "not authorized by the broker at %s", broker);
+        fprintf(stderr, "ferry: %s: %s\n", ferry_err_code(err), errbuf);
+        code = EXIT_UNREACHABLE;
+    } else if (err != FERRY_OK) {
         snprintf(errbuf, sizeof errbuf, "no stats from the broker at %s: %s", broker,
                  ferry_err_desc(err));
         fprintf(stderr, "ferry: %s: %s\n", ferry_err_code(err), errbuf);
@@ -345,6 +365,27 @@ static int cmd_stats(int argc, char **argv)
     return code;
 }
 
+/* ferry keygen PATH: a new key pair into PATH and PATH_secret (mode 0600). */
+static int cmd_keygen(int argc, char **argv)
+{
+    if (argc != 3 || argv[2][0] == '-') {
+        fprintf(stderr, "usage: ferry keygen PATH   (writes PATH and PATH_secret)\n");
+        return EXIT_USAGE;
+    }
+    ferry_cert cert;
+    if (ferry_cert_generate(&cert) != FERRY_OK) {
+        fprintf(stderr, "ferry keygen: this libzmq has no CURVE support\n");
+        return 1;
+    }
+    char err[512];
+    if (ferry_cert_save(argv[2], &cert, err, sizeof err) != FERRY_OK) {
+        fprintf(stderr, "ferry keygen: %s\n", err);
+        return 1;
+    }
+    printf("%s\n", cert.public_key);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -355,6 +396,8 @@ int main(int argc, char **argv)
         return cmd_run(argc, argv);
     if (strcmp(argv[1], "stats") == 0)
         return cmd_stats(argc, argv);
+    if (strcmp(argv[1], "keygen") == 0)
+        return cmd_keygen(argc, argv);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return 0;

@@ -3,7 +3,8 @@
 # /usr/local/bin/ferry-healthcheck; see docker-compose.yml).
 #
 #   ferry-healthcheck broker   the broker answers a stats request on its
-#                              clients port (FERRY_CLIENTS, default 5558)
+#                              clients port (FERRY_CLIENTS, default 5558),
+#                              as the stack's client key when it has keys
 #   ferry-healthcheck engine   the engine holds established TCP connections to
 #                              the broker's commands and engines ports
 #                              (FERRY_COMMANDS, FERRY_ENGINES)
@@ -36,6 +37,12 @@ connected() {
 case ${1:-} in
 broker)
   port=$(port_of "${FERRY_CLIENTS:-tcp://*:5558}")
+  if [ -n "${FERRY_CURVE_KEY:-}" ]; then
+    # A keyed broker answers a listed client: the stack's own, beside its key.
+    keys=$(dirname "$FERRY_CURVE_KEY")
+    exec env -u FERRY_CURVE_KEY ferry stats --timeout 2 --broker "tcp://127.0.0.1:$port" \
+      --curve-key "$keys/client_secret" --broker-key "$keys/broker" >/dev/null
+  fi
   exec ferry stats --timeout 2 --broker "tcp://127.0.0.1:$port" >/dev/null
   ;;
 engine)

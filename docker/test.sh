@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # docker/test.sh [BIN_DIR]: the Docker test stage. Proves on this machine
 # that the image builds and that the Compose stack works as docs/docker.md
-# says: scripts run from the host and from the client service, workers scale
+# says: the stack comes up with CURVE keys made on first start, a client
+# without a listed key is refused, scripts run from the host (with the key
+# ferry-keys exports) and from the client service, workers scale
 # from 1 to 4 (and engines from 1 to 2) and back to 1 while scripts keep
 # running, and every one of those scripts succeeds.
 #
@@ -273,6 +275,16 @@ else
   bad "compose up"
   exit 1
 fi
+# The host's client key, in one step (docs/docker.md): every host `ferry` below uses it.
+mkdir -p "$work/keys"
+if compose run --rm -T keys ferry-keys export 2>"$work/keys.err" | tar -x -C "$work/keys"; then
+  export FERRY_CURVE_KEY=$work/keys/client_secret FERRY_BROKER_KEY=$work/keys/broker
+  ok "the host's client key (compose run --rm -T keys ferry-keys export | tar -x)"
+else
+  cat "$work/keys.err"
+  bad "ferry-keys export"
+  exit 1
+fi
 if wait_for 60 "broker sees 1 engine and 1 worker (ferry stats from the host)" has_counts 1 1; then
   ok "stack ready"
 else
@@ -305,6 +317,29 @@ if grep -q '^hello, Ferry$' "$work/host-hello.lua.out"; then
   ok "host: hello.lua answered 'hello, Ferry'"
 else
   bad "host: hello.lua answer"
+fi
+
+# ---------------------------------------------------------------------------
+step "clients without a listed key are refused"
+t0=$(now)
+env -u FERRY_CURVE_KEY -u FERRY_BROKER_KEY "$bin/ferry" run --broker "$broker" --timeout 30 \
+  examples/hello.lua Ferry >"$work/keyless.out" 2>&1
+rc=$?
+if [ $rc -eq 3 ] && grep -q 'not authorized by the broker' "$work/keyless.out"; then
+  ok "keyless ferry run: exit 3 after $(secs "$t0" "$(now)")s: $(tail -n 1 "$work/keyless.out")"
+else
+  cat "$work/keyless.out"
+  bad "keyless ferry run (exit $rc, want 3 and 'not authorized')"
+fi
+"$bin/ferry" keygen "$work/stranger" >/dev/null
+"$bin/ferry" run --broker "$broker" --curve-key "$work/stranger_secret" --timeout 30 \
+  examples/hello.lua Ferry >"$work/stranger.out" 2>&1
+rc=$?
+if [ $rc -eq 3 ] && grep -q 'not authorized by the broker' "$work/stranger.out"; then
+  ok "ferry run with a key on no allow-list: exit 3"
+else
+  cat "$work/stranger.out"
+  bad "ferry run with an unlisted key (exit $rc, want 3)"
 fi
 
 # ---------------------------------------------------------------------------

@@ -21,9 +21,11 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uthash.h>
 #include <utlist.h>
 
@@ -78,6 +80,8 @@ struct engine {
     engine_stats stats;
     int64_t bad_log_ms, late_log_ms, lost_log_ms, refused_log_ms; /* rate limits for logs */
     uint64_t bad_log_n, late_log_n, lost_log_n, refused_log_n;
+    int64_t auth_log_ms; /* the broker_refused line's rate limit */
+    uint64_t auth_log_n;
 };
 
 static void on_drain_timeout(ferry_timer *timer, void *arg);
@@ -657,6 +661,30 @@ static int dealer_has_input(engine *e)
     return zmq_getsockopt(e->dealer, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
 }
 
+/*
+ * The broker stopped answering while our connections looked up: its route
+ * to our routing id may be gone, or held by another connection under the
+ * same id (a ROUTER without handover keeps the first one). Come back on a
+ * new connection under a new id: to the broker, a new engine. Hello goes
+ * once the monitor reports the new connection.
+ */
+static void new_identity(engine *e)
+{
+    char old[sizeof e->id];
+    memcpy(old, e->id, sizeof old);
+    ferry_make_id("engine", e->id, sizeof e->id);
+    e->id_len = strlen(e->id);
+    if (zmq_disconnect(e->dealer, e->cfg.engines) != 0 ||
+        zmq_setsockopt(e->dealer, ZMQ_ROUTING_ID, e->id, e->id_len) != 0 ||
+        zmq_connect(e->dealer, e->cfg.engines) != 0) {
+        ferry_error("new_identity_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+        return;
+    }
+    e->dealer_down = 1;
+    e->down_ms = ferry_now_ms();
+    ferry_warn("new_identity", "old=%s id=%s", old, e->id);
+}
+
 /* Twice per heartbeat interval: the broker's liveness, our heartbeat, a Hello
  * that is still owed (in case no POLLOUT woke us for it). */
 static void on_tick(ferry_timer *timer, void *arg)
@@ -665,8 +693,10 @@ static void on_tick(ferry_timer *timer, void *arg)
     int64_t now = ferry_now_ms();
     int64_t interval = e->cfg.heartbeat_ms;
     if (e->hello_sent && now - e->last_heard_ms > interval * e->cfg.liveness &&
-        !dealer_has_input(e))
+        !dealer_has_input(e)) {
         broker_lost(e, "silent");
+        new_identity(e);
+    }
     if ((e->dealer_down || e->push_down) && now - e->down_ms > interval * e->cfg.liveness) {
         /* No word of a new connection: trust POLLOUT alone from now on. */
         ferry_warn("reconnect_unseen", "dealer_down=%d push_down=%d", e->dealer_down, e->push_down);
@@ -695,6 +725,15 @@ static void connection_event(engine *e, uint16_t event, int *down, const char *w
         ferry_info("broker_connected", "socket=%s hello_sent=%d", which, e->hello_sent);
         *down = 0;
         maybe_hello(e);
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+               event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+               (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && e->cfg.curve.on)) {
+        /* libzmq tries again by itself: said once in a while, not each time. */
+        ferry_log_limited(&e->auth_log_ms, &e->auth_log_n, FERRY_LOG_ERROR, "broker_refused",
+                          "socket=%s reason=\"%s\"", which,
+                          event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                              ? "our key is not on the broker's allow-list"
+                              : "handshake failed: check --curve-key and --broker-key");
     }
 }
 
@@ -743,6 +782,19 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
     }
 }
 
+/* 62 random bits from the kernel (the clock when it has none): far from 0 and
+ * from wrapping. */
+static uint64_t random_call_base(void)
+{
+    uint64_t r = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &r, sizeof r) != (ssize_t)sizeof r)
+        r = (uint64_t)ferry_now_ms() * 0x9E3779B97F4A7C15ull;
+    if (fd >= 0)
+        close(fd);
+    return (r >> 2) | 1;
+}
+
 ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, engine **out,
                      char *err, size_t errlen)
 {
@@ -764,12 +816,16 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         (engine_script_host){.call = host_call, .tick = host_tick, .room = host_room, .ctx = e};
     ferry_make_id("engine", e->id, sizeof e->id);
     e->id_len = strlen(e->id);
+    /* Call ids start where nobody can guess: a Command forged under our id
+     * must also guess a call id in flight. */
+    e->next_call_id = random_call_base();
 
     ferry_socket_opts push = {.type = ZMQ_PUSH,
                               .endpoint = cfg->commands,
                               .max_msg = e->cfg.max_msg,
                               .hwm = (int)cfg->hwm,
-                              .linger_ms = 0};
+                              .linger_ms = 0,
+                              .curve = &e->cfg.curve};
     e->push = ferry_socket_open(zctx, &push, err, errlen);
     if (!e->push)
         goto fail;
@@ -779,11 +835,16 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
                                 .routing_id = e->id,
                                 .max_msg = e->cfg.max_msg,
                                 .hwm = (int)cfg->hwm,
-                                .linger_ms = 500};
+                                .linger_ms = 500,
+                                .curve = &e->cfg.curve};
     e->dealer = ferry_socket_open(zctx, &dealer, err, errlen);
     if (!e->dealer)
         goto fail;
-    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED;
+    /* The failures: a key the broker refused, a mechanism mismatch, or (no
+     * detail) a HELLO the broker could not open: sealed for another key. */
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
     e->dealer_mon = ferry_monitor_open(zctx, e->dealer, events, err, errlen);
     if (!e->dealer_mon)
         goto fail;
@@ -805,8 +866,9 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    ferry_info("engine_started", "id=%s commands=%s engines=%s slots=%ld", e->id, cfg->commands,
-               cfg->engines, cfg->slots);
+    ferry_info("engine_started", "id=%s commands=%s engines=%s slots=%ld curve=%s", e->id,
+               cfg->commands, cfg->engines, cfg->slots,
+               cfg->curve.on ? cfg->curve.own.public_key : "off");
     *out = e;
     return FERRY_OK;
 fail:

@@ -31,6 +31,7 @@
 #ifndef ENGINE_ENGINE_H
 #define ENGINE_ENGINE_H
 
+#include "ferry_cert.h"
 #include "ferry_err.h"
 #include "ferry_loop.h"
 
@@ -62,6 +63,7 @@ typedef struct {
                              * 0: FERRY_DEFAULT_MAX_MSG; else at least ENGINE_MIN_MAX_MSG */
     long inflight_bytes;    /* bytes of Commands in flight at once, all scripts together;
                              * 0: ENGINE_DEFAULT_INFLIGHT_BYTES */
+    ferry_curve curve;      /* CURVE towards the broker (on == 0: none) */
 } engine_config;
 
 typedef struct {

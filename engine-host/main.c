@@ -31,6 +31,7 @@ static void on_signal(ferry_loop *loop, int signo, void *arg)
 int main(int argc, char **argv)
 {
     long watchdog_grace_ms = 2000;
+    const char *curve_key = NULL, *broker_key = NULL;
     long drain_ms = 10000;
     engine_config cfg = {
         .commands = "tcp://localhost:5555",
@@ -96,6 +97,10 @@ int main(int argc, char **argv)
          "ms a script may stay inside one C function past its deadline before the engine "
          "exits (status 70) to be restarted; 0: never exit",
          0, 3600000},
+        {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
+         "this engine's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
+        {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
+         "the broker's public certificate (with --curve-key)", 0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-engine",
@@ -111,7 +116,12 @@ int main(int argc, char **argv)
         return rc;
 
     ferry_log_init("engine");
-    char err[256];
+    char err[512];
+    ferry_err ce = ferry_curve_client(&cfg.curve, curve_key, broker_key, err, sizeof err);
+    if (ce != FERRY_OK) {
+        fprintf(stderr, "ferry-engine: %s\n", err);
+        return ce == FERRY_EUSAGE ? 2 : 1;
+    }
     if (engine_watchdog_init(watchdog_grace_ms, err, sizeof err) != FERRY_OK) {
         fprintf(stderr, "ferry-engine: %s\n", err);
         return 1;

@@ -30,7 +30,8 @@
     X(FERRY_ELIMIT, "limit", "a script limit was exceeded")                            \
     X(FERRY_EUNREACHABLE, "unreachable", "peer cannot be reached")                     \
     X(FERRY_EIO, "io_error", "system call failed")                                     \
-    X(FERRY_EUSAGE, "usage", "bad command-line usage")
+    X(FERRY_EUSAGE, "usage", "bad command-line usage")                                 \
+    X(FERRY_EAUTH, "not_authorized", "not authorized by the broker")
 
 typedef enum {
 #define FERRY_ERR_ENUM(e, code, desc) e,

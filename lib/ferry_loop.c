@@ -175,6 +175,8 @@ ferry_err ferry_loop_run(ferry_loop *loop)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (loop->catch_hup)
+        sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     /* One slot more than the items: the signal pipe is polled last. */

@@ -41,6 +41,7 @@ struct ferry_loop {
     int64_t now_ms; /* cached clock, refreshed after every poll */
     ferry_signal_fn on_signal;
     void *signal_arg;
+    int catch_hup; /* set before ferry_loop_run: SIGHUP is caught too, for on_signal */
 };
 
 void ferry_loop_init(ferry_loop *loop);

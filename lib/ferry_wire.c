@@ -26,6 +26,27 @@ static ferry_err from_zmq_errno(int e)
     }
 }
 
+/* The CURVE options of o on s: a server (bound) or a client of o->curve->server_key. */
+static int set_curve(void *s, const ferry_socket_opts *o)
+{
+    const ferry_curve *c = o->curve;
+    int one = 1, ivl = FERRY_HANDSHAKE_MS;
+    if (zmq_setsockopt(s, ZMQ_HANDSHAKE_IVL, &ivl, sizeof ivl) != 0 ||
+        zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->own.secret_key, FERRY_KEY_Z85) != 0)
+        return -1;
+    if (o->bind) {
+        const char *domain = o->zap_domain ? o->zap_domain : "";
+        return zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+                       zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) != 0
+                   ? -1
+                   : 0;
+    }
+    return zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->own.public_key, FERRY_KEY_Z85) != 0 ||
+                   zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c->server_key, FERRY_KEY_Z85) != 0
+               ? -1
+               : 0;
+}
+
 void *ferry_socket_open(void *ctx, const ferry_socket_opts *o, char *err, size_t errlen)
 {
     void *s = zmq_socket(ctx, o->type);
@@ -44,18 +65,18 @@ void *ferry_socket_open(void *ctx, const ferry_socket_opts *o, char *err, size_t
     if (o->type == ZMQ_ROUTER &&
         zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
         goto fail;
-    /* A peer reconnecting with its routing id while the old (half-open)
-     * connection is still held takes the id over, instead of being ignored
-     * until the old connection times out. */
-    if (o->type == ZMQ_ROUTER && o->bind &&
-        zmq_setsockopt(s, ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0)
-        goto fail;
+    /* No ZMQ_ROUTER_HANDOVER: a second connection under a live peer's routing
+     * id takes nothing over (libzmq ignores it until the first one is gone).
+     * A peer whose own route is lost that way notices that its heartbeats go
+     * unanswered and comes back under a new id. */
     if (o->routing_id &&
         zmq_setsockopt(s, ZMQ_ROUTING_ID, o->routing_id, strlen(o->routing_id)) != 0)
         goto fail;
     /* Every socket, connecting ones too: nothing a peer sends may be larger. */
     int64_t max = o->max_msg > 0 ? o->max_msg : FERRY_DEFAULT_MAX_MSG;
     if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0)
+        goto fail;
+    if (o->curve && o->curve->on && set_curve(s, o) != 0)
         goto fail;
     if (o->bind) {
         what = "bind";

@@ -19,6 +19,7 @@
 #define FERRY_WIRE_H
 
 #include "ferry.pb-c.h"
+#include "ferry_cert.h"
 #include "ferry_codec.h"
 #include "ferry_err.h"
 
@@ -53,7 +54,15 @@ typedef struct {
     int64_t max_msg;    /* ZMQ_MAXMSGSIZE (largest inbound message); 0: FERRY_DEFAULT_MAX_MSG */
     int hwm;            /* send and receive high-water mark; 0: libzmq's default */
     int linger_ms;      /* ZMQ_LINGER; 0 drops unsent messages on close */
+    const ferry_curve *curve; /* CURVE (borrowed; NULL or off: none): a bound socket is a
+                               * CURVE server asking ZAP about each peer in zap_domain,
+                               * a connecting one a client of curve->server_key */
+    const char *zap_domain;   /* ZMQ_ZAP_DOMAIN of a bound CURVE socket: the peer's role */
 } ferry_socket_opts;
+
+/* ZMQ_HANDSHAKE_IVL of every CURVE socket: a handshake that has not finished by
+ * then is dropped (and retried by a connecting socket). */
+#define FERRY_HANDSHAKE_MS 5000
 
 /*
  * Opens a socket with opts. On failure returns NULL and writes a message

@@ -45,6 +45,7 @@ int main(int argc, char **argv)
     long drain_ms = FERRY_WORKER_DEFAULT_DRAIN_MS;
     const char *not_idempotent = "";
     const char *http_allow = "";
+    const char *curve_key = NULL, *broker_key = NULL;
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
          "broker workers endpoint to connect to", 0, 0},
@@ -69,6 +70,10 @@ int main(int argc, char **argv)
          "are internal (loopback, private, link-local, unique-local, ...: refused by default), "
          "e.g. 127.0.0.1/32,10.1.0.0/16,fd00::/8",
          0, 0},
+        {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
+         "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
+        {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
+         "the broker's public certificate (with --curve-key)", 0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-worker",
@@ -84,7 +89,7 @@ int main(int argc, char **argv)
         return rc;
 
     /* Before anything starts: a bad range must not leave the worker up with another policy. */
-    char err[256];
+    char err[512];
     http_addr_policy allow;
     if (http_addr_policy_parse(&allow, http_allow, err, sizeof err) != FERRY_OK) {
         fprintf(stderr, "ferry-worker: --http-allow: %s\n", err);
@@ -97,7 +102,9 @@ int main(int argc, char **argv)
                                .max_msg = max_msg,
                                .heartbeat_ms = (int)heartbeat_ms,
                                .liveness = (int)liveness,
-                               .drain_ms = drain_ms > 0 ? (int)drain_ms : -1};
+                               .drain_ms = drain_ms > 0 ? (int)drain_ms : -1,
+                               .curve_key = curve_key,
+                               .broker_key = broker_key};
     ferry_worker *w = ferry_worker_new(&cfg, err, sizeof err);
     if (!w) {
         fprintf(stderr, "ferry-worker: %s\n", err);

@@ -51,9 +51,10 @@ static ferry_worker *worker_alloc(const ferry_worker_config *cfg)
         return NULL;
     ferry_loop_init(&w->loop);
     w->state = WORKER_RUNNING;
-    if (cfg->id)
+    if (cfg->id) {
         snprintf(w->id, sizeof w->id, "%s", cfg->id);
-    else
+        w->base_id_len = strlen(w->id);
+    } else
         ferry_make_id("worker", w->id, sizeof w->id);
     w->concurrency = cfg->concurrency ? cfg->concurrency : FERRY_WORKER_DEFAULT_CONCURRENCY;
     if (w->concurrency > FERRY_WORKER_MAX_CONCURRENCY)
@@ -225,6 +226,40 @@ static void on_ready_retry(ferry_timer *timer, void *arg)
         send_ready(w);
 }
 
+/*
+ * The broker stopped answering: its route to our routing id may be gone, or
+ * held by another connection under the same id (a ROUTER without handover
+ * keeps the first one). Come back on a new connection under a new id (a
+ * given id gets a random suffix): to the broker, a new worker. Ready goes
+ * once the monitor reports the connection. Offline (tests), Ready goes again.
+ */
+static void new_identity(ferry_worker *w)
+{
+    if (!w->dealer) {
+        send_ready(w);
+        return;
+    }
+    char old[sizeof w->id], fresh[64];
+    memcpy(old, w->id, sizeof old);
+    ferry_make_id("worker", fresh, sizeof fresh);
+    if (w->base_id_len) {
+        size_t keep = w->base_id_len + 9 <= FERRY_ROUTING_ID_MAX ? w->base_id_len
+                                                                 : FERRY_ROUTING_ID_MAX - 9;
+        snprintf(w->id + keep, sizeof w->id - keep, "-%s", fresh + strlen(fresh) - 8);
+    } else {
+        snprintf(w->id, sizeof w->id, "%s", fresh);
+    }
+    w->connected = 0;
+    ferry_timer_stop(&w->loop.timers, &w->ready_retry);
+    if (zmq_disconnect(w->dealer, w->endpoint) != 0 ||
+        zmq_setsockopt(w->dealer, ZMQ_ROUTING_ID, w->id, strlen(w->id)) != 0 ||
+        zmq_connect(w->dealer, w->endpoint) != 0) {
+        ferry_error("new_identity_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+        return;
+    }
+    ferry_warn("new_identity", "old=%s id=%s", old, w->id);
+}
+
 static void on_heartbeat(ferry_timer *timer, void *arg)
 {
     ferry_worker *w = arg;
@@ -236,7 +271,7 @@ static void on_heartbeat(ferry_timer *timer, void *arg)
                    (long long)(now - w->last_heard_ms), w->stats.in_flight);
         w->last_heard_ms = now;
         w->ready_pending = 1;
-        send_ready(w);
+        new_identity(w);
     }
     Ferry__Heartbeat hb = FERRY__HEARTBEAT__INIT;
     Ferry__Envelope env;
@@ -312,6 +347,15 @@ static void on_monitor(ferry_loop *loop, short revents, void *arg)
             w->ready_pending = 1;
             ferry_timer_stop(&w->loop.timers, &w->ready_retry);
             ferry_warn("broker_disconnected", "in_flight=%zu", w->stats.in_flight);
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                   (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && w->curve.on)) {
+            /* libzmq tries again by itself: said once in a while, not each time. */
+            ferry_log_limited(&w->lim_auth.last_ms, &w->lim_auth.suppressed, FERRY_LOG_ERROR,
+                              "broker_refused", "reason=\"%s\"",
+                              event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                                  ? "our key is not on the broker's allow-list"
+                                  : "handshake failed: check curve_key and broker_key");
         }
     }
 }
@@ -330,6 +374,14 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
         snprintf(err, errlen, "worker id must be 1 to %d bytes", FERRY_ROUTING_ID_MAX);
         goto fail;
     }
+    if (cfg && ferry_curve_client(&w->curve, cfg->curve_key, cfg->broker_key, err, errlen) !=
+                   FERRY_OK)
+        goto fail;
+    w->endpoint = strdup(endpoint);
+    if (!w->endpoint) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     w->send = send_dealer;
     w->ctx = zmq_ctx_new();
     if (!w->ctx) {
@@ -346,12 +398,17 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
                                * every (hwm+1)/2 messages, so the sender may count up
                                * to credit + hwm/2 unread: twice the credit covers it. */
                               .hwm = 2 * (int)w->concurrency + HWM_MARGIN,
-                              .linger_ms = LINGER_MS};
+                              .linger_ms = LINGER_MS,
+                              .curve = &w->curve};
     w->dealer = ferry_socket_open(w->ctx, &opts, err, errlen);
     if (!w->dealer)
         goto fail;
-    w->monitor = ferry_monitor_open(
-        w->ctx, w->dealer, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED, err, errlen);
+    w->monitor = ferry_monitor_open(w->ctx, w->dealer,
+                                    ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                                    err, errlen);
     if (!w->monitor)
         goto fail;
     if (ferry_loop_add_socket(&w->loop, w->dealer, ZMQ_POLLIN, on_dealer, w) != FERRY_OK ||
@@ -389,6 +446,7 @@ void ferry_worker_destroy(ferry_worker **wp)
     ferry_timer_stop(&w->loop.timers, &w->drain);
     ferry_monitor_close(w->dealer, &w->monitor);
     ferry_socket_close(&w->dealer);
+    free(w->endpoint);
     if (w->ctx)
         zmq_ctx_term(w->ctx);
     ferry_loop_fini(&w->loop);

@@ -10,6 +10,7 @@
 #define WORKER_INTERNAL_H
 
 #include "ferry/worker.h"
+#include "ferry_cert.h"
 
 #include <string.h>
 #include <uthash.h>
@@ -156,6 +157,10 @@ struct ferry_worker {
     worker_limit lim_message;
     worker_limit lim_command;
     worker_limit lim_lost;
+    worker_limit lim_auth;
+    ferry_curve curve; /* CURVE towards the broker (on == 0: none) */
+    char *endpoint;    /* owned: the broker's workers endpoint (NULL offline) */
+    size_t base_id_len; /* a given id's length (new identities add to it); 0: generated */
 };
 
 /*

@@ -299,12 +299,17 @@ int main(int argc, char **argv)
 {
     const char *endpoint = FERRY_WORKER_DEFAULT_ENDPOINT;
     long concurrency = FERRY_WORKER_DEFAULT_CONCURRENCY;
+    const char *curve_key = NULL, *broker_key = NULL;
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
          "broker workers endpoint to connect to", 0, 0},
         {"concurrency", "FERRY_CONCURRENCY", FERRY_OPT_INT, &concurrency,
          "calls in flight at once (the credit announced to the broker)", 1,
          FERRY_WORKER_MAX_CONCURRENCY},
+        {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
+         "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
+        {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
+         "the broker's public certificate (with --curve-key)", 0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-example-worker",
@@ -320,8 +325,11 @@ int main(int argc, char **argv)
         return rc;
 
     ferry_log_init("kv-worker");
-    ferry_worker_config cfg = {.endpoint = endpoint, .concurrency = (unsigned)concurrency};
-    char err[256];
+    ferry_worker_config cfg = {.endpoint = endpoint,
+                               .concurrency = (unsigned)concurrency,
+                               .curve_key = curve_key,
+                               .broker_key = broker_key};
+    char err[512];
     kv_store kv = {0};
     kv.worker = ferry_worker_new(&cfg, err, sizeof err);
     if (!kv.worker) {

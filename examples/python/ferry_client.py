@@ -20,7 +20,7 @@ import time
 
 import zmq
 
-from ferry_proto import decode, envelope, pb, to_json_ready, to_python, to_value
+from ferry_proto import add_key_options, decode, envelope, pb, to_json_ready, to_python, to_value, use_keys
 
 GRACE_S = 3.0  # past the script's own deadline, for the broker to answer
 
@@ -50,6 +50,7 @@ def main():
                         help="script deadline in seconds (default 30)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--stats", action="store_true", help="print the broker's counters")
+    add_key_options(parser)
     parser.add_argument("script", nargs="?")
     parser.add_argument("args", nargs="*")
     opts = parser.parse_args()
@@ -59,6 +60,7 @@ def main():
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    use_keys(sock, opts.curve_key, opts.broker_key)
     sock.connect(opts.broker)
     try:
         if opts.stats:

@@ -24,6 +24,35 @@ PROTOCOL_VERSION = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def add_key_options(parser):
+    """--curve-key and --broker-key, as the C programs have them (FERRY_CURVE_KEY, FERRY_BROKER_KEY)."""
+    parser.add_argument("--curve-key", default=os.environ.get("FERRY_CURVE_KEY") or None,
+                        help="this process's secret certificate (ferry keygen) (FERRY_CURVE_KEY)")
+    parser.add_argument("--broker-key", default=os.environ.get("FERRY_BROKER_KEY") or None,
+                        help="the broker's public certificate (FERRY_BROKER_KEY)")
+
+
+def use_keys(sock, curve_key, broker_key):
+    """Makes sock a CURVE client of the broker; call before connect. Both None: no CURVE.
+
+    The files are czmq zcert certificates, which pyzmq's zmq.auth reads."""
+    if not curve_key and not broker_key:
+        return
+    if not curve_key or not broker_key:
+        raise SystemExit("--curve-key and --broker-key go together")
+    import zmq
+    import zmq.auth
+    public, secret = zmq.auth.load_certificate(curve_key)
+    if secret is None and os.path.exists(curve_key + "_secret"):
+        public, secret = zmq.auth.load_certificate(curve_key + "_secret")
+    if secret is None:
+        raise SystemExit("%s holds no secret key" % curve_key)
+    server, _ = zmq.auth.load_certificate(broker_key)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server)
+
+
 def load_messages():
     """Returns the ferry_pb2 module, generating it with protoc when needed."""
     proto_dir = os.environ.get("FERRY_PROTO_DIR") or os.path.join(HERE, "..", "..", "proto")

@@ -28,7 +28,7 @@ import time
 
 import zmq
 
-from ferry_proto import decode, envelope, make_id, pb, to_python, to_value
+from ferry_proto import add_key_options, decode, envelope, make_id, pb, to_python, to_value, use_keys
 
 
 class CallError(Exception):
@@ -92,7 +92,7 @@ FUNCTIONS = {
 
 
 class Worker:
-    def __init__(self, endpoint, credit, heartbeat_ms, liveness, drain_ms):
+    def __init__(self, endpoint, credit, heartbeat_ms, liveness, drain_ms, keys=(None, None)):
         self.id = make_id("pyworker")
         self.credit = credit
         self.heartbeat_s = heartbeat_ms / 1000.0
@@ -102,6 +102,7 @@ class Worker:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.ROUTING_ID, self.id.encode())
         self.sock.setsockopt(zmq.LINGER, 500)
+        use_keys(self.sock, *keys)
         # Without ZMQ_IMMEDIATE, what is sent before the connection is up waits for it.
         self.sock.connect(endpoint)
         self.timers = []  # heap of (due, seq, call, values)
@@ -284,12 +285,13 @@ def main():
                         help="intervals of broker silence before registering again")
     parser.add_argument("--drain-ms", type=int, default=10000,
                         help="how long calls in flight may take after SIGTERM")
+    add_key_options(parser)
     opts = parser.parse_args()
     if opts.credit < 1 or opts.heartbeat_ms < 10 or opts.liveness < 2:
         parser.error("--credit >= 1, --heartbeat-ms >= 10 and --liveness >= 2")
     log("worker_config endpoint=%s" % opts.workers)
     return Worker(opts.workers, opts.credit, opts.heartbeat_ms, opts.liveness,
-                  opts.drain_ms).run()
+                  opts.drain_ms, (opts.curve_key, opts.broker_key)).run()
 
 
 if __name__ == "__main__":

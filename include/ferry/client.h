@@ -33,6 +33,16 @@ typedef struct {
 /* Connects to the broker's clients endpoint. NULL with a message in err on failure. */
 ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen);
 
+/*
+ * ferry_client_new with CURVE: curve_key is this client's secret certificate
+ * file, broker_key the broker's public certificate file (czmq zcert files, as
+ * `ferry keygen` and zmakecert write them); both NULL: no CURVE. A broker
+ * that refuses the key makes submissions and waits fail with FERRY_EAUTH at
+ * once.
+ */
+ferry_client *ferry_client_new_curve(const char *endpoint, const char *curve_key,
+                                     const char *broker_key, char *err, size_t errlen);
+
 /* Closes the socket and frees the client (NULL-safe); nulls *c. */
 void ferry_client_destroy(ferry_client **c);
 
@@ -40,7 +50,8 @@ void ferry_client_destroy(ferry_client **c);
  * Sends a script without waiting for its result. args are borrowed.
  * timeout_ms is the script's deadline (0: the engine's default). Gives the
  * request id that the matching result carries. FERRY_EUNREACHABLE when the
- * broker cannot be reached within the connect timeout.
+ * broker cannot be reached within the connect timeout, FERRY_EAUTH when it
+ * refused this client's handshake.
  */
 ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, const char *name,
                               Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,

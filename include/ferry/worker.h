@@ -124,6 +124,9 @@ typedef struct {
                              0: default (3) */
     int drain_ms;         /* on SIGTERM, how long calls in flight may take to finish;
                              0: default (10000), < 0: no drain, stop at once */
+    const char *curve_key;  /* this worker's secret certificate file (ferry keygen, zmakecert);
+                               with broker_key: CURVE towards the broker. NULL: none */
+    const char *broker_key; /* the broker's public certificate file */
 } ferry_worker_config;
 
 typedef struct {

@@ -2,10 +2,13 @@
 #include "harness.h"
 
 #include "ferry_buf.h"
+#include "ferry_cert.h"
 #include "ferry_clock.h"
 #include "ferry_wire.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -15,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,6 +38,79 @@ int stack_init(ferry_stack *s)
     snprintf(s->workers, sizeof s->workers, "ipc://%s/workers", dir);
     signal(SIGPIPE, SIG_IGN);
     return 0;
+}
+
+int stack_init_tcp(ferry_stack *s)
+{
+    if (stack_init(s) != 0)
+        return -1;
+    /* Ports the kernel hands out, all four held at once so they differ. */
+    int fds[4];
+    char *eps[4] = {s->clients, s->commands, s->engines, s->workers};
+    int rc = 0;
+    for (int i = 0; i < 4; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&a, sizeof a) != 0 ||
+            getsockname(fds[i], (struct sockaddr *)&a, &len) != 0) {
+            rc = -1;
+            continue;
+        }
+        snprintf(eps[i], sizeof s->clients, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
+    }
+    for (int i = 0; i < 4; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return rc;
+}
+
+const char *stack_key(ferry_stack *s, const char *name)
+{
+    static char paths[4][300];
+    static int next;
+    char *p = paths[next++ % 4];
+    snprintf(p, sizeof paths[0], "%s/%s", s->keys, name);
+    return p;
+}
+
+int stack_make_key(ferry_stack *s, const char *name)
+{
+    ferry_cert cert;
+    char err[512];
+    if (ferry_cert_generate(&cert) != FERRY_OK ||
+        ferry_cert_save(stack_key(s, name), &cert, err, sizeof err) != FERRY_OK) {
+        fprintf(stderr, "harness: key %s: %s\n", name, err);
+        return -1;
+    }
+    return 0;
+}
+
+int stack_use_keys(ferry_stack *s)
+{
+    snprintf(s->keys, sizeof s->keys, "%s/keys", s->dir);
+    if (mkdir(s->keys, 0700) != 0)
+        return -1;
+    static const char *const roles[] = {"client", "engine", "worker"};
+    if (stack_make_key(s, "broker") != 0)
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        char dir[300], cmd[800];
+        snprintf(dir, sizeof dir, "%s/allow-%ss", s->dir, roles[i]);
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s/'", stack_key(s, roles[i]), dir);
+        if (stack_make_key(s, roles[i]) != 0 || mkdir(dir, 0700) != 0 || system(cmd) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+ferry_client *stack_client(ferry_stack *s, const char *curve_key, const char *broker_key)
+{
+    char err[512];
+    ferry_client *c = ferry_client_new_curve(s->clients, curve_key, broker_key, err, sizeof err);
+    if (!c)
+        fprintf(stderr, "harness: client: %s\n", err);
+    return c;
 }
 
 /* FERRY_LOG_LEVEL for the children: $FERRY_TEST_LOG_LEVEL, or info. */
@@ -69,8 +147,23 @@ int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra)
     snprintf(path, sizeof path, "%s/%s", FERRY_BIN_DIR, binary);
 
     const char *argv[64];
+    char keyargs[5][320];
     int n = 0;
     argv[n++] = path;
+    if (s->keys[0] && strcmp(binary, "ferry-broker") == 0) {
+        snprintf(keyargs[0], sizeof keyargs[0], "--curve-key=%s/broker_secret", s->keys);
+        snprintf(keyargs[1], sizeof keyargs[1], "--allow-clients=%s/allow-clients", s->dir);
+        snprintf(keyargs[2], sizeof keyargs[2], "--allow-engines=%s/allow-engines", s->dir);
+        snprintf(keyargs[3], sizeof keyargs[3], "--allow-workers=%s/allow-workers", s->dir);
+        for (int i = 0; i < 4; i++)
+            argv[n++] = keyargs[i];
+    } else if (s->keys[0]) {
+        const char *role = strcmp(binary, "ferry-engine") == 0 ? "engine" : "worker";
+        snprintf(keyargs[0], sizeof keyargs[0], "--curve-key=%s/%s_secret", s->keys, role);
+        snprintf(keyargs[1], sizeof keyargs[1], "--broker-key=%s/broker", s->keys);
+        argv[n++] = keyargs[0];
+        argv[n++] = keyargs[1];
+    }
     if (strcmp(binary, "ferry-broker") == 0) {
         argv[n++] = "--clients";
         argv[n++] = s->clients;
@@ -106,10 +199,10 @@ int stack_start_broker(ferry_stack *s, const char *const *extra)
 {
     int idx = stack_spawn(s, "ferry-broker", extra);
     if (idx >= 0 && !s->client) {
-        char err[256];
-        s->client = ferry_client_new(s->clients, err, sizeof err);
-        if (!s->client)
-            fprintf(stderr, "harness: client: %s\n", err);
+        if (s->keys[0])
+            s->client = stack_client(s, stack_key(s, "client_secret"), stack_key(s, "broker"));
+        else
+            s->client = stack_client(s, NULL, NULL);
     }
     return idx;
 }

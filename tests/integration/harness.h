@@ -24,10 +24,35 @@ typedef struct {
     int nprocs;
     int passed;
     ferry_client *client; /* connected to clients once the broker runs */
+    char keys[160];       /* with stack_use_keys: the folder of the CURVE keys, else "" */
 } ferry_stack;
 
 /* Makes the temporary folder and endpoints. Returns 0 or -1. */
 int stack_init(ferry_stack *s);
+
+/* stack_init with tcp://127.0.0.1 endpoints on free ports instead of ipc://. */
+int stack_init_tcp(ferry_stack *s);
+
+/*
+ * Makes CURVE key pairs in <dir>/keys (broker, engine, worker, client, as
+ * `ferry keygen` writes them) and the broker's allow-list folders
+ * allow-clients, allow-engines, allow-workers, each holding its role's
+ * public certificate. From then on stack_spawn gives the broker
+ * --curve-key and the --allow-* flags and engines and workers their own
+ * --curve-key and --broker-key (extra arguments come after and win: pass
+ * "--curve-key", "", "--broker-key", "" for none), and the stack's client
+ * uses the client key. Call before stack_start_broker. 0 or -1.
+ */
+int stack_use_keys(ferry_stack *s);
+
+/* Makes one more key pair <dir>/keys/<name> (and _secret), on no allow-list. 0 or -1. */
+int stack_make_key(ferry_stack *s, const char *name);
+
+/* "<dir>/keys/<name>" (a static buffer per call slot: up to 4 at once). */
+const char *stack_key(ferry_stack *s, const char *name);
+
+/* A client of the stack's clients endpoint with the given key files (NULL: no CURVE). */
+ferry_client *stack_client(ferry_stack *s, const char *curve_key, const char *broker_key);
 
 /*
  * Starts FERRY_BIN_DIR/<binary> with the stack's endpoints as flags plus the

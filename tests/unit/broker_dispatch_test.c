@@ -234,6 +234,53 @@ static void test_queue_bound_and_order(void **state)
     assert_int_equal(fx->d.queued, 2);
 }
 
+/* Frames of size bytes filled with 'x'. */
+static void frame_of(zmq_msg_t *m, size_t size)
+{
+    assert_int_equal(zmq_msg_init_size(m, size), 0);
+    memset(zmq_msg_data(m), 'x', size);
+}
+
+/* --queue-bytes: queued Commands take their bytes from the budget and give them back. */
+static void test_queue_bound_in_bytes(void **state)
+{
+    fixture *fx = *state;
+    broker_budget budget = {.max = 10};
+    fx->d.lim.bytes = &budget;
+    zmq_msg_t f1, f2, f3;
+    frame_of(&f1, 6);
+    frame_of(&f2, 6);
+    frame_of(&f3, 4);
+    broker_call *c1 = new_call(fx, "e1", 1, "echo", 0, T0);
+    broker_call *c2 = new_call(fx, "e1", 2, "echo", 0, T0);
+    broker_call *c3 = new_call(fx, "e1", 3, "echo", 0, T0);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c1, &f1, 0), FERRY_OK);
+    assert_int_equal(budget.used, 6);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c2, &f2, 0), FERRY_EOVERLOADED);
+    assert_int_equal(zmq_msg_size(&f2), 6); /* refused: still the caller's */
+    assert_int_equal(budget.used, 6);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c3, &f3, 0), FERRY_OK);
+    assert_int_equal(budget.used, 10);
+    /* Taken off the queue: the bytes go back; put back at the head: taken again, even
+     * past the bound. */
+    broker_function *fn = broker_dispatch_function(&fx->d, "echo");
+    broker_call *head = broker_dispatch_pop(&fx->d, fn);
+    assert_ptr_equal(head, c1);
+    assert_int_equal(budget.used, 4);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, c2, &f2, 0), FERRY_OK);
+    assert_int_equal(budget.used, 10);
+    assert_int_equal(broker_dispatch_enqueue(&fx->d, head, &head->frame, 1), FERRY_OK);
+    assert_int_equal(budget.used, 16);
+    /* A queued call that expires gives its bytes back too. */
+    ferry_timers_run(&fx->timers, T0 + 30000);
+    assert_int_equal(fx->expired, 3);
+    assert_int_equal(budget.used, 0);
+    zmq_msg_close(&f1);
+    zmq_msg_close(&f2);
+    zmq_msg_close(&f3);
+    fx->d.lim.bytes = NULL;
+}
+
 static void test_frame_moves_into_queue(void **state)
 {
     fixture *fx = *state;
@@ -1250,6 +1297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fairness, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_bound_and_order, setup_small, teardown),
         cmocka_unit_test_setup_teardown(test_frame_moves_into_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_bound_in_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_replace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call_lookup_and_duplicates, setup, teardown),

@@ -1,5 +1,5 @@
 /*
- * bounds_test: a script cannot make the engine send a message over the
+ * engine_bounds_test: a script cannot make the engine send a message over the
  * message limit, nor hold more memory in calls than its limit allows,
  * through the real processes. Every attack runs with stack_attack: only the
  * attacker's call or script fails, with an error naming the bound; the
