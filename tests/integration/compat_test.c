@@ -1,0 +1,232 @@
+/*
+ * compat_test: scripts behave word for word as in plain Lua 5.4.
+ *
+ * Each line of same_as_lua is a snippet that is written to test.lua and run
+ * twice: through the real processes (`ferry run test.lua`, chunk name
+ * "=test.lua") and by Debian's lua5.4 (`lua5.4 test.lua` in the same folder,
+ * chunk name "@test.lua"), so both name the chunk "test.lua" in messages.
+ * What it prints and, when it fails, its error message (lua5.4's without the
+ * "lua5.4: " prefix and the traceback, Ferry's without "ferry: <code>: ")
+ * must be the same byte for byte. To add a case, add a line.
+ *
+ * The list runs on an engine with the default instruction limit (the count
+ * hook installed) and on one with --max-instructions 0 (no hook, the
+ * watchdog's tick instead): the two must not differ either.
+ *
+ * What the sandbox refuses on purpose (README, "Sandbox") is not compared:
+ * io, debug, package, require, dofile, loadfile, string.dump, binary chunks,
+ * collectgarbage other than "count", __gc metamethods. Ferry's own functions
+ * (ferry.call) have no plain Lua counterpart: ferry_only holds what they
+ * print instead.
+ */
+#include "harness.h"
+
+#include "ferry_value.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static const char *const same_as_lua[] = {
+    /* the basics the harness relies on */
+    "print(1, 'a', nil, true, 2.5, 10 // 3, 2^53)",
+    "error('plain')",
+    "error({})",
+    "error(setmetatable({}, {__tostring = function() return 'shown' end}))",
+    "local x = nil; x.y = 1",
+    "x = = 1",
+    "print(pcall(error))",
+    "print(select('#', pcall(error, nil)))",
+    "print(pcall(string.rep))",
+    "print(pcall(string.find, 'x', '[a'))",
+    "print(pcall(string.gsub, 'x', 'x', '%2'))",
+    "print(pcall(table.insert, {}, 1, 2, 3))",
+    "print(pcall(table.insert, {}, 5, 2))",
+    "print(pcall(table.move, {}, 1, 2))",
+    "print(pcall(pcall))",
+    "print(pcall(xpcall))",
+    "print(pcall(xpcall, print))",
+    "print(xpcall(error, function(m) return 'handled ' .. m end, 'x'))",
+    "table.insert(1, 2)",
+    "print(pcall(table.insert, 1, 2))",
+};
+
+/* Ferry's own functions: the snippet and what it must print. */
+static const struct {
+    const char *lua;
+    const char *out;
+} ferry_only[] = {
+    {"print(ferry.call('echo', 'x', 1))", "x\t1\n"},
+};
+
+/* lua5.4 as Debian installs it (Makefile PACKAGES), or $FERRY_TEST_LUA. */
+static const char *plain_lua(void)
+{
+    const char *lua = getenv("FERRY_TEST_LUA");
+    if (!lua)
+        lua = "/usr/bin/lua5.4";
+    if (access(lua, X_OK) != 0)
+        fail_msg("%s not found: `make deps` (or apt-get install lua5.4) installs it", lua);
+    return lua;
+}
+
+/* What one run printed and, when it failed, its error message (both malloc'd). */
+typedef struct {
+    int failed;
+    char *out;
+    char *error;
+} outcome;
+
+static void outcome_fini(outcome *o)
+{
+    free(o->out);
+    free(o->error);
+}
+
+/* The message of err: from after prefix up to the first of the ends (or the
+ * end of the string, less one newline). */
+static char *message_of(const char *err, const char *prefix, const char *end)
+{
+    const char *p = err ? err : "";
+    if (strncmp(p, prefix, strlen(prefix)) == 0)
+        p += strlen(prefix);
+    size_t n = strlen(p);
+    const char *stop = end ? strstr(p, end) : NULL;
+    if (stop)
+        n = (size_t)(stop - p);
+    else if (n && p[n - 1] == '\n')
+        n--;
+    return strndup(p, n);
+}
+
+/* lua5.4 test.lua, run in the stack's folder. */
+static outcome run_plain(ferry_stack *s)
+{
+    const char *argv[] = {"/bin/sh", "-c", "cd \"$1\" && exec \"$2\" test.lua", "sh",
+                          s->dir,    plain_lua(), NULL};
+    outcome o = {0};
+    char *err = NULL;
+    int rc = stack_exec(s, argv, NULL, &o.out, &err, 20000);
+    if (rc != 0 && rc != 1)
+        fail_msg("lua5.4 exited with %d: %s", rc, err ? err : "");
+    o.failed = rc == 1;
+    if (o.failed) {
+        char prefix[512]; /* lua.c's progname is its argv[0] */
+        snprintf(prefix, sizeof prefix, "%s: ", plain_lua());
+        o.error = message_of(err, prefix, "\nstack traceback:\n");
+    }
+    free(err);
+    return o;
+}
+
+/* ferry run <path>, path being <stack folder>/test.lua. */
+static outcome run_ferry(ferry_stack *s, const char *path)
+{
+    const char *argv[] = {"run", path, NULL};
+    outcome o = {0};
+    char *err = NULL;
+    int rc = stack_cli(s, argv, &o.out, &err, 20000);
+    if (rc != 0 && rc != 1)
+        fail_msg("ferry run exited with %d: %s", rc, err ? err : "");
+    o.failed = rc == 1;
+    if (o.failed) {
+        /* "ferry: <code>: <message>\n" */
+        const char *p = err ? strstr(err, ": ") : NULL;
+        p = p ? strstr(p + 2, ": ") : NULL;
+        o.error = message_of(p ? p + 2 : err, "", NULL);
+    }
+    free(err);
+    return o;
+}
+
+static int same_text(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Runs every line of same_as_lua on s through both and counts the differences. */
+static void compare_all(ferry_stack *s)
+{
+    int differ = 0;
+    for (size_t i = 0; i < sizeof same_as_lua / sizeof same_as_lua[0]; i++) {
+        const char *path = stack_write_file(s, "test.lua", same_as_lua[i]);
+        outcome want = run_plain(s);
+        outcome got = run_ferry(s, path);
+        if (want.failed != got.failed || !same_text(want.out, got.out) ||
+            !same_text(want.error, got.error)) {
+            differ++;
+            printf("# DIFFERS: %s\n#   lua5.4: %s%s%s\n#   ferry:  %s%s%s\n", same_as_lua[i],
+                   want.out ? want.out : "", want.failed ? "error: " : "",
+                   want.error ? want.error : "", got.out ? got.out : "",
+                   got.failed ? "error: " : "", got.error ? got.error : "");
+        }
+        outcome_fini(&want);
+        outcome_fini(&got);
+    }
+    printf("# %zu cases, %d differ\n", sizeof same_as_lua / sizeof same_as_lua[0], differ);
+    assert_int_equal(differ, 0);
+}
+
+static ferry_stack stack;
+
+/* Starts a stack whose engine gets the NULL-terminated engine_args. */
+static int start_stack(void **state, const char *const *engine_args)
+{
+    if (stack_init(&stack) != 0 || stack_start_broker(&stack, NULL) < 0 ||
+        stack_start_engine(&stack, engine_args) < 0 || stack_start_worker(&stack, NULL) < 0 ||
+        stack_wait_ready(&stack, 1, 1, 10000) != 0) {
+        stack_stop(&stack);
+        return -1;
+    }
+    *state = &stack;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return start_stack(state, NULL);
+}
+
+static int teardown(void **state)
+{
+    return stack_stop(*state);
+}
+
+static void test_same_as_lua(void **state)
+{
+    ferry_stack *s = *state;
+    compare_all(s);
+    stack_passed(s);
+}
+
+static void test_ferry_only(void **state)
+{
+    ferry_stack *s = *state;
+    for (size_t i = 0; i < sizeof ferry_only / sizeof ferry_only[0]; i++) {
+        const char *path = stack_write_file(s, "test.lua", ferry_only[i].lua);
+        outcome got = run_ferry(s, path);
+        if (got.failed || !same_text(got.out, ferry_only[i].out))
+            fail_msg("%s\nprinted: %s%s%s\nwant:    %s", ferry_only[i].lua, got.out ? got.out : "",
+                     got.failed ? "error: " : "", got.error ? got.error : "", ferry_only[i].out);
+        outcome_fini(&got);
+    }
+    stack_passed(s);
+}
+
+#define T(name, set_up) cmocka_unit_test_setup_teardown(name, set_up, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_same_as_lua, setup),
+        T(test_ferry_only, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
