@@ -56,6 +56,53 @@ static const char *const same_as_lua[] = {
     "print(xpcall(error, function(m) return 'handled ' .. m end, 'x'))",
     "table.insert(1, 2)",
     "print(pcall(table.insert, 1, 2))",
+    /* 3: the sandbox's coroutine library says what Lua's says */
+    "print(pcall(coroutine.resume, 0))",
+    "print(pcall(coroutine.resume))",
+    "print(pcall(coroutine.isyieldable, 0))",
+    "print(pcall(coroutine.close, 0))",
+    "print(pcall(coroutine.wrap, 0))",
+    "print(pcall(coroutine.status, 0))",
+    "print(coroutine.resume(coroutine.running()))",
+    "local co = coroutine.create(print) coroutine.resume(co) print(coroutine.resume(co))",
+    "local f = coroutine.wrap(print) f() print(pcall(f))",
+    "local f = coroutine.wrap(print) f() f()",
+    "print(pcall(coroutine.wrap(function() error('in') end)))",
+    "local ok, e = pcall(coroutine.wrap(function() error({}) end)) print(ok, type(e))",
+    "coroutine.wrap(function() error('in') end)()",
+    "print(coroutine.resume(coroutine.create(function() error('in') end)))",
+    "print(coroutine.resume(coroutine.create(function() error('in', 2) end)))",
+    "print(pcall(coroutine.yield, 1))",
+    "coroutine.yield()",
+    "print(coroutine.resume(coroutine.create(function()\n"
+    "  table.sort({1, 2, 3}, function() coroutine.yield() end) end)))",
+    "print(pcall(coroutine.close, coroutine.running()))",
+    "print(pcall(function() coroutine.close(coroutine.running()) end))",
+    "local main = coroutine.running()\n"
+    "print(coroutine.resume(coroutine.create(function() coroutine.close(main) end)))",
+    "print(coroutine.close(coroutine.create(print)))",
+    "local co = coroutine.create(function() error('e') end) coroutine.resume(co)\n"
+    "print(coroutine.close(co)) print(coroutine.status(co))",
+    "local co = coroutine.create(function()\n"
+    "  local x <close> = setmetatable({}, {__close = function() print('closed') end})\n"
+    "  coroutine.yield() end)\n"
+    "coroutine.resume(co) print(coroutine.status(co), coroutine.close(co), coroutine.status(co))",
+    "local co = coroutine.create(function()\n"
+    "  local x <close> = setmetatable({}, {__close = function() error('c') end})\n"
+    "  coroutine.yield() end)\n"
+    "coroutine.resume(co) print(coroutine.close(co))",
+    "print(coroutine.isyieldable(), select(2, coroutine.running()))",
+    "print(coroutine.resume(coroutine.create(function()\n"
+    "  return coroutine.isyieldable(), select(2, coroutine.running()) end)))",
+    "local co co = coroutine.create(function() return coroutine.status(co) end)\n"
+    "print(coroutine.resume(co)) print(coroutine.status(co))",
+    "local f = coroutine.wrap(function(a, b) local c = coroutine.yield(a + b) return c * 2 end)\n"
+    "print(f(1, 2), f(10))",
+    "local main = coroutine.running()\n"
+    "print(coroutine.resume(coroutine.create(function() return coroutine.status(main) end)))",
+    /* 4: a yield outside a coroutine says no position, as Lua's */
+    "print(pcall(table.sort, {1, 2, 3}, function() coroutine.yield() end))",
+    "table.sort({1, 2, 3}, function() coroutine.yield() end)",
 };
 
 /* Ferry's own functions: the snippet and what it must print. */
