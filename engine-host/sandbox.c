@@ -13,6 +13,7 @@
 #include "pattern.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <lualib.h>
 #include <string.h>
 
@@ -27,19 +28,76 @@ static const char *const os_kept[] = {"time", "clock", "date", "difftime"};
 
 static const char *const base_removed[] = {"dofile", "loadfile", "print"};
 
-/* load(chunk [, chunkname [, mode [, env]]]) with mode forced to "t". The
- * number of arguments is kept: load tells an absent env from a nil one. */
+/*
+ * load as Lua 5.4's (luaB_load: same arguments, checks and messages, Lua's
+ * own mode check), except that a binary chunk is refused even when the mode
+ * allows it: bytecode is not verified and can corrupt the state. Written out
+ * rather than wrapping Lua's, whose messages would name it '?' (called from
+ * C, it is in no loaded table).
+ */
+#define LOAD_REFUSED "attempt to load a binary chunk (only text chunks are allowed here)"
+#define LOAD_PIECE 5 /* stack slot keeping the reader's last piece alive */
+
+/* Reader of the chunk a function hands out piece by piece (Lua's generic_reader). */
+static const char *load_reader(lua_State *L, void *ud, size_t *size)
+{
+    int *first = ud; /* no piece read yet; binary chunks must be refused */
+    luaL_checkstack(L, 2, "too many nested functions");
+    lua_pushvalue(L, 1);
+    lua_call(L, 0, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        *size = 0;
+        return NULL;
+    }
+    if (!lua_isstring(L, -1))
+        luaL_error(L, "reader function must return a string");
+    lua_replace(L, LOAD_PIECE);
+    const char *piece = lua_tolstring(L, LOAD_PIECE, size);
+    if (*first && *size > 0) {
+        *first = 0;
+        if (piece[0] == LUA_SIGNATURE[0]) {
+            lua_pushliteral(L, LOAD_REFUSED); /* as Lua's mode check: no position */
+            lua_error(L);
+        }
+    }
+    return piece;
+}
+
 static int safe_load(lua_State *L)
 {
-    int n = lua_gettop(L);
-    if (n < 3)
-        lua_settop(L, 3);
-    lua_pushliteral(L, "t");
-    lua_replace(L, 3);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n < 3 ? 3 : n, LUA_MULTRET);
-    return lua_gettop(L);
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    const char *mode = luaL_optstring(L, 3, "bt");
+    int env = !lua_isnone(L, 4) ? 4 : 0;
+    int binary_ok = strchr(mode, 'b') != NULL; /* Lua's check would let bytecode in */
+    int status;
+    if (s) {
+        const char *chunkname = luaL_optstring(L, 2, s);
+        if (binary_ok && len > 0 && s[0] == LUA_SIGNATURE[0]) {
+            lua_pushliteral(L, LOAD_REFUSED);
+            status = LUA_ERRSYNTAX;
+        } else {
+            status = luaL_loadbufferx(L, s, len, chunkname, mode);
+        }
+    } else {
+        const char *chunkname = luaL_optstring(L, 2, "=(load)");
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+        lua_settop(L, LOAD_PIECE);
+        int first = binary_ok;
+        status = lua_load(L, load_reader, &first, chunkname, mode);
+    }
+    if (status != LUA_OK) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (env) {
+        lua_pushvalue(L, env);
+        if (!lua_setupvalue(L, -2, 1)) /* _ENV, the first upvalue */
+            lua_pop(L, 1);
+    }
+    return 1;
 }
 
 static int safe_collectgarbage(lua_State *L)
@@ -56,19 +114,23 @@ static int safe_collectgarbage(lua_State *L)
 /* setmetatable refusing a metatable with __gc. Lua runs finalizers with
  * hooks off, so a looping __gc would escape the script's deadline and hold
  * the engine's only thread; marking happens at setmetatable time only (a
- * __gc added later is ignored), so checking here is enough. */
+ * __gc added later is ignored), so checking here is enough. Otherwise Lua's
+ * (luaB_setmetatable), written out so that its messages name it. */
 static int safe_setmetatable(lua_State *L)
 {
-    lua_settop(L, 2);
-    if (lua_type(L, 2) == LUA_TTABLE) {
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    if (t == LUA_TTABLE) {
         lua_pushliteral(L, "__gc");
         if (lua_rawget(L, 2) != LUA_TNIL)
             return luaL_error(L, "setmetatable: __gc metamethods are not allowed");
         lua_pop(L, 1);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 2, 1);
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
     return 1;
 }
 
@@ -78,12 +140,16 @@ static int safe_rep(lua_State *L)
 {
     size_t len, seplen;
     luaL_checklstring(L, 1, &len);
-    luaL_checkinteger(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 2);
     luaL_optlstring(L, 3, "", &seplen);
     if (len == 0 && seplen == 0) {
         lua_pushliteral(L, "");
         return 1;
     }
+    /* Lua's own limit (lstrlib's MAXSIZE), raised here so that the message
+     * says where rep was called, as Lua's does; Lua's rep cannot fail then. */
+    if (n > 0 && (len + seplen < len || len + seplen > (size_t)INT_MAX / (lua_Unsigned)n))
+        return luaL_error(L, "resulting string too large");
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
@@ -260,11 +326,9 @@ void engine_sandbox_open(lua_State *L, const engine_sandbox_meter *meter)
         lua_pushnil(L);
         lua_setglobal(L, base_removed[i]);
     }
-    lua_getglobal(L, "load");
-    lua_pushcclosure(L, safe_load, 1);
+    lua_pushcfunction(L, safe_load);
     lua_setglobal(L, "load");
-    lua_getglobal(L, "setmetatable");
-    lua_pushcclosure(L, safe_setmetatable, 1);
+    lua_pushcfunction(L, safe_setmetatable);
     lua_setglobal(L, "setmetatable");
     lua_pushcfunction(L, safe_collectgarbage);
     lua_setglobal(L, "collectgarbage");
