@@ -230,8 +230,9 @@ const char *engine_coroutines_cannot_yield(lua_State *L)
     if (L != s->running)
         return "it runs in a __close handler of a coroutine being closed";
     if (!lua_isyieldable(L))
-        return "a C function is in the way (a table.sort comparator, a string.gsub callback, "
-               "a load reader or a metamethod Lua cannot suspend)";
+        return "a C function is in the way (an xpcall message handler, a table.sort "
+               "comparator, a string.gsub callback, a load reader or a metamethod Lua cannot "
+               "suspend)";
     for (const engine_script_link *k = s->links; k; k = k->up)
         if (!lua_isyieldable(k->parent))
             return "the coroutine it runs in was resumed where Lua cannot suspend (from a "

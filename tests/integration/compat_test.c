@@ -160,6 +160,19 @@ static const char *const same_as_lua[] = {
     /* 4: a yield outside a coroutine says no position, as Lua's */
     "print(pcall(table.sort, {1, 2, 3}, function() coroutine.yield() end))",
     "table.sort({1, 2, 3}, function() coroutine.yield() end)",
+    /* 5: a message handler that fails is called again with its error, as in Lua */
+    "print(xpcall(error, function(m) error('h') end, 'x'))",
+    "local n = 0\n"
+    "print(xpcall(error, function(m)\n"
+    "  n = n + 1 if n == 1 then error('h') end return 'got ' .. m end, 'x'))",
+    "local n = 0\n"
+    "print(xpcall(error, function(m) n = n + 1 if n < 3 then error({n}) end return type(m) end,\n"
+    "  'x'))",
+    "print(coroutine.resume(coroutine.create(function()\n"
+    "  return xpcall(error, function(m) coroutine.yield() end, 'x') end)))",
+    "print(xpcall(function() local x = nil; x() end, function(m) return 'h: ' .. m end))",
+    "print(pcall(xpcall, error, 1))",
+    "print(xpcall(error, print))",
 };
 
 /* Ferry's own functions: the snippet and what it must print. */
@@ -168,6 +181,15 @@ static const struct {
     const char *out;
 } ferry_only[] = {
     {"print(ferry.call('echo', 'x', 1))", "x\t1\n"},
+    /* 5: the reason a handler cannot call, not Lua's "error in error handling" */
+    {"print(xpcall(error, function(m) return ferry.call('echo', m) end, 'x'))",
+     "false\tbad_argument: ferry.call cannot yield here: a C function is in the way (an xpcall "
+     "message handler, a table.sort comparator, a string.gsub callback, a load reader or a "
+     "metamethod Lua cannot suspend)\n"},
+    {"print(select(2, xpcall(error, function(m) return ferry.call('echo', m) end, 'x')).code)",
+     "bad_argument\n"},
+    {"print(xpcall(function() return ferry.call('echo', 'in') end, function(m) return 'h' end))",
+     "true\tin\n"},
 };
 
 /* lua5.4 as Debian installs it (Makefile PACKAGES), or $FERRY_TEST_LUA. */
