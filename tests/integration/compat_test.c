@@ -302,12 +302,13 @@ static void compare_all(ferry_stack *s)
 
 static ferry_stack stack;
 
-/* Starts a stack whose engine gets the NULL-terminated engine_args. */
-static int start_stack(void **state, const char *const *engine_args)
+/* Starts a stack; each process gets its NULL-terminated extra flags (may be NULL). */
+static int start_stack(void **state, const char *const *broker_args, const char *const *engine_args,
+                       const char *const *worker_args)
 {
-    if (stack_init(&stack) != 0 || stack_start_broker(&stack, NULL) < 0 ||
-        stack_start_engine(&stack, engine_args) < 0 || stack_start_worker(&stack, NULL) < 0 ||
-        stack_wait_ready(&stack, 1, 1, 10000) != 0) {
+    if (stack_init(&stack) != 0 || stack_start_broker(&stack, broker_args) < 0 ||
+        stack_start_engine(&stack, engine_args) < 0 ||
+        stack_start_worker(&stack, worker_args) < 0 || stack_wait_ready(&stack, 1, 1, 10000) != 0) {
         stack_stop(&stack);
         return -1;
     }
@@ -317,7 +318,17 @@ static int start_stack(void **state, const char *const *engine_args)
 
 static int setup(void **state)
 {
-    return start_stack(state, NULL);
+    return start_stack(state, NULL, NULL, NULL);
+}
+
+/* An engine without an instruction limit, and heartbeats every 200 ms: an
+ * engine silent for 600 ms is lost. */
+static const char *const fast_beats[] = {"--heartbeat-ms", "200", NULL};
+
+static int setup_no_limit(void **state)
+{
+    const char *const engine[] = {"--max-instructions", "0", "--heartbeat-ms", "200", NULL};
+    return start_stack(state, fast_beats, engine, fast_beats);
 }
 
 static int teardown(void **state)
@@ -329,6 +340,31 @@ static void test_same_as_lua(void **state)
 {
     ferry_stack *s = *state;
     compare_all(s);
+    stack_passed(s);
+}
+
+/* Item 6: without an instruction limit there is no count hook, and nothing
+ * else changes: the same output, a deadline still stops pure Lua, and the
+ * engine still sends its heartbeats during a long run. */
+static void test_same_as_lua_without_instruction_limit(void **state)
+{
+    ferry_stack *s = *state;
+    compare_all(s);
+    ferry_result r;
+    assert_int_equal(stack_run(s, "local n = 0 while true do n = n + 1 end", NULL, 0, 1500, &r),
+                     FERRY_OK);
+    assert_false(r.result->ok);
+    assert_string_equal(r.result->error->code, "timeout");
+    assert_string_equal(r.result->error->message, "script deadline of 1500 ms passed");
+    ferry_result_fini(&r);
+    assert_int_equal(stack_run(s,
+                               "local t, n = os.clock(), 0\n"
+                               "while os.clock() - t < 1 do n = n + 1 end return n > 0",
+                               NULL, 0, 10000, &r),
+                     FERRY_OK);
+    if (!r.result->ok)
+        fail_msg("a 1 s run failed: %s: %s", r.result->error->code, r.result->error->message);
+    ferry_result_fini(&r);
     stack_passed(s);
 }
 
@@ -352,6 +388,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_same_as_lua, setup),
+        T(test_same_as_lua_without_instruction_limit, setup_no_limit),
         T(test_ferry_only, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
