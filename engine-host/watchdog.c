@@ -11,8 +11,8 @@
  * Everything the handler touches is written by the same thread before it
  * can run (volatile, in that order) and it calls only async-signal-safe
  * functions: clock_gettime, timer_settime, lua_sethook (through
- * engine_script_interrupt), write and _exit. The exit line is formatted by
- * hand for that reason, in ferry_log's layout.
+ * engine_script_interrupt and engine_script_poke), write and _exit. The exit
+ * line is formatted by hand for that reason, in ferry_log's layout.
  */
 #include "watchdog.h"
 
