@@ -143,10 +143,17 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx)
     return finish(L, co, st, nres, kind);
 }
 
-static int l_resume(lua_State *L)
+/* As Lua's getco: its message says "thread", the type's name. */
+static lua_State *check_co(lua_State *L)
 {
     lua_State *co = lua_tothread(L, 1);
-    luaL_argexpected(L, co, 1, "coroutine");
+    luaL_argexpected(L, co, 1, "thread");
+    return co;
+}
+
+static int l_resume(lua_State *L)
+{
+    lua_State *co = check_co(L);
     return resume_with(L, co, lua_gettop(L) - 1, KIND_RESUME);
 }
 
@@ -168,8 +175,12 @@ static int l_wrap(lua_State *L)
 
 static int l_yield(lua_State *L)
 {
-    if (L == engine_script_of(L)->co)
-        return luaL_error(L, "attempt to yield from outside a coroutine");
+    /* Lua's message, which says no position (lua_yield's luaG_runerror is
+     * raised in this C frame). */
+    if (L == engine_script_of(L)->co) {
+        lua_pushliteral(L, "attempt to yield from outside a coroutine");
+        return lua_error(L);
+    }
     return lua_yield(L, lua_gettop(L));
 }
 
@@ -182,18 +193,47 @@ static int l_running(lua_State *L)
 
 static int l_isyieldable(lua_State *L)
 {
-    lua_State *co = L;
-    if (!lua_isnone(L, 1)) {
-        co = lua_tothread(L, 1);
-        luaL_argexpected(L, co, 1, "coroutine");
-    }
+    lua_State *co = lua_isnone(L, 1) ? L : check_co(L);
     lua_pushboolean(L, co != engine_script_of(L)->co && lua_isyieldable(co));
     return 1;
 }
 
-/* Lua's close, counted in c_depth; a broken limit is not returned as an error. */
+/* What coroutine.status says of co, seen from L (Lua's auxstatus). */
+enum { CO_RUNNING, CO_SUSPENDED, CO_NORMAL, CO_DEAD };
+
+static const char *const status_names[] = {
+    [CO_RUNNING] = "running",
+    [CO_SUSPENDED] = "suspended",
+    [CO_NORMAL] = "normal",
+    [CO_DEAD] = "dead",
+};
+
+static int status_of(lua_State *L, lua_State *co)
+{
+    if (L == co)
+        return CO_RUNNING;
+    switch (lua_status(co)) {
+    case LUA_YIELD:
+        return CO_SUSPENDED;
+    case LUA_OK: {
+        lua_Debug ar;
+        if (lua_getstack(co, 0, &ar)) /* it has frames: it resumed another */
+            return CO_NORMAL;
+        return lua_gettop(co) == 0 ? CO_DEAD : CO_SUSPENDED; /* or not started yet */
+    }
+    default: /* it died of an error */
+        return CO_DEAD;
+    }
+}
+
+/* Lua's close, counted in c_depth; a broken limit is not returned as an
+ * error. The checks that can fail are made here, in this frame, so that the
+ * messages name it and say where it was called, as Lua's do. */
 static int l_close(lua_State *L)
 {
+    int status = status_of(L, check_co(L));
+    if (status == CO_RUNNING || status == CO_NORMAL)
+        return luaL_error(L, "cannot close a %s coroutine", status_names[status]);
     engine_script *s = engine_script_of(L);
     if (s->c_depth >= MAX_NEST)
         return luaL_error(L, "C stack overflow");
@@ -201,10 +241,10 @@ static int l_close(lua_State *L)
     lua_rawgetp(L, LUA_REGISTRYINDEX, &origin_key);
     lua_insert(L, 1);
     s->c_depth++;
-    int status = lua_pcall(L, n, LUA_MULTRET, 0);
+    int called = lua_pcall(L, n, LUA_MULTRET, 0);
     s->c_depth--;
-    if (status != LUA_OK)
-        return lua_error(L); /* Lua's own error (a running coroutine), unchanged */
+    if (called != LUA_OK)
+        return lua_error(L); /* Lua's own error (or memory), unchanged */
     if (!lua_toboolean(L, 1))
         engine_script_rethrow_limit(L);
     return lua_gettop(L);
@@ -216,8 +256,9 @@ const char *engine_coroutines_cannot_yield(lua_State *L)
     if (L != s->running)
         return "it runs in a __close handler of a coroutine being closed";
     if (!lua_isyieldable(L))
-        return "a C function is in the way (a table.sort comparator, a string.gsub callback, "
-               "a load reader or a metamethod Lua cannot suspend)";
+        return "a C function is in the way (an xpcall message handler, a table.sort "
+               "comparator, a string.gsub callback, a load reader or a metamethod Lua cannot "
+               "suspend)";
     for (const engine_script_link *k = s->links; k; k = k->up)
         if (!lua_isyieldable(k->parent))
             return "the coroutine it runs in was resumed where Lua cannot suspend (from a "

@@ -576,6 +576,12 @@ static int l_pcall(lua_State *L)
  * handler of an enclosing xpcall with hooks off: a looping handler would
  * never be stopped. So xpcall wraps the script's handler in one that hands
  * the error back untouched once a limit is broken.
+ *
+ * An error raised by the script's handler goes to the handler again, as in
+ * Lua, until Lua gives up with "error in error handling" (a handler that
+ * fails every time). Except a Ferry error object (ferry.call cannot yield in
+ * a handler): it becomes xpcall's error, since feeding it to a handler that
+ * calls ferry.call again would only lose the message that says why.
  */
 static int guarded_handler(lua_State *L)
 {
@@ -584,8 +590,13 @@ static int guarded_handler(lua_State *L)
         return 1;
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    if (lua_pcall(L, lua_gettop(L) - 1, 1, 0) == LUA_OK)
+        return 1;
+    engine_script_rethrow_limit(L);
+    const char *code, *message;
+    if (engine_lib_is_error(L, -1, &code, &message))
+        return 1;
+    return lua_error(L);
 }
 
 static int l_xpcall(lua_State *L)

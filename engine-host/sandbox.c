@@ -13,6 +13,7 @@
 #include "pattern.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <lualib.h>
 #include <string.h>
 
@@ -72,8 +73,11 @@ static const char *load_piece(lua_State *L, void *ud, size_t *size)
     }
     if (*size == 0)
         return NULL;
-    if (ld->total == 0 && ld->text_only && p[0] == LUA_SIGNATURE[0])
-        luaL_error(L, "attempt to load a binary chunk (only text chunks are allowed here)");
+    if (ld->total == 0 && ld->text_only && p[0] == LUA_SIGNATURE[0]) {
+        /* As Lua's own mode check words it: no position. */
+        lua_pushliteral(L, "attempt to load a binary chunk (only text chunks are allowed here)");
+        lua_error(L);
+    }
     ld->total += *size;
     if (ld->max && ld->total > ld->max)
         luaL_error(L, "chunk too large: over the limit of %d bytes (--max-source)", (int)ld->max);
@@ -153,19 +157,23 @@ static int safe_collectgarbage(lua_State *L)
 /* setmetatable refusing a metatable with __gc. Lua runs finalizers with
  * hooks off, so a looping __gc would escape the script's deadline and hold
  * the engine's only thread; marking happens at setmetatable time only (a
- * __gc added later is ignored), so checking here is enough. */
+ * __gc added later is ignored), so checking here is enough. Otherwise Lua's
+ * (luaB_setmetatable), written out so that its messages name it. */
 static int safe_setmetatable(lua_State *L)
 {
-    lua_settop(L, 2);
-    if (lua_type(L, 2) == LUA_TTABLE) {
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    if (t == LUA_TTABLE) {
         lua_pushliteral(L, "__gc");
         if (lua_rawget(L, 2) != LUA_TNIL)
             return luaL_error(L, "setmetatable: __gc metamethods are not allowed");
         lua_pop(L, 1);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 2, 1);
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
     return 1;
 }
 
@@ -175,12 +183,16 @@ static int safe_rep(lua_State *L)
 {
     size_t len, seplen;
     luaL_checklstring(L, 1, &len);
-    luaL_checkinteger(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 2);
     luaL_optlstring(L, 3, "", &seplen);
     if (len == 0 && seplen == 0) {
         lua_pushliteral(L, "");
         return 1;
     }
+    /* Lua's own limit (lstrlib's MAXSIZE), raised here so that the message
+     * says where rep was called, as Lua's does; Lua's rep cannot fail then. */
+    if (n > 0 && (len + seplen < len || len + seplen > (size_t)INT_MAX / (lua_Unsigned)n))
+        return luaL_error(L, "resulting string too large");
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
@@ -365,8 +377,7 @@ void engine_sandbox_open(lua_State *L, const engine_sandbox_meter *meter)
     lua_pushlightuserdata(L, (void *)meter);
     lua_pushcclosure(L, safe_load, 1);
     lua_setglobal(L, "load");
-    lua_getglobal(L, "setmetatable");
-    lua_pushcclosure(L, safe_setmetatable, 1);
+    lua_pushcfunction(L, safe_setmetatable);
     lua_setglobal(L, "setmetatable");
     lua_pushcfunction(L, safe_collectgarbage);
     lua_setglobal(L, "collectgarbage");

@@ -20,8 +20,11 @@
  *                 so the error can be built and the stack unwound.
  *   instructions  the count hook adds ENGINE_SCRIPT_HOOK_COUNT per run;
  *                 metered C functions (pattern matching, table shifts) add
- *                 their steps through engine_script_charge.
- *   deadline      the same hook and engine_script_charge look at the clock;
+ *                 their steps through engine_script_charge. Without a limit
+ *                 there is no count hook (engine_watchdog_ticks): the
+ *                 watchdog's timer sets a one-shot hook every
+ *                 ENGINE_SCRIPT_TICK_MS instead (engine_script_poke).
+ *   deadline      the same hooks and engine_script_charge look at the clock;
  *                 the watchdog (watchdog.c) interrupts a run stuck in C; while
  *                 the script waits on a call, the host's deadline timer ends it
  *                 with engine_script_fail.
@@ -210,6 +213,16 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
     check_limits(L, s);
 }
 
+/* The one-shot hook of engine_script_poke. */
+static void poke_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    engine_script *s = engine_script_of(L);
+    lua_sethook(L, NULL, 0, 0); /* until the next tick; a limit sets its own */
+    s->tick_ms = 0;             /* the timer says the host's tick is due */
+    check_limits(L, s);
+}
+
 void engine_script_charge(lua_State *L, uint64_t steps)
 {
     engine_script *s = engine_script_of(L);
@@ -234,6 +247,13 @@ void engine_script_interrupt(engine_script *s)
      * function that returns into, or calls, another C function. */
     if (L)
         lua_sethook(L, limit_hook, LUA_MASKCOUNT | LUA_MASKCALL | LUA_MASKRET, 1);
+}
+
+void engine_script_poke(engine_script *s)
+{
+    lua_State *L = s->running;
+    if (L) /* as engine_script_interrupt: only a few stores */
+        lua_sethook(L, poke_hook, LUA_MASKCOUNT, 1);
 }
 
 /* The per-script meter of the sandbox's C functions. */
@@ -372,7 +392,10 @@ static int setup(lua_State *L)
 {
     setup_ctx *c = lua_touserdata(L, 1);
     engine_script *s = c->s;
-    lua_sethook(L, limit_hook, LUA_MASKCOUNT, ENGINE_SCRIPT_HOOK_COUNT);
+    /* Without an instruction limit the watchdog's tick runs the checks, and
+     * the script runs at the speed of plain Lua. */
+    if (!engine_watchdog_ticks(s))
+        lua_sethook(L, limit_hook, LUA_MASKCOUNT, ENGINE_SCRIPT_HOOK_COUNT);
     /* Nothing made here is garbage: collecting would only cost time. */
     lua_gc(L, LUA_GCSTOP);
     if (!s->warm) { /* a warm state from the pool has all this already */

@@ -5,13 +5,14 @@
  * timer_settime each): a tick landing between runs could interrupt a
  * ZeroMQ call of the engine's with EINTR. One already on its way when the
  * timer is disarmed finds no script, or a deadline not reached yet, and does
- * nothing.
+ * nothing. For a script without a count hook it is armed at the next
+ * periodic tick when that comes before the deadline, and again at each.
  *
  * Everything the handler touches is written by the same thread before it
  * can run (volatile, in that order) and it calls only async-signal-safe
  * functions: clock_gettime, timer_settime, lua_sethook (through
- * engine_script_interrupt), write and _exit. The exit line is formatted by
- * hand for that reason, in ferry_log's layout.
+ * engine_script_interrupt and engine_script_poke), write and _exit. The exit
+ * line is formatted by hand for that reason, in ferry_log's layout.
  */
 #include "watchdog.h"
 
@@ -39,6 +40,7 @@ static struct {
     volatile int64_t deadline_ms;
     volatile int64_t exit_ms;     /* when the second tick ends the process */
     volatile sig_atomic_t ticked; /* the first tick interrupted this run */
+    volatile int64_t poke_ms;     /* the next periodic tick of this run; 0: none */
 } wd;
 
 static void disarm(void)
@@ -54,6 +56,12 @@ static void arm_at(int64_t when_ms)
     struct itimerspec its = {
         .it_value = {.tv_sec = when_ms / 1000, .tv_nsec = (long)(when_ms % 1000) * 1000000}};
     timer_settime(wd.timer, TIMER_ABSTIME, &its, NULL);
+}
+
+/* The next time the timer must fire before the deadline has passed. */
+static int64_t next_alarm(void)
+{
+    return wd.poke_ms && wd.poke_ms < wd.deadline_ms ? wd.poke_ms : wd.deadline_ms;
 }
 
 /* Appends the decimal digits of v to *p (async-signal-safe). */
@@ -139,7 +147,11 @@ static void on_alarm(int signo)
                     arm_at(wd.exit_ms);
                 }
             } else {
-                arm_at(wd.deadline_ms); /* a tick meant for an earlier run */
+                if (wd.poke_ms && now >= wd.poke_ms) {
+                    engine_script_poke(s);
+                    wd.poke_ms = now + ENGINE_SCRIPT_TICK_MS;
+                }
+                arm_at(next_alarm()); /* or a tick meant for an earlier run */
             }
         } else if (wd.grace_ms > 0) {
             if (now >= wd.exit_ms) {
@@ -190,6 +202,11 @@ void engine_watchdog_fini(void)
     wd.ready = 0;
 }
 
+int engine_watchdog_ticks(const engine_script *s)
+{
+    return wd.ready && s->limits.max_instructions == 0;
+}
+
 void engine_watchdog_enter(engine_script *s)
 {
     if (!wd.ready)
@@ -198,8 +215,9 @@ void engine_watchdog_enter(engine_script *s)
     wd.ticked = 0;
     wd.script_id = s->script_id;
     wd.deadline_ms = s->deadline_ms;
+    wd.poke_ms = engine_watchdog_ticks(s) ? ferry_now_ms() + ENGINE_SCRIPT_TICK_MS : 0;
     wd.script = s;
-    arm_at(s->deadline_ms);
+    arm_at(next_alarm());
 }
 
 void engine_watchdog_leave(engine_script *s)

@@ -17,6 +17,9 @@
  *                engine; the broker fails every script this engine was running
  *                (engine_lost), and their in-flight calls' replies are dropped.
  *
+ * Scripts without an instruction limit also get a tick every
+ * ENGINE_SCRIPT_TICK_MS of a run (engine_watchdog_ticks).
+ *
  * The sandbox meters the C functions known to run long (pattern.c,
  * sandbox.c), so the second tick is a backstop for what was missed.
  * Process-wide (a signal handler is): one engine per process. Linux only
@@ -44,6 +47,16 @@ ferry_err engine_watchdog_init(int64_t grace_ms, char *err, size_t errlen);
 
 /* Deletes the timer; the handler stays installed but idle. */
 void engine_watchdog_fini(void);
+
+/*
+ * True when the watchdog runs s's periodic checks: it is initialised and s
+ * has no instruction limit, so s needs no count hook (which slows every
+ * instruction down, since Lua then goes through its hook check at each one).
+ * Every ENGINE_SCRIPT_TICK_MS of a run, the timer then sets a one-shot hook
+ * on the running thread (engine_script_poke) that checks the deadline and
+ * calls the host's tick. Otherwise the count hook does that itself.
+ */
+int engine_watchdog_ticks(const engine_script *s);
 
 /* s is about to run Lua code (on s->running) until it yields or ends. */
 void engine_watchdog_enter(engine_script *s);

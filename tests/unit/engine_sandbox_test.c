@@ -119,6 +119,45 @@ static void test_load(void **state)
     check(L, "select(2, load(binary)):find('binary chunk') ~= nil");
     check(L, "load(binary, 'x', 'b') == nil");
     check(L, "load(binary, 'x', 'bt') == nil");
+    check(L, "select(2, load(binary, 'x', 'bt')):find('only text chunks') ~= nil");
+    /* Also when a reader function hands it out, in pieces or whole. */
+    check(L, "(function() local done return load(function() "
+             "if not done then done = true return binary end end) end)() == nil");
+    check(L, "(function() local i = 0 return load(function() i = i + 1 "
+             "return i <= #binary and binary:sub(i, i) or nil end, 'x', 'b') end)() == nil");
+    /* Lua's own mode check stays. */
+    check(L, "select(2, load('return 1', 'x', 'b')) == "
+             "\"attempt to load a text chunk (mode is 'b')\"");
+}
+
+/* The registry's loaded table, where luaL_argerror finds the names of
+ * functions, holds the script's own library tables and nothing else. */
+static void test_loaded_table(void **state)
+{
+    lua_State *L = *state;
+    static const char *const names[] = {LUA_GNAME,      LUA_COLIBNAME,   LUA_TABLIBNAME,
+                                        LUA_STRLIBNAME, LUA_MATHLIBNAME, LUA_UTF8LIBNAME,
+                                        LUA_OSLIBNAME};
+    size_t n = sizeof names / sizeof names[0];
+    assert_int_equal(lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE), LUA_TTABLE);
+    size_t seen = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *key = lua_tostring(L, -2);
+        assert_non_null(key);
+        size_t i = 0;
+        while (i < n && strcmp(key, names[i]) != 0)
+            i++;
+        if (i == n)
+            fail_msg("loaded.%s is not a library of the script's", key);
+        lua_getglobal(L, key);
+        if (!lua_rawequal(L, -1, -2))
+            fail_msg("loaded.%s is not the script's global %s", key, key);
+        lua_pop(L, 2);
+        seen++;
+    }
+    assert_int_equal(seen, n);
+    lua_settop(L, 0);
 }
 
 /* Runs src in a plain state (Lua's own library) and in L; the results, as
@@ -234,6 +273,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_present, setup, teardown),
         cmocka_unit_test_setup_teardown(test_setmetatable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loaded_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_functions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_string_metatable, setup, teardown),

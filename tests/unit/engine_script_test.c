@@ -12,6 +12,9 @@
 
 #include "ferry_value.h"
 #include "script.h"
+#include "watchdog.h"
+
+#include <lua.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -528,6 +531,40 @@ static void test_host_ticks_during_long_runs(void **state)
         fail_msg("%d ticks", fx->fake.ticks);
 }
 
+/* With the watchdog and no instruction limit, a script runs without the
+ * count hook, and the watchdog's tick still reaches the host and the
+ * deadline; with a limit, the count hook stays. */
+static void test_no_count_hook_without_limit(void **state)
+{
+    fixture *fx = *state;
+    char err[128];
+    assert_int_equal(engine_watchdog_init(0, err, sizeof err), FERRY_OK);
+    static const char busy[] = "local t = os.clock() while os.clock() - t < 0.35 do end\n"
+                               "return coroutine.wrap(function() return 7 end)()";
+    assert_int_equal(start(fx, busy), ENGINE_SCRIPT_DONE);
+    expect_ok(fx, 1);
+    assert_int_equal(value(fx, 0)->integer, 7);
+    assert_int_equal(lua_gethookmask(fx->s->L), 0);
+    assert_int_equal(lua_gethookmask(fx->s->co), 0);
+    if (fx->fake.ticks < 2 || fx->fake.ticks > 20)
+        fail_msg("%d ticks", fx->fake.ticks);
+    engine_script_destroy(&fx->s);
+
+    engine_script_limits lim = default_limits;
+    lim.timeout_ms = 200;
+    assert_int_equal(start_with(fx, &lim, "local n = 0 while true do n = n + 1 end", NULL, NULL, 0),
+                     ENGINE_SCRIPT_DONE);
+    expect_error(fx, "timeout", "script deadline of 200 ms passed");
+    engine_script_destroy(&fx->s);
+
+    lim = default_limits;
+    lim.max_instructions = 1000000000;
+    assert_int_equal(start_with(fx, &lim, "return 1", NULL, NULL, 0), ENGINE_SCRIPT_DONE);
+    expect_ok(fx, 1);
+    assert_int_equal(lua_gethookmask(fx->s->co), LUA_MASKCOUNT);
+    engine_watchdog_fini();
+}
+
 static void test_limits_clamp(void **state)
 {
     (void)state;
@@ -678,6 +715,7 @@ int main(void)
         T(test_instruction_limit),
         T(test_limits_clamp),
         T(test_host_ticks_during_long_runs),
+        T(test_no_count_hook_without_limit),
         T(test_deadline),
         T(test_toplevel_yield),
         T(test_fail_while_waiting),

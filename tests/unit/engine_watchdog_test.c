@@ -34,10 +34,25 @@ static int spin(lua_State *L)
     return 0;
 }
 
+/* The wall clock in ms, for Lua loops that run a while. */
+static int now_ms(lua_State *L)
+{
+    lua_pushinteger(L, ferry_now_ms());
+    return 1;
+}
+
 typedef struct {
     engine_script s; /* only what the watchdog and the hook look at */
     lua_State *L;
+    engine_script_host host;
+    int ticks; /* calls of the host's tick */
 } fake_script;
+
+static void fake_tick(void *ctx)
+{
+    fake_script *f = ctx;
+    f->ticks++;
+}
 
 static int open_lib(lua_State *L)
 {
@@ -51,10 +66,14 @@ static void fake_new(fake_script *f, int64_t timeout_ms)
     f->s.script_id = 5;
     f->s.limits.timeout_ms = timeout_ms;
     f->s.deadline_ms = ferry_now_ms() + timeout_ms;
+    f->host.tick = fake_tick;
+    f->host.ctx = f;
+    f->s.host = &f->host;
     f->L = luaL_newstate();
     assert_non_null(f->L);
     *(engine_script **)lua_getextraspace(f->L) = &f->s;
     lua_register(f->L, "spin", spin);
+    lua_register(f->L, "now", now_ms);
     lua_pushcfunction(f->L, open_lib);
     assert_int_equal(lua_pcall(f->L, 0, 0, 0), LUA_OK);
 }
@@ -112,6 +131,49 @@ static void test_first_tick(void **state)
     engine_watchdog_fini();
 }
 
+/* Without an instruction limit there is no count hook (fake_new sets none):
+ * the timer's periodic tick checks the deadline and calls the host's tick. */
+static void test_ticks_without_count_hook(void **state)
+{
+    (void)state;
+    char err[128];
+    assert_int_equal(engine_watchdog_init(0, err, sizeof err), FERRY_OK);
+    fake_script f;
+    fake_new(&f, 10000);
+    assert_true(engine_watchdog_ticks(&f.s));
+    assert_int_equal(fake_run(&f, "local t = now() while now() - t < 350 do end return 'done'"),
+                     LUA_OK);
+    assert_string_equal(lua_tostring(f.L, -1), "done");
+    if (f.ticks < 2 || f.ticks > 5)
+        fail_msg("%d ticks in 350 ms", f.ticks);
+    assert_int_equal(lua_gethookmask(f.L), 0); /* each tick's hook went away */
+    lua_close(f.L);
+
+    /* A loop of pure Lua stops at its deadline. */
+    fake_new(&f, 200);
+    int64_t start = ferry_now_ms();
+    assert_int_equal(fake_run(&f, "while true do end"), LUA_ERRRUN);
+    int64_t took = ferry_now_ms() - start;
+    const char *code, *message;
+    assert_true(engine_lib_is_error(f.L, -1, &code, &message));
+    assert_string_equal(code, "timeout");
+    assert_true(took >= 200 && took < 2000);
+    lua_close(f.L);
+
+    /* With a limit, the count hook does it and the timer only watches the deadline. */
+    fake_new(&f, 10000);
+    f.s.limits.max_instructions = 1000000;
+    assert_false(engine_watchdog_ticks(&f.s));
+    assert_int_equal(fake_run(&f, "local t = now() while now() - t < 250 do end return 'done'"),
+                     LUA_OK);
+    assert_int_equal(f.ticks, 0);
+    lua_close(f.L);
+    engine_watchdog_fini();
+    fake_new(&f, 10000);
+    assert_false(engine_watchdog_ticks(&f.s)); /* no watchdog, nobody to tick */
+    lua_close(f.L);
+}
+
 static void test_second_tick_exits(void **state)
 {
     (void)state;
@@ -160,6 +222,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_tick),
+        cmocka_unit_test(test_ticks_without_count_hook),
         cmocka_unit_test(test_second_tick_exits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
