@@ -1,12 +1,15 @@
 /*
  * watchdog: a POSIX timer and a SIGALRM handler watching the running script.
  *
- * The timer is armed at every enter and disarmed at every leave (a
- * timer_settime each): a tick landing between runs could interrupt a
- * ZeroMQ call of the engine's with EINTR. One already on its way when the
- * timer is disarmed finds no script, or a deadline not reached yet, and does
- * nothing. For a script without a count hook it is armed at the next
- * periodic tick when that comes before the deadline, and again at each.
+ * The timer is armed lazily: an enter arms it only when it is not armed to
+ * fire by the time this run needs it (its deadline, or the next periodic
+ * tick of a script without a count hook), and a leave leaves it as it is. An
+ * alarm for a run that is over finds no script, or a deadline not reached
+ * yet, and re-arms for the run it finds, or not at all. So a run costs no
+ * system call in the common case (two timer_settime per run used to be a
+ * tenth of an engine's time per call); the price is a spare signal now and
+ * then between runs, which the engine's ZeroMQ calls take (ferry_wire and
+ * ferry_loop retry or ride over EINTR).
  *
  * Everything the handler touches is written by the same thread before it
  * can run (volatile, in that order) and it calls only async-signal-safe
@@ -41,13 +44,8 @@ static struct {
     volatile int64_t exit_ms;     /* when the second tick ends the process */
     volatile sig_atomic_t ticked; /* the first tick interrupted this run */
     volatile int64_t poke_ms;     /* the next periodic tick of this run; 0: none */
+    volatile int64_t armed_ms;    /* when the timer fires; 0: not armed (or fired) */
 } wd;
-
-static void disarm(void)
-{
-    struct itimerspec its = {{0, 0}, {0, 0}};
-    timer_settime(wd.timer, 0, &its, NULL);
-}
 
 static void arm_at(int64_t when_ms)
 {
@@ -56,6 +54,7 @@ static void arm_at(int64_t when_ms)
     struct itimerspec its = {
         .it_value = {.tv_sec = when_ms / 1000, .tv_nsec = (long)(when_ms % 1000) * 1000000}};
     timer_settime(wd.timer, TIMER_ABSTIME, &its, NULL);
+    wd.armed_ms = when_ms;
 }
 
 /* The next time the timer must fire before the deadline has passed. */
@@ -135,6 +134,7 @@ static void on_alarm(int signo)
 {
     (void)signo;
     int saved = errno;
+    wd.armed_ms = 0; /* this alarm is spent; what follows may arm the next */
     engine_script *s = wd.script;
     if (s) {
         int64_t now = ferry_now_ms();
@@ -199,6 +199,7 @@ void engine_watchdog_fini(void)
         return;
     wd.script = NULL;
     timer_delete(wd.timer);
+    wd.armed_ms = 0;
     wd.ready = 0;
 }
 
@@ -215,9 +216,14 @@ void engine_watchdog_enter(engine_script *s)
     wd.ticked = 0;
     wd.script_id = s->script_id;
     wd.deadline_ms = s->deadline_ms;
-    wd.poke_ms = engine_watchdog_ticks(s) ? ferry_now_ms() + ENGINE_SCRIPT_TICK_MS : 0;
+    int64_t now = ferry_now_ms();
+    wd.poke_ms = engine_watchdog_ticks(s) ? now + ENGINE_SCRIPT_TICK_MS : 0;
     wd.script = s;
-    arm_at(next_alarm());
+    /* An alarm already due by then serves; one in the past is about to be
+     * delivered, or was lost to a race with the handler: arm anew. */
+    int64_t want = next_alarm(), armed = wd.armed_ms;
+    if (armed == 0 || armed > want || armed <= now)
+        arm_at(want);
 }
 
 void engine_watchdog_leave(engine_script *s)
@@ -225,7 +231,6 @@ void engine_watchdog_leave(engine_script *s)
     if (!wd.ready)
         return;
     wd.script = NULL;
-    disarm();
     if (wd.ticked)
         ferry_warn("watchdog_interrupt", "script_id=%llu past_deadline_ms=%lld",
                    (unsigned long long)s->script_id, (long long)(ferry_now_ms() - s->deadline_ms));

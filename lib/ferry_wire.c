@@ -118,7 +118,10 @@ ferry_err ferry_frames_recv(void *socket, ferry_frames *f)
         int i = f->count;
         zmq_msg_t *m = i < FERRY_MAX_FRAMES ? &f->frames[i] : &scratch;
         zmq_msg_init(m);
-        int n = zmq_msg_recv(m, socket, flags);
+        int n;
+        do /* a signal (the engine's watchdog) must not lose a message */
+            n = zmq_msg_recv(m, socket, flags);
+        while (n < 0 && zmq_errno() == EINTR);
         if (n < 0) {
             int e = zmq_errno();
             zmq_msg_close(m);
@@ -146,7 +149,11 @@ static ferry_err send_rid(void *socket, const void *rid, size_t rid_len)
 {
     if (!rid)
         return FERRY_OK;
-    if (zmq_send(socket, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    int rc;
+    do
+        rc = zmq_send(socket, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    while (rc < 0 && zmq_errno() == EINTR);
+    if (rc < 0)
         return from_zmq_errno(zmq_errno());
     return FERRY_OK;
 }
@@ -180,7 +187,11 @@ ferry_err ferry_wire_forward(void *socket, const void *rid, size_t rid_len, zmq_
         return err;
     /* After the routing frame went out the body cannot fail on EAGAIN or
      * EHOSTUNREACH: ZeroMQ queues multi-frame messages atomically. */
-    if (zmq_msg_send(body, socket, ZMQ_DONTWAIT) < 0)
+    int rc;
+    do /* a signal must not fail a send, nor cut a message after its routing frame */
+        rc = zmq_msg_send(body, socket, ZMQ_DONTWAIT);
+    while (rc < 0 && zmq_errno() == EINTR);
+    if (rc < 0)
         return from_zmq_errno(zmq_errno());
     return FERRY_OK;
 }
