@@ -100,41 +100,6 @@ static void raw_close(fixture *fx, void **sock)
     ferry_socket_close(sock);
 }
 
-static void raw_send(void *sock, const Ferry__Envelope *env)
-{
-    int64_t until = ferry_now_ms() + 20000;
-    ferry_err err;
-    while ((err = ferry_wire_send(sock, NULL, 0, env)) == FERRY_EOVERLOADED &&
-           ferry_now_ms() < until) {
-        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLOUT};
-        zmq_poll(&item, 1, 50);
-    }
-    assert_int_equal(err, FERRY_OK);
-}
-
-static Ferry__Envelope *raw_recv(void *sock, int timeout_ms, Ferry__Envelope__BodyCase kind)
-{
-    int64_t until = ferry_now_ms() + timeout_ms;
-    for (;;) {
-        ferry_frames f;
-        if (ferry_frames_recv(sock, &f) == FERRY_OK) {
-            Ferry__Envelope *env = NULL;
-            if (f.count == 1)
-                (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), &env);
-            ferry_frames_close(&f);
-            if (env && env->body_case == kind)
-                return env;
-            ferry_envelope_free(env);
-            continue;
-        }
-        int64_t left = until - ferry_now_ms();
-        if (left <= 0)
-            return NULL;
-        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
-        zmq_poll(&item, 1, (long)left);
-    }
-}
-
 /* A Ready for n functions named <prefix><i> padded to name_len bytes. */
 static void send_ready(void *sock, size_t n, size_t name_len, uint32_t credit)
 {
@@ -160,7 +125,7 @@ static void send_ready(void *sock, size_t n, size_t name_len, uint32_t credit)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_READY;
     env.ready = &ready;
-    raw_send(sock, &env);
+    stack_raw_send(sock, &env, 20000);
     free(specs);
     free(ptrs);
     free(names);
@@ -202,7 +167,7 @@ static void test_queue_bounded_in_bytes(void **state)
     ferry_envelope_init(&henv);
     henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
     henv.hello = &hello;
-    raw_send(engine, &henv);
+    stack_raw_send(engine, &henv, 20000);
     void *worker = raw_open(fx, ZMQ_DEALER, s->workers, "stingy-worker");
     send_ready(worker, 1, 3, 0); /* serves "ff0", with no credit */
     wait_workers(fx, 1);
@@ -230,7 +195,7 @@ static void test_queue_bounded_in_bytes(void **state)
         ferry_envelope_init(&env);
         env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
         env.command = &c;
-        raw_send(push, &env);
+        stack_raw_send(push, &env, 20000);
     }
     ferry_value_free(arg);
     /* Those past the bound are answered overloaded at once; the rest wait. */
@@ -240,7 +205,7 @@ static void test_queue_bounded_in_bytes(void **state)
     ferry_envelope_free(env);
     int overloaded = 0;
     while ((uint64_t)overloaded + queued < (uint64_t)n) {
-        Ferry__Envelope *r = raw_recv(engine, 10000, FERRY__ENVELOPE__BODY_REPLY);
+        Ferry__Envelope *r = stack_raw_recv(engine, 10000, FERRY__ENVELOPE__BODY_REPLY);
         if (!r)
             fail_msg("only %d overloaded answers, %llu queued", overloaded,
                      (unsigned long long)queued);
@@ -352,12 +317,12 @@ static void test_stats_reply_stays_small(void **state)
         ferry_envelope_init(&renv);
         renv.body_case = FERRY__ENVELOPE__BODY_STATS_REQUEST;
         renv.stats_request = &req;
-        raw_send(client, &renv);
+        stack_raw_send(client, &renv, 20000);
     }
     Ferry__Envelope *last = NULL;
     for (int i = 0; i < 600; i++) {
         ferry_envelope_free(last);
-        last = raw_recv(client, 10000, FERRY__ENVELOPE__BODY_STATS);
+        last = stack_raw_recv(client, 10000, FERRY__ENVELOPE__BODY_STATS);
         assert_non_null(last);
     }
     ferry_envelope_free(last);

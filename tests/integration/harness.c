@@ -4,6 +4,7 @@
 #include "ferry_buf.h"
 #include "ferry_cert.h"
 #include "ferry_clock.h"
+#include "ferry_codec.h"
 #include "ferry_wire.h"
 
 #include <arpa/inet.h>
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include <cmocka.h>
 
@@ -357,6 +359,41 @@ void stack_attack(ferry_stack *s, int engine_idx, const char *attack, uint32_t t
     assert_int_equal(stack_run(s, innocent_src, NULL, 0, 60000, &next), FERRY_OK);
     check_innocent(&next, attack);
     ferry_result_fini(&next);
+}
+
+void stack_raw_send(void *sock, const Ferry__Envelope *env, int timeout_ms)
+{
+    int64_t until = ferry_now_ms() + timeout_ms;
+    ferry_err err;
+    while ((err = ferry_wire_send(sock, NULL, 0, env)) == FERRY_EOVERLOADED &&
+           ferry_now_ms() < until) {
+        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLOUT};
+        zmq_poll(&item, 1, 50);
+    }
+    assert_int_equal(err, FERRY_OK);
+}
+
+Ferry__Envelope *stack_raw_recv(void *sock, int timeout_ms, Ferry__Envelope__BodyCase kind)
+{
+    int64_t until = ferry_now_ms() + timeout_ms;
+    for (;;) {
+        ferry_frames f;
+        if (ferry_frames_recv(sock, &f) == FERRY_OK) {
+            Ferry__Envelope *env = NULL;
+            if (f.count == 1)
+                (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), &env);
+            ferry_frames_close(&f);
+            if (env && env->body_case == kind)
+                return env;
+            ferry_envelope_free(env);
+            continue;
+        }
+        int64_t left = until - ferry_now_ms();
+        if (left <= 0)
+            return NULL;
+        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+        zmq_poll(&item, 1, (long)left);
+    }
 }
 
 /* Reads all of fd into a malloc'd string. */

@@ -102,6 +102,16 @@ void stack_attack(ferry_stack *s, int engine_idx, const char *attack, uint32_t t
                   const char *code, const char *part, ferry_result *out);
 
 /*
+ * For tests that play a peer with a raw socket: sends env on sock (no
+ * routing frame), waiting up to timeout_ms for the connection to take it;
+ * fails the test otherwise.
+ */
+void stack_raw_send(void *sock, const Ferry__Envelope *env, int timeout_ms);
+
+/* The next message of body kind on sock within timeout_ms (others are skipped), or NULL. */
+Ferry__Envelope *stack_raw_recv(void *sock, int timeout_ms, Ferry__Envelope__BodyCase kind);
+
+/*
  * Runs the ferry command-line client with argv (NULL-terminated, without the
  * program name) and the broker flag added; captures stdout and stderr into
  * malloc'd strings (caller frees). Returns the exit status, or -1.

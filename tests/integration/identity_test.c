@@ -145,42 +145,6 @@ static void raw_close(fixture *fx, void **sock)
     ferry_socket_close(sock);
 }
 
-static void raw_send(void *sock, const Ferry__Envelope *env)
-{
-    int64_t until = ferry_now_ms() + 5000;
-    ferry_err err;
-    while ((err = ferry_wire_send(sock, NULL, 0, env)) == FERRY_EOVERLOADED &&
-           ferry_now_ms() < until) {
-        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLOUT};
-        zmq_poll(&item, 1, 50);
-    }
-    assert_int_equal(err, FERRY_OK);
-}
-
-/* The next message of body kind within timeout_ms (others skipped), or NULL. */
-static Ferry__Envelope *raw_recv(void *sock, int timeout_ms, Ferry__Envelope__BodyCase kind)
-{
-    int64_t until = ferry_now_ms() + timeout_ms;
-    for (;;) {
-        ferry_frames f;
-        if (ferry_frames_recv(sock, &f) == FERRY_OK) {
-            Ferry__Envelope *env = NULL;
-            if (f.count == 1)
-                (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), &env);
-            ferry_frames_close(&f);
-            if (env && env->body_case == kind)
-                return env;
-            ferry_envelope_free(env);
-            continue;
-        }
-        int64_t left = until - ferry_now_ms();
-        if (left <= 0)
-            return NULL;
-        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
-        zmq_poll(&item, 1, (long)left);
-    }
-}
-
 static void send_ready(void *sock, const char *fn, uint32_t credit)
 {
     Ferry__FunctionSpec spec = FERRY__FUNCTION_SPEC__INIT;
@@ -194,7 +158,7 @@ static void send_ready(void *sock, const char *fn, uint32_t credit)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_READY;
     env.ready = &ready;
-    raw_send(sock, &env);
+    stack_raw_send(sock, &env, 5000);
 }
 
 static void send_reply(void *sock, ProtobufCBinaryData engine_id, uint64_t call_id,
@@ -210,7 +174,7 @@ static void send_reply(void *sock, ProtobufCBinaryData engine_id, uint64_t call_
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_REPLY;
     env.reply = &reply;
-    raw_send(sock, &env);
+    stack_raw_send(sock, &env, 5000);
     ferry_value_free(v);
 }
 
@@ -290,7 +254,7 @@ static void test_worker_id_takeover(void **state)
     void *thief = raw_open(fx, ZMQ_DEALER, fx->s.workers, "worker2", rid);
     send_ready(thief, "echo", 100000);
     expect_echoes(fx, 20);
-    Ferry__Envelope *got = raw_recv(thief, 200, FERRY__ENVELOPE__BODY_COMMAND);
+    Ferry__Envelope *got = stack_raw_recv(thief, 200, FERRY__ENVELOPE__BODY_COMMAND);
     assert_null(got);
     st = stats(fx, &env);
     assert_int_equal(st->workers, 1);
@@ -312,7 +276,7 @@ static void learn_engine_id(fixture *fx, void *spy, char *eid, size_t eidlen)
     assert_int_equal(
         ferry_client_submit(fx->s.client, src, strlen(src), "spy.lua", NULL, 0, 10000, &id),
         FERRY_OK);
-    Ferry__Envelope *cmd = raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
+    Ferry__Envelope *cmd = stack_raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
     assert_non_null(cmd);
     snprintf(eid, eidlen, "%.*s", (int)cmd->command->engine_id.len,
              (const char *)cmd->command->engine_id.data);
@@ -342,9 +306,9 @@ static void test_engine_id_takeover(void **state)
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
-    raw_send(thief, &env);
+    stack_raw_send(thief, &env, 5000);
     expect_echoes(fx, 20);
-    assert_null(raw_recv(thief, 200, FERRY__ENVELOPE__BODY_SUBMIT));
+    assert_null(stack_raw_recv(thief, 200, FERRY__ENVELOPE__BODY_SUBMIT));
     expect_peers_kept(fx, 1, 1);
     raw_close(fx, &thief);
     expect_echoes(fx, 3);
@@ -368,7 +332,7 @@ static void test_worker_cannot_answer_others_calls(void **state)
     assert_int_equal(
         ferry_client_submit(fx->s.client, src, strlen(src), "t.lua", NULL, 0, 10000, &id),
         FERRY_OK);
-    Ferry__Envelope *cmd = raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
+    Ferry__Envelope *cmd = stack_raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
     assert_non_null(cmd);
     ProtobufCBinaryData eid = cmd->command->engine_id;
     uint64_t c1 = cmd->command->call_id;
@@ -408,7 +372,7 @@ static void test_engine_cannot_push_under_another_id(void **state)
     assert_int_equal(
         ferry_client_submit(fx->s.client, src, strlen(src), "t.lua", NULL, 0, 10000, &id),
         FERRY_OK);
-    Ferry__Envelope *first = raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
+    Ferry__Envelope *first = stack_raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
     assert_non_null(first);
     void *push = raw_open(fx, ZMQ_PUSH, fx->s.commands, "engine2", NULL);
     Ferry__Value *mark = ferry_value_cstring("forged");
@@ -423,7 +387,7 @@ static void test_engine_cannot_push_under_another_id(void **state)
         ferry_envelope_init(&env);
         env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
         env.command = &c;
-        raw_send(push, &env);
+        stack_raw_send(push, &env, 5000);
     }
     ferry_value_free(mark);
     /* The forged Commands had their chance to arrive first: answer the real one. */
@@ -439,7 +403,7 @@ static void test_engine_cannot_push_under_another_id(void **state)
         poll(NULL, 0, 10);
     } while (ferry_now_ms() < until);
     send_reply(spy, first->command->engine_id, first->command->call_id, "one");
-    Ferry__Envelope *second = raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
+    Ferry__Envelope *second = stack_raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
     assert_non_null(second);
     assert_int_equal(second->command->n_args, 0); /* the engine's own, not a forged one */
     send_reply(spy, second->command->engine_id, second->command->call_id, "two");
@@ -450,7 +414,7 @@ static void test_engine_cannot_push_under_another_id(void **state)
     expect_str(r.result->values[0], "one");
     expect_str(r.result->values[1], "two");
     ferry_result_fini(&r);
-    assert_null(raw_recv(spy, 100, FERRY__ENVELOPE__BODY_COMMAND));
+    assert_null(stack_raw_recv(spy, 100, FERRY__ENVELOPE__BODY_COMMAND));
     st = stats(fx, &senv);
     printf("# keys: 20 Commands under another engine's id dropped (dropped=%llu)\n",
            (unsigned long long)st->dropped);
@@ -535,7 +499,7 @@ static void test_worker_id_taken_after_its_connection_died(void **state)
     ferry_envelope_init(&hbenv);
     hbenv.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
     hbenv.heartbeat = &hb;
-    raw_send(thief, &hbenv);
+    stack_raw_send(thief, &hbenv, 5000);
     stack_signal(&fx->s, fx->worker, SIGKILL);
     assert_true(stack_wait_exit(&fx->s, fx->worker, 5000) != -1);
     int commands = 0, scripts = 0;
@@ -546,7 +510,7 @@ static void test_worker_id_taken_after_its_connection_died(void **state)
         expect_echoes(fx, 1);
         scripts++;
         Ferry__Envelope *cmd;
-        while ((cmd = raw_recv(thief, 0, FERRY__ENVELOPE__BODY_COMMAND))) {
+        while ((cmd = stack_raw_recv(thief, 0, FERRY__ENVELOPE__BODY_COMMAND))) {
             commands++;
             ferry_envelope_free(cmd);
         }
