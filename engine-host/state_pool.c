@@ -56,6 +56,8 @@ static struct {
     int broken; /* it could not be: no state is ever reset */
     entry *e[NREACH];
     size_t n[NREACH];
+    uint16_t *slots[NREACH]; /* open addressing by key: index + 1 into e[t], 0 empty */
+    uint32_t mask[NREACH];
     int nanchors;
     size_t baseline; /* the smallest heap of a reset state so far */
     lua_State *idle[ENGINE_POOL_MAX_IDLE];
@@ -89,6 +91,48 @@ static void *plain_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     }
     return realloc(ptr, nsize);
+}
+
+static uint32_t key_hash(const char *key, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: for the lookup only; matches compare the bytes */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* The slots of table t's entries, for find_entry. 0, or -1 when out of memory. */
+static int index_entries(size_t t)
+{
+    uint32_t size = 8;
+    while (size < 2 * pool.n[t])
+        size *= 2;
+    pool.slots[t] = calloc(size, sizeof *pool.slots[t]);
+    if (!pool.slots[t])
+        return -1;
+    pool.mask[t] = size - 1;
+    for (size_t k = 0; k < pool.n[t]; k++) {
+        uint32_t i = key_hash(pool.e[t][k].key, pool.e[t][k].keylen) & pool.mask[t];
+        while (pool.slots[t][i])
+            i = (i + 1) & pool.mask[t];
+        pool.slots[t][i] = (uint16_t)(k + 1);
+    }
+    return 0;
+}
+
+/* The template's entry of table t with this key, or NULL. */
+static const entry *find_entry(size_t t, const char *key, size_t len)
+{
+    for (uint32_t i = key_hash(key, len) & pool.mask[t];; i = (i + 1) & pool.mask[t]) {
+        uint16_t v = pool.slots[t][i];
+        if (!v)
+            return NULL;
+        const entry *e = &pool.e[t][v - 1];
+        if (e->keylen == len && memcmp(e->key, key, len) == 0)
+            return e;
+    }
 }
 
 /* Pushes the reachable tables of L, in order. */
@@ -125,7 +169,9 @@ static void free_template(void)
                 free(pool.e[t][k].v.str.s);
         }
         free(pool.e[t]);
+        free(pool.slots[t]);
         pool.e[t] = NULL;
+        pool.slots[t] = NULL;
         pool.n[t] = 0;
     }
 }
@@ -200,6 +246,8 @@ static int build_template(lua_State *L, int base)
             }
             lua_pop(L, 1);
         }
+        if (pool.n[t] > UINT16_MAX - 1 || index_entries(t) != 0)
+            return -1;
     }
     pool.nanchors = nanchors;
     return 0;
@@ -280,6 +328,76 @@ static size_t heap_bytes(lua_State *L)
     return (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
 }
 
+/* Whether the value at idx (negative: from the top) is the template's value e. */
+static int value_is(lua_State *L, int idx, const entry *e, int arr)
+{
+    switch (e->kind) {
+    case V_LIGHT:
+        if (!lua_iscfunction(L, idx) || lua_tocfunction(L, idx) != e->v.f)
+            return 0;
+        if (lua_getupvalue(L, idx, 1)) { /* a closure of the same C function */
+            lua_pop(L, 1);
+            return 0;
+        }
+        return 1;
+    case V_INT:
+        return lua_isinteger(L, idx) && lua_tointeger(L, idx) == e->v.i;
+    case V_FLOAT: {
+        if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx))
+            return 0;
+        lua_Number n = lua_tonumber(L, idx);
+        return memcmp(&n, &e->v.n, sizeof n) == 0; /* NaN and -0.0 too */
+    }
+    case V_BOOL:
+        return lua_type(L, idx) == LUA_TBOOLEAN && lua_toboolean(L, idx) == e->v.b;
+    case V_STRING: {
+        if (lua_type(L, idx) != LUA_TSTRING)
+            return 0;
+        size_t len;
+        const char *str = lua_tolstring(L, idx, &len);
+        return len == e->v.str.len && memcmp(str, e->v.str.s, len) == 0;
+    }
+    case V_ANCHOR: {
+        int at = lua_absindex(L, idx);
+        lua_rawgeti(L, arr, e->v.anchor + 1);
+        int same = lua_rawequal(L, at, -1);
+        lua_pop(L, 1);
+        return same;
+    }
+    }
+    return 0;
+}
+
+/*
+ * Whether table t holds exactly the template's entries of reachable table k
+ * (every key, every value, nothing more) and has no metatable: then the
+ * script left it alone and there is nothing to restore. Raw reads only.
+ */
+static int pristine(lua_State *L, int t, size_t k, int arr)
+{
+    if (lua_getmetatable(L, t)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const entry *e = NULL;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t len;
+            const char *key = lua_tolstring(L, -2, &len);
+            e = find_entry(k, key, len);
+        }
+        if (!e || !value_is(L, -1, e, arr)) {
+            lua_pop(L, 2);
+            return 0;
+        }
+        lua_pop(L, 1);
+        n++;
+    }
+    return n == pool.n[k];
+}
+
 /* Clears table t and fills it with the template's entries of reachable table k. */
 static void refill(lua_State *L, int t, size_t k, int arr)
 {
@@ -300,9 +418,11 @@ static void refill(lua_State *L, int t, size_t k, int arr)
 
 /*
  * Protected, on the main thread with an empty stack: restores the template.
- * The globals table, which scripts grow most, is made anew at its pristine
- * size (a table keeps its size once grown); the library tables are cleared
- * and refilled in place.
+ * A table that still holds exactly its template (most scripts change no
+ * library table, many no global) is left as it is. Otherwise the globals
+ * table, which scripts grow most, is made anew at its pristine size (a
+ * table keeps its size once grown), and a library table is cleared and
+ * refilled in place.
  */
 static int reset(lua_State *L)
 {
@@ -310,23 +430,27 @@ static int reset(lua_State *L)
         return luaL_error(L, "no snapshot");
     luaL_checkstack(L, 8, NULL);
     lua_rawgeti(L, 1, 1); /* 2: the old globals */
-    lua_createtable(L, 0, (int)pool.n[0]);
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, 1, 1);
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE) {
-        lua_pushvalue(L, -2);
-        lua_setfield(L, -2, LUA_GNAME); /* for the names in error messages */
+    if (!pristine(L, 2, 0, 1)) {
+        lua_createtable(L, 0, (int)pool.n[0]);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 1, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+        if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE) {
+            lua_pushvalue(L, -2);
+            lua_setfield(L, -2, LUA_GNAME); /* for the names in error messages */
+        }
+        lua_pop(L, 1);
+        refill(L, 3, 0, 1);
     }
-    lua_pop(L, 1);
-    refill(L, 3, 0, 1);
     lua_settop(L, 1);
     for (size_t k = 1; k < NREACH; k++) {
         lua_rawgeti(L, 1, (lua_Integer)k + 1);
-        refill(L, 2, k, 1);
-        lua_pushnil(L);
-        lua_setmetatable(L, 2);
+        if (!pristine(L, 2, k, 1)) {
+            refill(L, 2, k, 1);
+            lua_pushnil(L);
+            lua_setmetatable(L, 2);
+        }
         lua_settop(L, 1);
     }
     /* A fresh seed that owes nothing to the last script's (Lua's own

@@ -99,7 +99,15 @@ static const char inspect[] =
     "check(('1' + 1) == 2 and getmetatable('').__index == string, 'string metatable')\n"
     "check(getmetatable(string) == nil and getmetatable(_G) == nil, 'metatables')\n"
     "check(rawget(_G, 'nothing') == nil and nothing == nil, '_G __index')\n"
-    "check(table.insert ~= tostring and math.pi > 3.14, 'library values')\n"
+    "check(table.insert ~= tostring and table.insert ~= table.remove, 'table.insert')\n"
+    "check(math.pi > 3.14 and math.pi < 3.15 and math.huge > 0, 'math values')\n"
+    "check(math.type(math.maxinteger) == 'integer', 'math.maxinteger')\n"
+    "check(utf8.charpattern ~= 'x' and _VERSION == 'Lua 5.4', 'strings')\n"
+    "check(_G._G == _G and type(string.format) == 'function' and rawget(_G, 1) == nil, '_G')\n"
+    "check(rawget(string, 1) == nil and getmetatable(math) == nil, 'string, math')\n"
+    "check(getmetatable(getmetatable('')) == nil and getmetatable('').__index == string, 'strmt')\n"
+    "check(coroutine.wrap ~= coroutine.create and ferry.call ~= ferry.all, 'functions')\n"
+    "check(print ~= tostring and string.upper ~= string.lower and string.upper ~= load, 'fns')\n"
     "check(os.time and utf8.char and coroutine.wrap and ferry.call, 'library functions')\n"
     "check(ferry.args.leak == nil and ferry.extra == nil, 'ferry table')\n"
     "return #bad == 0 and 'clean' or table.concat(bad, ', ')";
@@ -134,6 +142,61 @@ static void test_reused_state_is_pristine(void **state)
     if (reused_kb > fresh_kb + ENGINE_POOL_SLACK_BYTES / 1024.0 || reused_kb < fresh_kb - 2.0)
         fail_msg("heap of a reused state %.1f KB, of a fresh one %.1f KB", reused_kb, fresh_kb);
     engine_script_destroy(&s);
+    engine_pool_clear();
+}
+
+/* Each change alone, however small, is found and undone: a reset that leaves
+ * a table it thinks untouched must not be fooled by one changed entry. */
+static void test_each_change_alone(void **state)
+{
+    (void)state;
+    static const char *const changes[] = {
+        "x = 1",
+        "print = nil",
+        "_G.print = tostring",
+        "string.upper = string.lower",
+        "string.upper = load",
+        "string.foo = 1",
+        "string.format = nil",
+        "math.pi = 3",
+        "math.pi = 0/0",
+        "math.maxinteger = 1.0 * math.maxinteger",
+        "math.huge = -math.huge",
+        "table.insert = tostring",
+        "table.insert = table.remove",
+        "utf8.charpattern = 'x'",
+        "os.time = nil",
+        "coroutine.wrap = coroutine.create",
+        "ferry.call = ferry.all",
+        "ferry.args.leak = 1",
+        "_G._G = string",
+        "_G.string = {}",
+        "getmetatable('').__add = tostring",
+        "getmetatable('').__index = table",
+        "setmetatable(math, {})",
+        "setmetatable(_G, {})",
+        "setmetatable(getmetatable(''), {__index = {}})",
+        "_VERSION = 'Lua 9'",
+        "rawset(_G, 1, true)",
+        "string[1] = 'x'",
+    };
+    for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++) {
+        engine_pool_clear();
+        engine_script *s = run(changes[i], &limits);
+        if (!s->ok)
+            fail_msg("%s: %s", changes[i], s->err_message);
+        engine_script_destroy(&s);
+        assert_int_equal(engine_pool_idle(), 1);
+        s = run(inspect, &limits);
+        assert_true(s->warm);
+        if (!s->ok || s->values[0]->string.len != 5 ||
+            memcmp(s->values[0]->string.data, "clean", 5) != 0)
+            fail_msg("after `%s` the next script found: %.*s%s", changes[i],
+                     s->ok ? (int)s->values[0]->string.len : 0,
+                     s->ok ? (const char *)s->values[0]->string.data : "",
+                     s->ok ? "" : s->err_message);
+        engine_script_destroy(&s);
+    }
     engine_pool_clear();
 }
 
@@ -207,6 +270,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reused_state_is_pristine),
+        cmocka_unit_test(test_each_change_alone),
         cmocka_unit_test(test_random_seed_is_fresh),
         cmocka_unit_test(test_broken_states_are_closed),
         cmocka_unit_test(test_grown_states),
