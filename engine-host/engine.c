@@ -21,6 +21,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -820,10 +821,15 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
      * must also guess a call id in flight. */
     e->next_call_id = random_call_base();
 
+    /* The Commands queue holds every call the engine lets be in flight
+     * (--calls-max; their bytes are bounded by --inflight-bytes): one
+     * script's ferry.all of 10,000 calls must not leave another script's
+     * next call without room while the broker catches up. */
+    long push_hwm = cfg->calls_max > cfg->hwm ? cfg->calls_max : cfg->hwm;
     ferry_socket_opts push = {.type = ZMQ_PUSH,
                               .endpoint = cfg->commands,
                               .max_msg = e->cfg.max_msg,
-                              .hwm = (int)cfg->hwm,
+                              .hwm = push_hwm < INT_MAX ? (int)push_hwm : INT_MAX,
                               .linger_ms = 0,
                               .curve = &e->cfg.curve};
     e->push = ferry_socket_open(zctx, &push, err, errlen);
