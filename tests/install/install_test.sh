@@ -6,6 +6,8 @@
 # prefix), then runs both with LD_LIBRARY_PATH at the prefix against the
 # installed ferry-broker and ferry-engine: the worker must register and
 # serve use.lua, the client must get a script's result.
+# FERRY_INSTALL_TEST_CFLAGS: more flags for cc (the sanitizers of a
+# FERRY_SANITIZE build, whose libferry needs them).
 set -eu
 build=$(cd "$1" && pwd)
 src=$(cd "$2" && pwd)
@@ -80,10 +82,11 @@ PKG_CONFIG_PATH=$libdir/pkgconfig
 export PKG_CONFIG_PATH
 flags=$(pkg-config --cflags --libs ferry) || fail "pkg-config --cflags --libs ferry failed"
 echo "pkg-config --cflags --libs ferry: $flags"
+extra=${FERRY_INSTALL_TEST_CFLAGS:-}
 cd "$tmp/cc"
-${CC:-cc} -std=c11 -Wall -Wextra -Werror -o kv-worker kv_worker.c $flags ||
+${CC:-cc} -std=c11 -Wall -Wextra -Werror $extra -o kv-worker kv_worker.c $flags ||
   fail "examples/custom-worker does not compile against the installed copy"
-${CC:-cc} -std=c11 -Wall -Wextra -Werror -o client client.c $flags ||
+${CC:-cc} -std=c11 -Wall -Wextra -Werror $extra -o client client.c $flags ||
   fail "a client program does not compile against the installed copy"
 
 LD_LIBRARY_PATH=$libdir
