@@ -68,16 +68,17 @@ string(REGEX REPLACE "/$" "" FERRY_PC_TO_PREFIX "${FERRY_PC_TO_PREFIX}")
 configure_file(${CMAKE_SOURCE_DIR}/cmake/ferry.pc.in ${CMAKE_BINARY_DIR}/ferry.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/ferry.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
-# Man pages from --help, at build time (the binaries must run on the build machine).
+# Man pages from --help, at build time (the binaries must run on the build
+# machine), gzipped as Debian ships them (-n: the same bytes on every build).
 set(FERRY_MAN_DIR ${CMAKE_BINARY_DIR}/man)
 set(FERRY_MAN_PAGES "")
 foreach(prog ferry-broker ferry-engine ferry-worker ferry)
-  set(page ${FERRY_MAN_DIR}/${prog}.1)
+  set(page ${FERRY_MAN_DIR}/${prog}.1.gz)
   add_custom_command(
     OUTPUT ${page}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${FERRY_MAN_DIR}
     COMMAND sh ${CMAKE_SOURCE_DIR}/cmake/man-from-help.sh $<TARGET_FILE:${prog}>
-            ${PROJECT_VERSION} > ${page}
+            ${PROJECT_VERSION} ${page}
     DEPENDS ${prog} ${CMAKE_SOURCE_DIR}/cmake/man-from-help.sh
     COMMENT "man page ${prog}.1")
   list(APPEND FERRY_MAN_PAGES ${page})

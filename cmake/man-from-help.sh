@@ -1,11 +1,17 @@
 #!/bin/sh
-# man-from-help.sh PROGRAM VERSION: a man page (roff, section 1) made from
-# PROGRAM --help, printed on stdout. The help has the shape every Ferry
+# man-from-help.sh PROGRAM VERSION [OUT.gz]: a man page (roff, section 1)
+# made from PROGRAM --help, printed on stdout or written gzipped to OUT.gz. The help has the shape every Ferry
 # binary prints: "usage:" lines, a paragraph, then "options:" with one
 # "  --name ARG   text" line per option.
 set -eu
 prog=$1
 version=$2
+if [ $# -ge 3 ]; then
+  sh "$0" "$prog" "$version" >"$3.tmp"
+  gzip -9n <"$3.tmp" >"$3"
+  rm -f "$3.tmp"
+  exit 0
+fi
 name=$(basename "$prog")
 help=$("$prog" --help)
 # NAME: the description's first sentence (the client prints none).

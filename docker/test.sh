@@ -258,8 +258,8 @@ else
   dpkg-deb -c "$deb" >"$work/deb-contents.txt"
   missing=""
   for f in ./usr/bin/ferry-broker ./usr/bin/ferry-engine ./usr/bin/ferry-worker ./usr/bin/ferry \
-    ./usr/include/ferry/client.h ./usr/include/ferry/worker.h ./usr/share/man/man1/ferry.1 \
-    ./usr/share/man/man1/ferry-broker.1 ./usr/lib/pkgconfig/ferry.pc; do
+    ./usr/include/ferry/client.h ./usr/include/ferry/worker.h ./usr/share/man/man1/ferry.1.gz \
+    ./usr/share/man/man1/ferry-broker.1.gz ./usr/lib/pkgconfig/ferry.pc; do
     grep -q " $f\$" "$work/deb-contents.txt" || missing="$missing $f"
   done
   grep -q ' ./usr/lib/libferry.so.0 -> ' "$work/deb-contents.txt" || missing="$missing libferry.so.0"

@@ -39,7 +39,7 @@ pc=$(find "$prefix" -name ferry.pc)
 [ -n "$pc" ] || fail "no ferry.pc installed"
 libdir=$(dirname "$(dirname "$pc")")
 for f in bin/ferry-broker bin/ferry-engine bin/ferry-worker bin/ferry include/ferry/client.h \
-  include/ferry/worker.h share/man/man1/ferry-broker.1 share/man/man1/ferry.1; do
+  include/ferry/worker.h share/man/man1/ferry-broker.1.gz share/man/man1/ferry.1.gz; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
 soname=$(readelf -d "$libdir/libferry.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
