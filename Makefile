@@ -11,7 +11,7 @@ FUZZ     ?= build-fuzz
 FUZZ_SECONDS ?= 30
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build demo test test-release test-asan test-fuzz test-docker bench clean format
+.PHONY: all deps build demo deb test test-release test-asan test-fuzz test-docker bench clean format
 
 all: build
 
@@ -24,6 +24,11 @@ build: deps
 
 demo: build
 	scripts/demo.sh $(BUILD)/bin
+
+# The Debian package (CPack, cmake/install.cmake): $(BUILD)/ferry_<version>_<arch>.deb with
+# the binaries, libferry, the headers, ferry.pc and the man pages.
+deb: build
+	cd $(BUILD) && cpack -G DEB
 
 test: test-release test-asan test-fuzz test-docker
 

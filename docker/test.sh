@@ -5,7 +5,10 @@
 # without a listed key is refused, scripts run from the host (with the key
 # ferry-keys exports) and from the client service, workers scale
 # from 1 to 4 (and engines from 1 to 2) and back to 1 while scripts keep
-# running, and every one of those scripts succeeds.
+# running, and every one of those scripts succeeds. And the Debian package:
+# built from the host's build folder (cpack -G DEB, as `make deb`), installed
+# with apt-get into a clean debian:bookworm-slim, it runs a script through
+# its own ferry-broker, ferry-engine and ferry-worker.
 #
 # Steps, each timed: install docker.io and docker-compose when missing; start
 # dockerd when it is not running (and stop it at the end); make the base
@@ -235,6 +238,64 @@ docker version --format 'server: Docker {{.Server.Version}}' 2>/dev/null
 # ---------------------------------------------------------------------------
 step "base images (debian:bookworm, debian:bookworm-slim)"
 docker/base-images.sh || { bad "base images"; exit 1; }
+
+# ---------------------------------------------------------------------------
+step "the .deb (cpack -G DEB) in a clean debian:bookworm-slim"
+# The package of the host's build folder (BIN_DIR/..: make deb's), installed
+# with apt-get into a bare container, runs a script through its binaries.
+build_dir=$(cd "$bin/.." && pwd)
+mkdir -p "$work/deb"
+if [ ! -f "$build_dir/CPackConfig.cmake" ]; then
+  bad "no $build_dir/CPackConfig.cmake: BIN_DIR is not in a CMake build folder of this tree"
+elif ! (cd "$work/deb" && cpack --config "$build_dir/CPackConfig.cmake" -G DEB) \
+  >"$work/cpack.log" 2>&1 || ! ls "$work/deb"/ferry_*.deb >/dev/null 2>&1; then
+  tail -n 30 "$work/cpack.log"
+  bad "cpack -G DEB"
+else
+  deb=$(ls "$work/deb"/ferry_*.deb)
+  ok "cpack -G DEB: $(basename "$deb") ($(du -k "$deb" | cut -f1) KiB)"
+  dpkg-deb -f "$deb" Depends | sed 's/^/  Depends: /'
+  dpkg-deb -c "$deb" >"$work/deb-contents.txt"
+  missing=""
+  for f in ./usr/bin/ferry-broker ./usr/bin/ferry-engine ./usr/bin/ferry-worker ./usr/bin/ferry \
+    ./usr/include/ferry/client.h ./usr/include/ferry/worker.h ./usr/share/man/man1/ferry.1.gz \
+    ./usr/share/man/man1/ferry-broker.1.gz ./usr/lib/pkgconfig/ferry.pc; do
+    grep -q " $f\$" "$work/deb-contents.txt" || missing="$missing $f"
+  done
+  grep -q ' ./usr/lib/libferry.so.0 -> ' "$work/deb-contents.txt" || missing="$missing libferry.so.0"
+  if [ -z "$missing" ]; then
+    ok "the .deb holds the binaries, libferry.so.0, the headers, ferry.pc and the man pages"
+  else
+    bad "missing from the .deb:$missing"
+  fi
+  cp examples/hello.lua "$work/deb/"
+  # --network host: apt-get reaches the mirror as on this machine; the
+  # endpoints are ipc: sockets inside the container, no port can collide.
+  if docker run --rm --network host -v "$work/deb:/deb:ro" debian:bookworm-slim sh -c '
+      set -e
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq >/dev/null
+      apt-get install -y -qq /deb/ferry_*.deb >/tmp/apt.log 2>&1 || { tail -n 20 /tmp/apt.log; exit 1; }
+      ldconfig -p | grep -q "libferry.so.0 " && echo "libferry.so.0 in the ldconfig cache"
+      ep=ipc:///tmp/ferry
+      ferry-broker --clients $ep-c --commands $ep-m --engines $ep-e --workers $ep-w 2>/tmp/b.log &
+      ferry-engine --commands $ep-m --engines $ep-e --slots 4 2>/tmp/e.log &
+      ferry-worker --workers $ep-w 2>/tmp/w.log &
+      i=0
+      until ferry stats --broker $ep-c --timeout 1 2>/dev/null | grep -q "^workers  *1$"; do
+        i=$((i + 1)); [ $i -lt 50 ] || { echo "no worker registered"; cat /tmp/b.log; exit 1; }
+        sleep 0.2
+      done
+      ferry run --broker $ep-c --timeout 30 /deb/hello.lua Ferry
+      for p in ferry ferry-broker ferry-engine ferry-worker; do command -v $p; done
+    ' >"$work/deb-run.log" 2>&1 && grep -q '^hello, Ferry$' "$work/deb-run.log" &&
+    grep -q '^/usr/bin/ferry-worker$' "$work/deb-run.log"; then
+    ok "apt-get install ./ferry_*.deb in debian:bookworm-slim; /usr/bin's binaries ran hello.lua"
+  else
+    sed 's/^/    /' "$work/deb-run.log"
+    bad "the .deb in debian:bookworm-slim (log: $work/deb-run.log)"
+  fi
+fi
 
 # ---------------------------------------------------------------------------
 step "build the image $image"
