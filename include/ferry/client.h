@@ -103,7 +103,9 @@ void ferry_client_set_limits(ferry_client *c, const ferry_limits *limits);
 /* How long ferry_client_submit waits for a connection to the broker, in ms (default 3000). */
 void ferry_client_set_connect_timeout(ferry_client *c, int ms);
 
-/* Milliseconds ferry_client_run waits beyond the script's deadline. */
-#define FERRY_CLIENT_GRACE_MS 3000
+/* Milliseconds ferry_client_run waits beyond the script's deadline: past the
+ * broker's own 5 s (it answers timeout then for a script whose engine never
+ * did), so that a broker that is there always has the last word. */
+#define FERRY_CLIENT_GRACE_MS 6000
 
 #endif

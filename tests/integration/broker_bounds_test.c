@@ -527,6 +527,46 @@ static void test_function_names_one_rule(void **state)
     stack_passed(s);
 }
 
+/* An engine that takes a script and never answers (alive, just hung): the broker answers
+ * timeout 5 s past the deadline, and ferry_client_run is still waiting for it then. */
+static void test_broker_answers_a_hung_script_before_the_client_gives_up(void **state)
+{
+    fixture *fx = *state;
+    ferry_stack *s = &fx->s;
+    const char *args[] = {"--heartbeat-ms", "60000", NULL};
+    fx->broker = stack_start_broker(s, args);
+    assert_true(fx->broker >= 0);
+    void *engine = raw_open(fx, ZMQ_DEALER, s->engines, "hung-engine");
+    Ferry__Hello hello = FERRY__HELLO__INIT;
+    hello.slots = 1;
+    Ferry__Envelope henv;
+    ferry_envelope_init(&henv);
+    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
+    henv.hello = &hello;
+    raw_send(engine, &henv);
+    Ferry__Envelope *env;
+    int64_t until = ferry_now_ms() + 10000;
+    while (stats(fx, &env)->engines < 1) {
+        ferry_envelope_free(env);
+        assert_true(ferry_now_ms() < until);
+        poll(NULL, 0, 10);
+    }
+    ferry_envelope_free(env);
+    int64_t t0 = ferry_now_ms();
+    ferry_result r;
+    assert_int_equal(ferry_client_run(s->client, "return 1", 8, "hung.lua", NULL, 0, 1000, &r),
+                     FERRY_OK);
+    int64_t took = ferry_now_ms() - t0;
+    printf("# hung engine: the broker answered %s after %lld ms\n", r.result->error->code,
+           (long long)took);
+    assert_false(r.result->ok);
+    assert_string_equal(r.result->error->code, "timeout");
+    assert_true(took >= 1000 + 5000 - 100 && took < 1000 + FERRY_CLIENT_GRACE_MS);
+    ferry_result_fini(&r);
+    raw_close(fx, &engine);
+    stack_passed(s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -538,6 +578,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_ready_over_the_function_cap_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_function_names_one_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broker_answers_a_hung_script_before_the_client_gives_up,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
