@@ -578,8 +578,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_ready_over_the_function_cap_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_function_names_one_rule, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broker_answers_a_hung_script_before_the_client_gives_up,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_broker_answers_a_hung_script_before_the_client_gives_up, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

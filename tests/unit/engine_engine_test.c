@@ -180,9 +180,9 @@ static void test_reply_error_rules(void **state)
     const Ferry__Result *r = result(fx, 0, 1);
     assert_true(r->ok);
     assert_int_equal(r->n_values, 6);
-    Ferry__Value *want[6] = {ferry_value_bool(0),          ferry_value_cstring("mine"),
-                             ferry_value_cstring("both"),  ferry_value_bool(0),
-                             ferry_value_cstring("call_error"), ferry_value_cstring("no code")};
+    Ferry__Value *want[6] = {
+        ferry_value_bool(0), ferry_value_cstring("mine"),       ferry_value_cstring("both"),
+        ferry_value_bool(0), ferry_value_cstring("call_error"), ferry_value_cstring("no code")};
     for (size_t i = 0; i < 6; i++) {
         assert_true(ferry_value_equal(r->values[i], want[i]));
         ferry_value_free(want[i]);
