@@ -53,8 +53,8 @@ static const ferry_opt run_opts[] = {
 
 static const ferry_cli run_cli = {
     .program = "ferry run",
-    .synopsis = "[--broker EP] [--timeout S] [--json] [--max-memory B] [--max-instructions N]\n"
-                "       [--max-output B] script.lua [arg ...]",
+    .synopsis = "[--broker EP] [--timeout S] [--json] [--max-msg B] [--max-memory B]\n"
+                "       [--max-instructions N] [--max-output B] script.lua [arg ...]",
     .summary = "Runs script.lua (- for standard input) on a Ferry engine and prints what it\n"
                "printed and what it returned. The args reach the script as ferry.args.",
     .opts = run_opts,
@@ -64,7 +64,7 @@ static const ferry_cli run_cli = {
 
 static const ferry_cli stats_cli = {
     .program = "ferry stats",
-    .synopsis = "[--broker EP] [--json]",
+    .synopsis = "[--broker EP] [--json] [--max-msg B]",
     .summary = "Prints the broker's counters: engines, workers, functions, calls queued,\n"
                "in flight and completed, scripts.",
     .opts = run_opts, /* --broker, --timeout (bounds the wait), --json, the keys, --max-msg */
