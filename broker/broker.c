@@ -320,6 +320,14 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
             return;
         }
     }
+    if (!ferry_wire_function_name_ok(cmd->function, cmd->function_len)) {
+        /* Every Command gets its one Reply, this one too, at once. */
+        char why[96];
+        snprintf(why, sizeof why, "function name of %zu bytes: 1 to %d bytes of UTF-8 allowed",
+                 cmd->function_len, FERRY_FUNCTION_NAME_MAX);
+        send_call_error(b, cmd->engine_id, cmd->engine_id_len, cmd->call_id, FERRY_EPROTO, why);
+        return;
+    }
     broker_call *call;
     ferry_err err = broker_dispatch_call_new(&b->dispatch, cmd->engine_id, cmd->engine_id_len,
                                              cmd->call_id, cmd->function, cmd->function_len,
@@ -361,9 +369,9 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     }
     for (size_t i = 0; ready && i < ready->n_functions; i++) {
         const char *name = ready->functions[i] ? ready->functions[i]->name : NULL;
-        if (name && strlen(name) > BROKER_FUNCTION_NAME_MAX) {
-            drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"function name longer "
-                 "than %d bytes\"", id, BROKER_FUNCTION_NAME_MAX);
+        if (name && *name && !ferry_wire_function_name_ok(name, strlen(name))) {
+            drop(b, BROKER_DROP_INVALID, "what=ready worker=%s reason=\"function name not 1 "
+                 "to %d bytes of UTF-8\"", id, FERRY_FUNCTION_NAME_MAX);
             return;
         }
     }

@@ -33,7 +33,6 @@
 #define BROKER_BATCH 256       /* messages per socket per wakeup, for fairness */
 #define BROKER_GRACE_MS 5000   /* backstop past a deadline for in-flight calls and scripts */
 #define BROKER_PROBE_MS 10     /* from a peer's disconnection to the probe that finds who */
-#define BROKER_FUNCTION_NAME_MAX 255 /* bytes of a function name in a Ready */
 #define BROKER_STATS_BYTES 65536     /* a Stats reply's function and worker lists stay near this */
 
 /* Default endpoints: loopback without keys (protected mode), every interface with them. */

@@ -34,7 +34,30 @@ struct ferry_client {
     uint64_t next_request;
     int connect_timeout_ms;
     ferry_limits limits; /* asked for by every submission */
+    char *endpoint;      /* the broker's clients endpoint, to open the socket again */
+    int64_t max_msg;     /* largest message sent or taken (ZMQ_MAXMSGSIZE) */
 };
+
+/* Opens c->socket and c->monitor on c->endpoint with c->max_msg. */
+static int open_socket(ferry_client *c, char *err, size_t errlen)
+{
+    ferry_socket_opts o = {.type = ZMQ_DEALER,
+                           .endpoint = c->endpoint,
+                           .linger_ms = 0,
+                           .curve = &c->curve,
+                           .max_msg = c->max_msg};
+    int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+    c->socket = ferry_socket_open(c->ctx, &o, err, errlen);
+    if (c->socket)
+        c->monitor = ferry_monitor_open(c->ctx, c->socket, events, err, errlen);
+    if (!c->monitor) {
+        ferry_socket_close(&c->socket);
+        return -1;
+    }
+    return 0;
+}
 
 ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen)
 {
@@ -59,17 +82,13 @@ ferry_client *ferry_client_new_curve(const char *endpoint, const char *curve_key
         free(c);
         return NULL;
     }
-    ferry_socket_opts o = {
-        .type = ZMQ_DEALER, .endpoint = endpoint, .linger_ms = 0, .curve = &c->curve};
-    int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
-    c->socket = ferry_socket_open(c->ctx, &o, err, errlen);
-    if (c->socket)
-        c->monitor = ferry_monitor_open(c->ctx, c->socket, events, err, errlen);
-    if (!c->monitor) {
-        ferry_socket_close(&c->socket);
+    c->endpoint = strdup(endpoint);
+    c->max_msg = FERRY_DEFAULT_MAX_MSG;
+    if (!c->endpoint)
+        snprintf(err, errlen, "out of memory");
+    if (!c->endpoint || open_socket(c, err, errlen) != 0) {
         zmq_ctx_term(c->ctx);
+        free(c->endpoint);
         free(c);
         return NULL;
     }
@@ -87,8 +106,22 @@ void ferry_client_destroy(ferry_client **pc)
     ferry_monitor_close(c->socket, &c->monitor);
     ferry_socket_close(&c->socket);
     zmq_ctx_term(c->ctx);
+    free(c->endpoint);
     free(c);
     *pc = NULL;
+}
+
+ferry_err ferry_client_set_max_msg(ferry_client *c, int64_t bytes, char *err, size_t errlen)
+{
+    if (bytes <= 0) {
+        snprintf(err, errlen, "the message limit must be positive");
+        return FERRY_EUSAGE;
+    }
+    ferry_monitor_close(c->socket, &c->monitor);
+    ferry_socket_close(&c->socket);
+    c->max_msg = bytes;
+    c->refused = 0;
+    return open_socket(c, err, errlen) == 0 ? FERRY_OK : FERRY_EIO;
 }
 
 void ferry_client_set_limits(ferry_client *c, const ferry_limits *limits)
@@ -166,6 +199,10 @@ ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, c
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_SUBMIT;
     env.submit = &sub;
+    /* The broker would drop the connection over a bigger one (and every
+     * result pending on it): refuse it here instead. */
+    if ((int64_t)ferry_envelope_packed_size(&env) > c->max_msg)
+        return FERRY_ELIMIT;
     ferry_err err = send_waiting(c, &env);
     if (err == FERRY_OK && request_id)
         *request_id = sub.request_id;

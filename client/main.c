@@ -6,7 +6,8 @@
  *   ferry keygen PATH
  *
  * run and stats take --curve-key FILE (this client's secret certificate) and
- * --broker-key FILE (the broker's public one) for a broker with CURVE keys.
+ * --broker-key FILE (the broker's public one) for a broker with CURVE keys,
+ * and --max-msg BYTES (FERRY_MAX_MSG), the broker's message limit.
  *
  * Exit codes: 0 success, 1 the script failed, 2 bad usage, 3 the broker
  * cannot be reached or the timeout passed.
@@ -30,6 +31,7 @@ static double timeout_s = 30;
 static int json;
 static double max_memory, max_instructions, max_output;
 static const char *curve_key, *broker_key;
+static long max_msg = FERRY_DEFAULT_MAX_MSG;
 
 static const ferry_opt run_opts[] = {
     {"broker", "FERRY_CLIENTS", FERRY_OPT_STRING, &broker, "broker clients endpoint", 0, 0},
@@ -39,6 +41,8 @@ static const ferry_opt run_opts[] = {
      "this client's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
     {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
      "the broker's public certificate (with --curve-key)", 0, 0},
+    {"max-msg", "FERRY_MAX_MSG", FERRY_OPT_INT, &max_msg,
+     "largest message sent or taken in bytes (give it the broker's --max-msg)", 1, 1073741824},
     {"max-memory", NULL, FERRY_OPT_DOUBLE, &max_memory,
      "bytes the script's Lua state may hold (0: the engine's limit; never more)", 0, 1e15},
     {"max-instructions", NULL, FERRY_OPT_DOUBLE, &max_instructions,
@@ -49,8 +53,8 @@ static const ferry_opt run_opts[] = {
 
 static const ferry_cli run_cli = {
     .program = "ferry run",
-    .synopsis = "[--broker EP] [--timeout S] [--json] [--max-memory B] [--max-instructions N]\n"
-                "       [--max-output B] script.lua [arg ...]",
+    .synopsis = "[--broker EP] [--timeout S] [--json] [--max-msg B] [--max-memory B]\n"
+                "       [--max-instructions N] [--max-output B] script.lua [arg ...]",
     .summary = "Runs script.lua (- for standard input) on a Ferry engine and prints what it\n"
                "printed and what it returned. The args reach the script as ferry.args.",
     .opts = run_opts,
@@ -60,11 +64,11 @@ static const ferry_cli run_cli = {
 
 static const ferry_cli stats_cli = {
     .program = "ferry stats",
-    .synopsis = "[--broker EP] [--json]",
+    .synopsis = "[--broker EP] [--json] [--max-msg B]",
     .summary = "Prints the broker's counters: engines, workers, functions, calls queued,\n"
                "in flight and completed, scripts.",
-    .opts = run_opts, /* --broker, --timeout (bounds the wait), --json and the keys */
-    .nopts = 5,
+    .opts = run_opts, /* --broker, --timeout (bounds the wait), --json, the keys, --max-msg */
+    .nopts = 6,
 };
 
 static void usage(FILE *out)
@@ -179,7 +183,7 @@ static int cmd_run(int argc, char **argv)
     char errbuf[512];
     int code = EXIT_UNREACHABLE;
     ferry_client *c = ferry_client_new_curve(broker, curve_key, broker_key, errbuf, sizeof errbuf);
-    if (!c) {
+    if (!c || ferry_client_set_max_msg(c, max_msg, errbuf, sizeof errbuf) != FERRY_OK) {
         code = fail(EXIT_UNREACHABLE, FERRY_EUNREACHABLE, errbuf);
         goto out;
     }
@@ -190,7 +194,11 @@ static int cmd_run(int argc, char **argv)
     ferry_result res;
     ferry_err err = ferry_client_run(c, src.data ? src.data : "", src.len, name, args,
                                      (size_t)nargs, (uint32_t)(timeout_s * 1000), &res);
-    if (err == FERRY_EUNREACHABLE) {
+    if (err == FERRY_ELIMIT) {
+        snprintf(errbuf, sizeof errbuf, "the script and its arguments make a Submit over the "
+                 "%ld-byte message limit (--max-msg)", max_msg);
+        code = fail(EXIT_SCRIPT, err, errbuf);
+    } else if (err == FERRY_EUNREACHABLE) {
         snprintf(errbuf, sizeof errbuf, "cannot reach the broker at %s", broker);
         code = fail(EXIT_UNREACHABLE, err, errbuf);
     } else if (err == FERRY_EAUTH) {
@@ -342,6 +350,8 @@ static int cmd_stats(int argc, char **argv)
         return rc;
     char errbuf[512];
     ferry_client *c = ferry_client_new_curve(broker, curve_key, broker_key, errbuf, sizeof errbuf);
+    if (c && ferry_client_set_max_msg(c, max_msg, errbuf, sizeof errbuf) != FERRY_OK)
+        ferry_client_destroy(&c);
     if (!c)
         return fail(EXIT_UNREACHABLE, FERRY_EUNREACHABLE, errbuf);
     ferry_client_set_connect_timeout(c, (int)(timeout_s * 1000));

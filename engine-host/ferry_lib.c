@@ -14,7 +14,7 @@
 #include "coroutines.h"
 #include "ferry_codec.h"
 #include "ferry_value.h"
-#include "ferry_utf8.h"
+#include "ferry_wire.h"
 #include "lua_value.h"
 #include "script.h"
 
@@ -204,7 +204,7 @@ static void check_name(lua_State *L, int arg, const char *fn, const char *name, 
         engine_lib_error(L, "bad_argument",
                          "bad argument #%d to '%s' (function name of %zu bytes: 1 to %d allowed)",
                          arg, fn, len, FERRY_FUNCTION_NAME_MAX);
-    if (strlen(name) != len || !ferry_utf8_valid(name, len))
+    if (!ferry_wire_function_name_ok(name, len))
         engine_lib_error(L, "bad_argument",
                          "bad argument #%d to '%s' (function name must be UTF-8 without zero "
                          "bytes)",

@@ -1,5 +1,6 @@
 /* ferry_wire: socket setup, whole-message receive, sends, connection monitors. */
 #include "ferry_wire.h"
+#include "ferry_utf8.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -250,4 +251,11 @@ void ferry_make_id(const char *prefix, char *out, size_t outlen)
     if (fd >= 0)
         close(fd);
     snprintf(out, outlen, "%s-%s-%d-%08x", prefix, host, (int)getpid(), rnd);
+}
+
+int ferry_wire_function_name_ok(const char *name, size_t len)
+{
+    if (!name || len == 0 || len > FERRY_FUNCTION_NAME_MAX)
+        return 0;
+    return memchr(name, '\0', len) == NULL && ferry_utf8_valid(name, len);
 }

@@ -32,6 +32,15 @@
 #define FERRY_DEFAULT_MAX_MSG (16 * 1024 * 1024)
 
 /*
+ * The one rule for a function name (FunctionSpec.name, Command.function):
+ * 1 to FERRY_FUNCTION_NAME_MAX bytes of strict UTF-8 without zero bytes.
+ * True when the len bytes at name keep it. The broker (Ready, Command), the
+ * engine (ferry.call, ferry.all) and the worker API (registration) all ask
+ * this.
+ */
+int ferry_wire_function_name_ok(const char *name, size_t len);
+
+/*
  * One received message. The data and size of each frame are read once, as
  * it arrives (ferry_frame_data and ferry_frame_size cost no libzmq call),
  * and stay valid until the frame is closed, sent or moved.

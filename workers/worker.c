@@ -458,7 +458,7 @@ ferry_err ferry_worker_register(ferry_worker *w, const char *name, ferry_handler
 {
     assert(w && name && fn);
     size_t len = strlen(name);
-    if (len == 0 || len > FERRY_ROUTING_ID_MAX || worker_function_find(w, name))
+    if (!ferry_wire_function_name_ok(name, len) || worker_function_find(w, name))
         return FERRY_EUSAGE;
     worker_function *f = calloc(1, sizeof *f);
     if (!f)

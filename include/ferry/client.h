@@ -43,15 +43,26 @@ ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen);
 ferry_client *ferry_client_new_curve(const char *endpoint, const char *curve_key,
                                      const char *broker_key, char *err, size_t errlen);
 
+/*
+ * Largest message this client sends or takes, in bytes (default 16 MiB, as
+ * the broker's --max-msg; give it the broker's). A bigger Submit fails with
+ * FERRY_ELIMIT before anything is sent: the broker would drop the connection
+ * over it. Opens the socket again, so call it before the first submission.
+ * FERRY_EUSAGE for bytes <= 0, FERRY_EIO (message in err) when the socket
+ * cannot be opened again.
+ */
+ferry_err ferry_client_set_max_msg(ferry_client *c, int64_t bytes, char *err, size_t errlen);
+
 /* Closes the socket and frees the client (NULL-safe); nulls *c. */
 void ferry_client_destroy(ferry_client **c);
 
 /*
  * Sends a script without waiting for its result. args are borrowed.
- * timeout_ms is the script's deadline (0: the engine's default). Gives the
- * request id that the matching result carries. FERRY_EUNREACHABLE when the
+ * timeout_ms is the script's deadline (0: the broker's --script-timeout). Gives
+ * the request id that the matching result carries. FERRY_EUNREACHABLE when the
  * broker cannot be reached within the connect timeout, FERRY_EAUTH when it
- * refused this client's handshake.
+ * refused this client's handshake, FERRY_ELIMIT (nothing sent) when the Submit
+ * would be larger than the message limit (ferry_client_set_max_msg).
  */
 ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, const char *name,
                               Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,
@@ -92,7 +103,9 @@ void ferry_client_set_limits(ferry_client *c, const ferry_limits *limits);
 /* How long ferry_client_submit waits for a connection to the broker, in ms (default 3000). */
 void ferry_client_set_connect_timeout(ferry_client *c, int ms);
 
-/* Milliseconds ferry_client_run waits beyond the script's deadline. */
-#define FERRY_CLIENT_GRACE_MS 3000
+/* Milliseconds ferry_client_run waits beyond the script's deadline: past the
+ * broker's own 5 s (it answers timeout then for a script whose engine never
+ * did), so that a broker that is there always has the last word. */
+#define FERRY_CLIENT_GRACE_MS 6000
 
 #endif

@@ -164,7 +164,7 @@ void ferry_worker_destroy(ferry_worker **w);
 /*
  * Serves name with fn (udata is passed to every call of it); opts may be
  * NULL. Names are copied. May be called while running: Ready is sent again.
- * FERRY_EUSAGE for an empty or too long (> 255 bytes) name or one already
+ * FERRY_EUSAGE for a name that is not 1 to 255 bytes of UTF-8, or one already
  * registered, FERRY_ENOMEM.
  */
 ferry_err ferry_worker_register(ferry_worker *w, const char *name, ferry_handler fn, void *udata,

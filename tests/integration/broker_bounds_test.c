@@ -370,6 +370,168 @@ static void test_ready_over_the_function_cap_is_refused(void **state)
     stack_passed(s);
 }
 
+/* A Ready naming one function by these bytes. */
+static void send_ready_named(void *sock, const char *name)
+{
+    Ferry__FunctionSpec spec = FERRY__FUNCTION_SPEC__INIT;
+    spec.name = (char *)name;
+    Ferry__FunctionSpec *ptr = &spec;
+    Ferry__Ready ready = FERRY__READY__INIT;
+    ready.functions = &ptr;
+    ready.n_functions = 1;
+    ready.credit = 1;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_READY;
+    env.ready = &ready;
+    stack_raw_send(sock, &env, 20000);
+}
+
+/* A Command for function from engine raw-engine; returns the code of its Reply's error. */
+static char *command_answer(void *push, void *engine, uint64_t call_id, const char *function)
+{
+    Ferry__Command c = FERRY__COMMAND__INIT;
+    c.engine_id.data = (uint8_t *)"raw-engine";
+    c.engine_id.len = strlen("raw-engine");
+    c.call_id = call_id;
+    c.function = (char *)function;
+    c.timeout_ms = 60000;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
+    env.command = &c;
+    stack_raw_send(push, &env, 20000);
+    Ferry__Envelope *got = stack_raw_recv(engine, 5000, FERRY__ENVELOPE__BODY_REPLY);
+    assert_non_null(got);
+    assert_int_equal(got->reply->call_id, call_id);
+    assert_non_null(got->reply->error);
+    char *code = strdup(got->reply->error->code);
+    ferry_envelope_free(got);
+    return code;
+}
+
+/* The one rule for function names (1 to 255 bytes of UTF-8) holds at the broker too: a Ready
+ * naming another is refused, a Command for another answered bad_message at once. */
+static void test_function_names_one_rule(void **state)
+{
+    fixture *fx = *state;
+    ferry_stack *s = &fx->s;
+    const char *args[] = {"--heartbeat-ms", "60000", NULL};
+    fx->broker = stack_start_broker(s, args);
+    assert_true(fx->broker >= 0);
+    void *bad = raw_open(fx, ZMQ_DEALER, s->workers, "latin1-worker");
+    send_ready_named(bad, "caf\xe9");
+    void *good = raw_open(fx, ZMQ_DEALER, s->workers, "utf8-worker");
+    send_ready_named(good, "caf\xc3\xa9");
+    wait_workers(fx, 1);
+    Ferry__Envelope *env;
+    Ferry__Stats *st;
+    int64_t until = ferry_now_ms() + 10000;
+    while (st = stats(fx, &env), st->dropped < 1) {
+        ferry_envelope_free(env);
+        assert_true(ferry_now_ms() < until);
+        poll(NULL, 0, 10);
+    }
+    assert_int_equal(st->n_worker_list, 1);
+    assert_memory_equal(st->worker_list[0]->id.data, "utf8-worker", 11);
+    ferry_envelope_free(env);
+
+    void *engine = raw_open(fx, ZMQ_DEALER, s->engines, "raw-engine");
+    Ferry__Hello hello = FERRY__HELLO__INIT;
+    hello.slots = 1;
+    Ferry__Envelope henv;
+    ferry_envelope_init(&henv);
+    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
+    henv.hello = &hello;
+    stack_raw_send(engine, &henv, 20000);
+    until = ferry_now_ms() + 10000;
+    while (st = stats(fx, &env), st->engines < 1) {
+        ferry_envelope_free(env);
+        assert_true(ferry_now_ms() < until);
+        poll(NULL, 0, 10);
+    }
+    ferry_envelope_free(env);
+    void *push = raw_open(fx, ZMQ_PUSH, s->commands, NULL);
+    size_t big = 70000;
+    char *name = malloc(big + 1);
+    assert_non_null(name);
+    memset(name, 'n', big);
+    name[big] = '\0';
+    const char *lens[] = {"256", "70000"};
+    for (int i = 0; i < 2; i++) {
+        name[atoi(lens[i])] = '\0';
+        char *code = command_answer(push, engine, (uint64_t)i + 1, name);
+        assert_string_equal(code, "bad_message");
+        free(code);
+        name[atoi(lens[i])] = 'n';
+    }
+    free(name);
+    char *code = command_answer(push, engine, 3, "caf\xe9");
+    assert_string_equal(code, "bad_message");
+    free(code);
+    /* A valid name is routed: the worker gets the Command. */
+    Ferry__Command c = FERRY__COMMAND__INIT;
+    c.engine_id.data = (uint8_t *)"raw-engine";
+    c.engine_id.len = strlen("raw-engine");
+    c.call_id = 4;
+    c.function = "caf\xc3\xa9";
+    c.timeout_ms = 60000;
+    Ferry__Envelope cenv;
+    ferry_envelope_init(&cenv);
+    cenv.body_case = FERRY__ENVELOPE__BODY_COMMAND;
+    cenv.command = &c;
+    stack_raw_send(push, &cenv, 20000);
+    Ferry__Envelope *got = stack_raw_recv(good, 5000, FERRY__ENVELOPE__BODY_COMMAND);
+    assert_non_null(got);
+    assert_int_equal(got->command->call_id, 4);
+    ferry_envelope_free(got);
+    raw_close(fx, &push);
+    raw_close(fx, &engine);
+    raw_close(fx, &bad);
+    raw_close(fx, &good);
+    stack_passed(s);
+}
+
+/* An engine that takes a script and never answers (alive, just hung): the broker answers
+ * timeout 5 s past the deadline, and ferry_client_run is still waiting for it then. */
+static void test_broker_answers_a_hung_script_before_the_client_gives_up(void **state)
+{
+    fixture *fx = *state;
+    ferry_stack *s = &fx->s;
+    const char *args[] = {"--heartbeat-ms", "60000", NULL};
+    fx->broker = stack_start_broker(s, args);
+    assert_true(fx->broker >= 0);
+    void *engine = raw_open(fx, ZMQ_DEALER, s->engines, "hung-engine");
+    Ferry__Hello hello = FERRY__HELLO__INIT;
+    hello.slots = 1;
+    Ferry__Envelope henv;
+    ferry_envelope_init(&henv);
+    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
+    henv.hello = &hello;
+    stack_raw_send(engine, &henv, 20000);
+    Ferry__Envelope *env;
+    int64_t until = ferry_now_ms() + 10000;
+    while (stats(fx, &env)->engines < 1) {
+        ferry_envelope_free(env);
+        assert_true(ferry_now_ms() < until);
+        poll(NULL, 0, 10);
+    }
+    ferry_envelope_free(env);
+    int64_t t0 = ferry_now_ms();
+    ferry_result r;
+    assert_int_equal(ferry_client_run(s->client, "return 1", 8, "hung.lua", NULL, 0, 1000, &r),
+                     FERRY_OK);
+    int64_t took = ferry_now_ms() - t0;
+    printf("# hung engine: the broker answered %s after %lld ms\n", r.result->error->code,
+           (long long)took);
+    assert_false(r.result->ok);
+    assert_string_equal(r.result->error->code, "timeout");
+    assert_true(took >= 1000 + 5000 - 100 && took < 1000 + FERRY_CLIENT_GRACE_MS);
+    ferry_result_fini(&r);
+    raw_close(fx, &engine);
+    stack_passed(s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -380,6 +542,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_stats_reply_stays_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_over_the_function_cap_is_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_function_names_one_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_broker_answers_a_hung_script_before_the_client_gives_up, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

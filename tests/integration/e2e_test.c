@@ -379,6 +379,28 @@ static void test_cli_exit_codes_and_json(void **state)
     free(out);
     free(err);
 
+    /* --max-msg: a Submit over it is refused by the client, nothing sent. */
+    char big[4096];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    memcpy(big, "return 1", 8);
+    const char *large = stack_write_file(s, "large.lua", big);
+    const char *a9[] = {"run", "--max-msg", "2000", large, NULL};
+    assert_int_equal(stack_cli(s, a9, &out, &err, 20000), 1);
+    assert_non_null(strstr(err, "limit: the script and its arguments make a Submit over the "
+                                "2000-byte message limit (--max-msg)"));
+    free(out);
+    free(err);
+    const char *a10[] = {"run", "--max-msg", "8000", large, NULL};
+    assert_int_equal(stack_cli(s, a10, &out, &err, 20000), 0);
+    assert_string_equal(out, "1\n");
+    free(out);
+    free(err);
+    const char *a11[] = {"stats", "--max-msg", "100000", NULL};
+    assert_int_equal(stack_cli(s, a11, &out, &err, 20000), 0);
+    free(out);
+    free(err);
+
     const char *a8[] = {"stats", NULL};
     assert_int_equal(stack_cli(s, a8, &out, &err, 20000), 0);
     assert_non_null(strstr(out, "engines"));

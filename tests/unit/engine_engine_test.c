@@ -142,6 +142,53 @@ static void test_echo(void **state)
     assert_int_equal(engine_get_stats(fx->e)->calls_answered, 1);
 }
 
+static void reply_error(fixture *fx, const Ferry__Command *cmd, Ferry__Value **values, size_t n,
+                        const char *code, const char *message)
+{
+    Ferry__Error e = FERRY__ERROR__INIT;
+    e.code = (char *)code;
+    e.message = (char *)message;
+    Ferry__Reply r = FERRY__REPLY__INIT;
+    r.engine_id = cmd->engine_id;
+    r.call_id = cmd->call_id;
+    r.values = values;
+    r.n_values = n;
+    r.error = &e;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_REPLY;
+    env.reply = &r;
+    fake_broker_send(&fx->broker, &env);
+}
+
+/* protocol.md: a Reply with values and an error fails (the error wins); an
+ * error with an empty code reaches the script as call_error. */
+static void test_reply_error_rules(void **state)
+{
+    fixture *fx = *state;
+    submit(&fx->broker, 1,
+           "local ok, e = pcall(ferry.call, 'f', 1) "
+           "local ok2, e2 = pcall(ferry.call, 'g') "
+           "return ok, e.code, e.message, ok2, e2.code, e2.message",
+           0);
+    run_until(&fx->broker, &fx->n_commands, 1, 2000);
+    const Ferry__Command *cmd = fx->commands[0]->command;
+    reply_error(fx, cmd, cmd->args, cmd->n_args, "mine", "both");
+    run_until(&fx->broker, &fx->n_commands, 2, 2000);
+    reply_error(fx, fx->commands[1]->command, NULL, 0, "", "no code");
+    run_until(&fx->broker, &fx->n_from_engine, 1, 2000);
+    const Ferry__Result *r = result(fx, 0, 1);
+    assert_true(r->ok);
+    assert_int_equal(r->n_values, 6);
+    Ferry__Value *want[6] = {
+        ferry_value_bool(0), ferry_value_cstring("mine"),       ferry_value_cstring("both"),
+        ferry_value_bool(0), ferry_value_cstring("call_error"), ferry_value_cstring("no code")};
+    for (size_t i = 0; i < 6; i++) {
+        assert_true(ferry_value_equal(r->values[i], want[i]));
+        ferry_value_free(want[i]);
+    }
+}
+
 static void test_call_timeout_and_late_reply(void **state)
 {
     fixture *fx = *state;
@@ -249,6 +296,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_echo),
+        T(test_reply_error_rules),
         T(test_call_timeout_and_late_reply),
         T(test_deadline_while_blocked),
         T(test_overloaded),

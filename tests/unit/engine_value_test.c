@@ -355,6 +355,21 @@ static void test_bad_peer_values(void **state)
     assert_int_equal(lua_rawgeti(L, -1, 2), LUA_TSTRING);
     lua_pop(L, 2);
     ferry_value_free(t);
+
+    /* A key in both parts takes the hash part's value; of a key repeated in
+     * the hash part, the last (protocol.md, Values). */
+    t = ferry_value_table();
+    assert_int_equal(ferry_table_append(t, ferry_value_cstring("array")), FERRY_OK);
+    assert_int_equal(ferry_table_set(t, ferry_value_int(1), ferry_value_cstring("hash")), FERRY_OK);
+    assert_int_equal(ferry_table_set(t, ferry_value_cstring("k"), ferry_value_int(1)), FERRY_OK);
+    assert_int_equal(ferry_table_set(t, ferry_value_cstring("k"), ferry_value_int(2)), FERRY_OK);
+    assert_true(engine_value_push(L, t, err, sizeof err));
+    assert_int_equal(lua_rawgeti(L, -1, 1), LUA_TSTRING);
+    assert_string_equal(lua_tostring(L, -1), "hash");
+    assert_int_equal(lua_getfield(L, -2, "k"), LUA_TNUMBER);
+    assert_int_equal(lua_tointeger(L, -1), 2);
+    lua_pop(L, 3);
+    ferry_value_free(t);
     assert_int_equal(lua_gettop(L), top);
 }
 

@@ -585,10 +585,29 @@ static void test_many_values_agree(void **state)
         ferry_value_free(values[i]);
 }
 
+/* One rule for function names: 1 to 255 bytes of UTF-8 without zero bytes. */
+static void test_function_name_rule(void **state)
+{
+    (void)state;
+    char name[300];
+    memset(name, 'n', sizeof name);
+    assert_true(ferry_wire_function_name_ok("http.get", 8));
+    assert_true(ferry_wire_function_name_ok(name, 1));
+    assert_true(ferry_wire_function_name_ok(name, FERRY_FUNCTION_NAME_MAX));
+    assert_false(ferry_wire_function_name_ok(name, FERRY_FUNCTION_NAME_MAX + 1));
+    assert_false(ferry_wire_function_name_ok(name, 0));
+    assert_false(ferry_wire_function_name_ok(NULL, 0));
+    assert_false(ferry_wire_function_name_ok("a\0b", 3));
+    assert_false(ferry_wire_function_name_ok("bad\xff", 4));
+    assert_false(ferry_wire_function_name_ok("\xc0\xaf", 2)); /* overlong */
+    assert_true(ferry_wire_function_name_ok("caf\xc3\xa9", 5));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_envelopes_agree),
+        cmocka_unit_test(test_function_name_rule),
         cmocka_unit_test(test_pack_matches_protobuf_c),
         cmocka_unit_test(test_every_truncation_agrees),
         cmocka_unit_test(test_byte_mutations_agree),

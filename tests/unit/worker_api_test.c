@@ -371,6 +371,11 @@ static void test_register_errors(void **state)
     assert_int_equal(ferry_worker_register(w, "f", answer_nothing, NULL, NULL), FERRY_EUSAGE);
     assert_int_equal(ferry_worker_register(w, "", answer_nothing, NULL, NULL), FERRY_EUSAGE);
     assert_int_equal(ferry_worker_register(w, long_name, answer_nothing, NULL, NULL), FERRY_EUSAGE);
+    long_name[255] = '\0'; /* 255 bytes: the longest name */
+    assert_int_equal(ferry_worker_register(w, long_name, answer_nothing, NULL, NULL), FERRY_OK);
+    /* The protocol's rule: UTF-8 only, as the broker and the engine check it. */
+    assert_int_equal(ferry_worker_register(w, "bad\xff", answer_nothing, NULL, NULL), FERRY_EUSAGE);
+    assert_int_equal(ferry_worker_register(w, "caf\xc3\xa9", answer_nothing, NULL, NULL), FERRY_OK);
     worker_function *f = worker_function_find(w, "f");
     assert_non_null(f);
     assert_true(f->idempotent);
