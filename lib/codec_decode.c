@@ -5,8 +5,14 @@
  * block (codec_arena.c), checked on the way in one pass; anything unusual
  * or malformed takes the checked path (a full walk for framing, nesting
  * depth and field numbers, then the same build or protobuf-c's unpack).
- * lib_codec_decode_test holds the result to protobuf-c's.
+ * The build knows the fields of the table (codec_fields.h) and nothing else:
+ * whatever else arrives (a field number or Value kind the table lacks, a
+ * wire type it does not expect) is unpacked by protobuf-c into the same
+ * arena, so it is never dropped nor refused where protobuf-c takes it; while
+ * the table and the schema disagree (codec_fast) protobuf-c unpacks every
+ * message. lib_codec_decode_test holds the result to protobuf-c's.
  */
+#include "codec_fields.h"
 #include "codec_internal.h"
 
 #include <assert.h>
@@ -37,25 +43,25 @@ static int value_ok(const uint8_t *p, size_t len, int depth, int *plain)
         if (!codec_next_field(&p, end, &f))
             return 0;
         switch (f.tag) {
-        case FERRY__VALUE__KIND_NIL: /* bools: any wire type */
-        case FERRY__VALUE__KIND_BOOLEAN:
-            if (f.wire != 0)
+        case CODEC_NUM_value_nil: /* bools: any wire type */
+        case CODEC_NUM_value_boolean:
+            if (f.wire != CODEC_WIRE_BOOL)
                 *plain = 0;
             break;
-        case FERRY__VALUE__KIND_INTEGER:
-            if (f.wire != 0)
+        case CODEC_NUM_value_integer:
+            if (f.wire != CODEC_WIRE_SINT64)
                 return 0;
             break;
-        case FERRY__VALUE__KIND_NUMBER:
-            if (f.wire != 1)
+        case CODEC_NUM_value_number:
+            if (f.wire != CODEC_WIRE_DOUBLE)
                 return 0;
             break;
-        case FERRY__VALUE__KIND_STRING:
-            if (f.wire != 2)
+        case CODEC_NUM_value_string:
+            if (f.wire != CODEC_WIRE_BYTES)
                 return 0;
             break;
-        case FERRY__VALUE__KIND_TABLE: /* a oneof member: never merged */
-            if (f.wire != 2 ||
+        case CODEC_NUM_value_table: /* a oneof member: never merged */
+            if (f.wire != CODEC_WIRE_MESSAGE ||
                 !message_ok(&ferry__table__descriptor, f.data, f.len, depth + 1, plain))
                 return 0;
             break;
@@ -70,7 +76,9 @@ static int value_ok(const uint8_t *p, size_t len, int depth, int *plain)
 static int message_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
                       int depth, int *plain)
 {
-    if (desc == &ferry__value__descriptor)
+    /* value_ok writes out the Value rows of the table: only while they
+     * agree with the schema. */
+    if (desc == &ferry__value__descriptor && codec_fast())
         return value_ok(p, len, depth, plain);
     if (depth > FERRY_MAX_NESTING)
         return 0;
@@ -192,8 +200,8 @@ static void count_fields(const uint8_t *p, size_t len, size_t *n1, size_t *n2)
     codec_wire_field f;
     *n1 = *n2 = 0;
     while (p < end && codec_next_field(&p, end, &f)) {
-        *n1 += f.tag == 1;
-        *n2 += f.tag == 2;
+        *n1 += f.tag == CODEC_NUM_table_array;
+        *n2 += f.tag == CODEC_NUM_table_hash;
     }
 }
 
@@ -228,7 +236,9 @@ static Ferry__Pair *build_pair(builder *b, const codec_wire_field *at, int depth
     while (p < end) {
         if (!codec_next_field(&p, end, &f))
             return give_up(b);
-        Ferry__Value **slot = f.tag == 1 ? &pair->key : f.tag == 2 ? &pair->value : NULL;
+        Ferry__Value **slot = f.tag == CODEC_NUM_pair_key     ? &pair->key
+                              : f.tag == CODEC_NUM_pair_value ? &pair->value
+                                                              : NULL;
         if (!slot || *slot) /* unknown, or given twice (merged by protobuf-c) */
             return give_up(b);
         if (!(*slot = build_value(b, &f, depth + 1)))
@@ -254,10 +264,10 @@ static Ferry__Table *build_table(builder *b, const codec_wire_field *at, int dep
     while (p < end) {
         if (!codec_next_field(&p, end, &f))
             return give_up(b);
-        if (f.tag == 1) {
+        if (f.tag == CODEC_NUM_table_array) {
             if (!(t->array[t->n_array++] = build_value(b, &f, depth + 1)))
                 return NULL;
-        } else if (f.tag == 2) {
+        } else if (f.tag == CODEC_NUM_table_hash) {
             if (!(t->hash[t->n_hash++] = build_pair(b, &f, depth + 1)))
                 return NULL;
         } else {
@@ -281,21 +291,21 @@ static Ferry__Value *build_value(builder *b, const codec_wire_field *at, int dep
         /* The keys values are written with, read directly; the rest below. */
         uint64_t n;
         switch (*p) {
-        case FERRY__VALUE__KIND_INTEGER << 3 | 0:
+        case CODEC_KEY_value_integer:
             p++;
             if (!codec_read_varint(&p, end, 10, &n))
                 return give_up(b);
             v->integer = (int64_t)(n >> 1) ^ -(int64_t)(n & 1);
             v->kind_case = FERRY__VALUE__KIND_INTEGER;
             continue;
-        case FERRY__VALUE__KIND_NUMBER << 3 | 1:
+        case CODEC_KEY_value_number:
             if (end - p < 9)
                 return give_up(b);
             memcpy(&v->number, p + 1, sizeof v->number);
             p += 9;
             v->kind_case = FERRY__VALUE__KIND_NUMBER;
             continue;
-        case FERRY__VALUE__KIND_STRING << 3 | 2:
+        case CODEC_KEY_value_string:
             p++;
             if (!codec_read_length(&p, end, &n))
                 return give_up(b);
@@ -310,31 +320,31 @@ static Ferry__Value *build_value(builder *b, const codec_wire_field *at, int dep
         if (!codec_next_field(&p, end, &f))
             return give_up(b);
         switch (f.tag) {
-        case FERRY__VALUE__KIND_NIL:
-            if (f.wire != 0)
+        case CODEC_NUM_value_nil:
+            if (f.wire != CODEC_WIRE_BOOL)
                 return give_up(b);
             v->nil = varint_bool(&f);
             break;
-        case FERRY__VALUE__KIND_BOOLEAN:
-            if (f.wire != 0)
+        case CODEC_NUM_value_boolean:
+            if (f.wire != CODEC_WIRE_BOOL)
                 return give_up(b);
             v->boolean = varint_bool(&f);
             break;
-        case FERRY__VALUE__KIND_INTEGER:
-            if (f.wire != 0)
+        case CODEC_NUM_value_integer:
+            if (f.wire != CODEC_WIRE_SINT64)
                 return give_up(b);
             v->integer = (int64_t)(f.value >> 1) ^ -(int64_t)(f.value & 1);
             break;
-        case FERRY__VALUE__KIND_NUMBER:
-            if (f.wire != 1)
+        case CODEC_NUM_value_number:
+            if (f.wire != CODEC_WIRE_DOUBLE)
                 return give_up(b);
             memcpy(&v->number, f.data, sizeof v->number);
             break;
-        case FERRY__VALUE__KIND_STRING:
+        case CODEC_NUM_value_string:
             if (!build_bytes(b, &f, &v->string))
                 return NULL;
             break;
-        case FERRY__VALUE__KIND_TABLE:
+        case CODEC_NUM_value_table:
             if (!(v->table = build_table(b, &f, depth + 1)))
                 return NULL;
             break;
@@ -392,6 +402,11 @@ static void keep(stash *st, const codec_wire_field *f)
     st->total++;
 }
 
+/* Commands and Replies number their routing fields alike (the table says so). */
+_Static_assert(CODEC_KEY_command_engine_id == CODEC_KEY_reply_engine_id &&
+                   CODEC_KEY_command_call_id == CODEC_KEY_reply_call_id,
+               "Command and Reply share routing_field");
+
 /*
  * The fields a Command and a Reply share, when their one-byte key is at *q:
  * engine_id (1) and call_id (2). 1 when read (q moves past it), 0 when the
@@ -405,7 +420,7 @@ static inline __attribute__((always_inline)) int routing_field(builder *b, const
 {
     uint64_t n;
     switch (**q) {
-    case 1 << 3 | 2:
+    case CODEC_KEY_command_engine_id:
         (*q)++;
         if (!codec_read_length(q, end, &n))
             return give_up(b), -1;
@@ -413,7 +428,7 @@ static inline __attribute__((always_inline)) int routing_field(builder *b, const
             return -1;
         *q += n;
         return 1;
-    case 2 << 3 | 0:
+    case CODEC_KEY_command_call_id:
         (*q)++;
         if (!codec_read_varint(q, end, 10, call_id))
             return give_up(b), -1;
@@ -428,9 +443,9 @@ static inline __attribute__((always_inline)) int routing_field(builder *b, const
 static int routing_wire_field(builder *b, const codec_wire_field *f, ProtobufCBinaryData *engine_id,
                               uint64_t *call_id)
 {
-    if (f->tag == 1)
+    if (f->tag == CODEC_NUM_command_engine_id)
         return build_bytes(b, f, engine_id) ? 1 : -1;
-    if (f->tag != 2)
+    if (f->tag != CODEC_NUM_command_call_id)
         return 0;
     if (!varint_ok(b, f))
         return -1;
@@ -472,7 +487,7 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
             continue;
         uint64_t n;
         switch (*q) {
-        case 3 << 3 | 2: /* function */
+        case CODEC_KEY_command_function:
             q++;
             if (!codec_read_length(&q, end, &n))
                 return give_up(b);
@@ -480,11 +495,11 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
                 return NULL;
             q += n;
             continue;
-        case 4 << 3 | 2: /* args */
-            if (!keep_value(b, &args, 4, &q, end))
+        case CODEC_KEY_command_args:
+            if (!keep_value(b, &args, CODEC_NUM_command_args, &q, end))
                 return NULL;
             continue;
-        case 5 << 3 | 0: /* timeout_ms */
+        case CODEC_KEY_command_timeout_ms:
             q++;
             if (!codec_read_varint(&q, end, 10, &n))
                 return give_up(b);
@@ -502,13 +517,13 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
         }
         int ok = 1;
         switch (f.tag) {
-        case 3:
+        case CODEC_NUM_command_function:
             ok = build_string(b, &f, &c->function);
             break;
-        case 4:
+        case CODEC_NUM_command_args:
             keep(&args, &f);
             break;
-        case 5:
+        case CODEC_NUM_command_timeout_ms:
             if ((ok = varint_ok(b, &f)))
                 c->timeout_ms = (uint32_t)f.value;
             break;
@@ -518,7 +533,7 @@ static Ferry__Command *build_command(builder *b, const uint8_t *p, size_t len)
         if (!ok)
             return NULL;
     }
-    if (!build_values(b, &args, p, len, 4, &c->args, &c->n_args))
+    if (!build_values(b, &args, p, len, CODEC_NUM_command_args, &c->args, &c->n_args))
         return NULL;
     return c;
 }
@@ -536,10 +551,10 @@ static Ferry__Error *build_error(builder *b, const codec_wire_field *at)
     while (p < end) {
         if (!codec_next_field(&p, end, &f))
             return give_up(b);
-        if (f.tag == 1) {
+        if (f.tag == CODEC_NUM_error_code) {
             if (!build_string(b, &f, &e->code))
                 return NULL;
-        } else if (f.tag == 2) {
+        } else if (f.tag == CODEC_NUM_error_message) {
             if (!build_string(b, &f, &e->message))
                 return NULL;
         } else {
@@ -567,8 +582,8 @@ static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
         if (routing)
             continue;
         switch (*q) {
-        case 3 << 3 | 2: /* values */
-            if (!keep_value(b, &values, 3, &q, end))
+        case CODEC_KEY_reply_values:
+            if (!keep_value(b, &values, CODEC_NUM_reply_values, &q, end))
                 return NULL;
             continue;
         default:
@@ -583,10 +598,10 @@ static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
         }
         int ok = 1;
         switch (f.tag) {
-        case 3:
+        case CODEC_NUM_reply_values:
             keep(&values, &f);
             break;
-        case 4:
+        case CODEC_NUM_reply_error:
             if (r->error) /* given twice: protobuf-c merges the two */
                 return give_up(b);
             ok = (r->error = build_error(b, &f)) != NULL;
@@ -597,7 +612,7 @@ static Ferry__Reply *build_reply(builder *b, const uint8_t *p, size_t len)
         if (!ok)
             return NULL;
     }
-    if (!build_values(b, &values, p, len, 3, &r->values, &r->n_values))
+    if (!build_values(b, &values, p, len, CODEC_NUM_reply_values, &r->values, &r->n_values))
         return NULL;
     return r;
 }
@@ -670,12 +685,15 @@ static ferry_err decode_checked(const void *data, size_t len, Ferry__Envelope **
         return FERRY_EVERSION;
     if (body == FERRY__ENVELOPE__BODY__NOT_SET)
         return FERRY_EPROTO;
-    if (plain && (body == FERRY__ENVELOPE__BODY_COMMAND || body == FERRY__ENVELOPE__BODY_REPLY)) {
-        /* Checked and plain: the build cannot give up, only run out of memory. */
+    if (plain && (body == FERRY__ENVELOPE__BODY_COMMAND || body == FERRY__ENVELOPE__BODY_REPLY) &&
+        codec_fast()) {
+        /* Checked and plain: the build gives up only on what the checks,
+         * which follow the descriptors, pass and the table does not know.
+         * That goes to protobuf-c below, never fails. */
         int unusual = 0;
         ferry_err err = build_envelope(len, version, body, body_data, body_len, &unusual, out);
-        assert(!unusual);
-        return err == FERRY_OK ? FERRY_OK : FERRY_ENOMEM;
+        if (!unusual)
+            return err;
     }
     codec_arena *a = codec_arena_new(len);
     if (!a)
@@ -699,15 +717,14 @@ ferry_err ferry_envelope_decode(const void *data, size_t len, Ferry__Envelope **
     uint32_t version = 0, body = FERRY__ENVELOPE__BODY__NOT_SET;
     const uint8_t *body_data = NULL;
     size_t body_len = 0;
-    int usual = 1, bodies = 0;
+    int usual = codec_fast(), bodies = 0;
     while (p < end && usual) {
         uint64_t n = 0;
-        if (*p == (1 << 3 | 0)) { /* version */
+        if (*p == CODEC_KEY_envelope_version) {
             p++;
             usual = codec_read_varint(&p, end, 10, &n);
             version = (uint32_t)n;
-        } else if (*p == (FERRY__ENVELOPE__BODY_COMMAND << 3 | 2) ||
-                   *p == (FERRY__ENVELOPE__BODY_REPLY << 3 | 2)) {
+        } else if (*p == CODEC_KEY_envelope_command || *p == CODEC_KEY_envelope_reply) {
             body = *p++ >> 3;
             usual = codec_read_length(&p, end, &n);
             body_data = p;

@@ -1,12 +1,22 @@
 /*
  * codec_pack: ferry_envelope_packed_size and ferry_envelope_pack, byte for
  * byte what protobuf-c writes (lib_codec_pack_test), faster for Commands,
- * Replies and the Values in them, which are written by hand.
+ * Replies and the Values in them, which are written by hand with the keys
+ * of the table (codec_fields.h). Anything the table does not cover goes to
+ * protobuf-c: a message with unknown fields, a Value of a kind the table
+ * lacks, every message while the table and the schema disagree.
  */
+#include "codec_fields.h"
 #include "codec_internal.h"
 
 #include <assert.h>
 #include <string.h>
+
+/* The sizes below count one byte per key. */
+#define ONE_BYTE_KEY(msg, member, number, kind, flags, sub)                                        \
+    _Static_assert((number) < 16, #msg "." #member ": the packer writes one-byte keys");
+CODEC_FIELDS(ONE_BYTE_KEY)
+#undef ONE_BYTE_KEY
 
 void ferry_envelope_init(Ferry__Envelope *env)
 {
@@ -68,7 +78,7 @@ static uint8_t *put_uint(uint8_t *p, unsigned field, uint64_t v)
 /* True when env is a Command or a Reply this file packs by hand. */
 static int hand_packed(const Ferry__Envelope *env)
 {
-    if (env->base.n_unknown_fields)
+    if (env->base.n_unknown_fields || !codec_fast())
         return 0;
     /* protobuf-c versions disagree on whether empty bytes with a pointer are
      * left out: an empty engine_id (never valid) goes the generic way. */
@@ -102,12 +112,34 @@ static size_t table_size(const Ferry__Table *t)
     return size;
 }
 
-/* 1 when v and everything in it can be packed by hand. */
-static int value_plain(const Ferry__Value *v)
+/* 1 when v carries no unknown fields and its kind is one of the table's
+ * (or none): written here in one go, the common case, or a table (1 too,
+ * its contents are value_plain's). 0 sends v to protobuf-c. */
+static inline int scalar_plain(const Ferry__Value *v)
 {
     if (v->base.n_unknown_fields)
         return 0;
-    if (v->kind_case != FERRY__VALUE__KIND_TABLE || !v->table)
+    switch (v->kind_case) {
+    case FERRY__VALUE__KIND__NOT_SET:
+    case FERRY__VALUE__KIND_NIL:
+    case FERRY__VALUE__KIND_BOOLEAN:
+    case FERRY__VALUE__KIND_INTEGER:
+    case FERRY__VALUE__KIND_NUMBER:
+    case FERRY__VALUE__KIND_STRING:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* 1 when v and everything in it can be packed by hand. */
+static int value_plain(const Ferry__Value *v)
+{
+    if (scalar_plain(v))
+        return 1;
+    if (v->kind_case != FERRY__VALUE__KIND_TABLE || v->base.n_unknown_fields)
+        return 0;
+    if (!v->table)
         return 1;
     const Ferry__Table *t = v->table;
     if (t->base.n_unknown_fields)
@@ -122,12 +154,6 @@ static int value_plain(const Ferry__Value *v)
             return 0;
     }
     return 1;
-}
-
-/* A scalar value with no unknown fields: written here in one go, the common case. */
-static inline int scalar_plain(const Ferry__Value *v)
-{
-    return v->kind_case != FERRY__VALUE__KIND_TABLE && !v->base.n_unknown_fields;
 }
 
 static size_t value_size(const Ferry__Value *v)
@@ -162,29 +188,30 @@ static uint8_t *put_value(uint8_t *p, const Ferry__Value *v)
 {
     switch (v->kind_case) {
     case FERRY__VALUE__KIND_NIL:
-        *p++ = 1 << 3;
+        *p++ = CODEC_KEY_value_nil;
         *p++ = v->nil ? 1 : 0;
         return p;
     case FERRY__VALUE__KIND_BOOLEAN:
-        *p++ = 2 << 3;
+        *p++ = CODEC_KEY_value_boolean;
         *p++ = v->boolean ? 1 : 0;
         return p;
     case FERRY__VALUE__KIND_INTEGER:
-        return put_uint(p, 3, ((uint64_t)v->integer << 1) ^ (uint64_t)(v->integer >> 63));
+        return put_uint(p, CODEC_NUM_value_integer,
+                        ((uint64_t)v->integer << 1) ^ (uint64_t)(v->integer >> 63));
     case FERRY__VALUE__KIND_NUMBER:
-        *p++ = 4 << 3 | 1;
+        *p++ = CODEC_KEY_value_number;
         memcpy(p, &v->number, 8);
         return p + 8;
     case FERRY__VALUE__KIND_STRING:
-        return put_delimited(p, 5, v->string.data, v->string.len);
+        return put_delimited(p, CODEC_NUM_value_string, v->string.data, v->string.len);
     case FERRY__VALUE__KIND_TABLE: {
         const Ferry__Table *t = v->table;
         if (!t)
             return p;
-        *p++ = 6 << 3 | 2;
+        *p++ = CODEC_KEY_value_table;
         p = put_varint(p, table_size(t));
         for (size_t i = 0; i < t->n_array; i++)
-            p = put_value_field(p, 1, t->array[i]);
+            p = put_value_field(p, CODEC_NUM_table_array, t->array[i]);
         for (size_t i = 0; i < t->n_hash; i++) {
             const Ferry__Pair *pair = t->hash[i];
             size_t n = 0;
@@ -192,12 +219,12 @@ static uint8_t *put_value(uint8_t *p, const Ferry__Value *v)
                 n += delimited_size(value_size(pair->key));
             if (pair->value)
                 n += delimited_size(value_size(pair->value));
-            *p++ = 2 << 3 | 2;
+            *p++ = CODEC_KEY_table_hash;
             p = put_varint(p, n);
             if (pair->key)
-                p = put_value_field(p, 1, pair->key);
+                p = put_value_field(p, CODEC_NUM_pair_key, pair->key);
             if (pair->value)
-                p = put_value_field(p, 2, pair->value);
+                p = put_value_field(p, CODEC_NUM_pair_value, pair->value);
         }
         return p;
     }
@@ -289,7 +316,7 @@ size_t ferry_envelope_pack_sized(const Ferry__Envelope *env, size_t size, uint8_
     uint8_t *p = out;
     size_t rest = size - 1; /* the body's key, its length prefix, the body */
     if (env->version) {
-        p = put_uint(p, 1, env->version);
+        p = put_uint(p, CODEC_NUM_envelope_version, env->version);
         rest -= (size_t)(p - out);
     }
     /* The body's length from the size given: the one whose prefix fits. */
@@ -306,23 +333,23 @@ size_t ferry_envelope_pack_sized(const Ferry__Envelope *env, size_t size, uint8_
     if (env->body_case == FERRY__ENVELOPE__BODY_COMMAND) {
         const Ferry__Command *c = env->command;
         if (c->engine_id.len)
-            p = put_delimited(p, 1, c->engine_id.data, c->engine_id.len);
+            p = put_delimited(p, CODEC_NUM_command_engine_id, c->engine_id.data, c->engine_id.len);
         if (c->call_id)
-            p = put_uint(p, 2, c->call_id);
+            p = put_uint(p, CODEC_NUM_command_call_id, c->call_id);
         if (c->function && c->function[0])
-            p = put_delimited(p, 3, c->function, strlen(c->function));
-        p = put_values(p, 4, c->args, c->n_args);
+            p = put_delimited(p, CODEC_NUM_command_function, c->function, strlen(c->function));
+        p = put_values(p, CODEC_NUM_command_args, c->args, c->n_args);
         if (c->timeout_ms)
-            p = put_uint(p, 5, c->timeout_ms);
+            p = put_uint(p, CODEC_NUM_command_timeout_ms, c->timeout_ms);
     } else {
         const Ferry__Reply *r = env->reply;
         if (r->engine_id.len)
-            p = put_delimited(p, 1, r->engine_id.data, r->engine_id.len);
+            p = put_delimited(p, CODEC_NUM_reply_engine_id, r->engine_id.data, r->engine_id.len);
         if (r->call_id)
-            p = put_uint(p, 2, r->call_id);
-        p = put_values(p, 3, r->values, r->n_values);
+            p = put_uint(p, CODEC_NUM_reply_call_id, r->call_id);
+        p = put_values(p, CODEC_NUM_reply_values, r->values, r->n_values);
         if (r->error) {
-            *p++ = 4 << 3 | 2;
+            *p++ = CODEC_KEY_reply_error;
             p = put_varint(p, ferry__error__get_packed_size(r->error));
             p += ferry__error__pack(r->error, p);
         }

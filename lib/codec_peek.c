@@ -3,7 +3,13 @@
  * Reply on, read from the top level of the bytes with no allocation. The
  * submessages in the body (args, values, error) are skipped unread: the
  * endpoints decode them.
+ *
+ * The keys and wire types are the table's (codec_fields.h). While the table
+ * agrees with the schema, the one-byte keys Ferry writes are read directly;
+ * when it does not (codec_fast), every field is read as the descriptors say
+ * and only the routing fields the table and the schema agree on are kept.
  */
+#include "codec_fields.h"
 #include "codec_internal.h"
 
 #include <string.h>
@@ -18,30 +24,39 @@ static inline size_t name_len(const uint8_t *p, size_t n)
     return k;
 }
 
+/* The peek reads a Command and a Reply with one switch on the key: where
+ * their numbers coincide, the case serves both. */
+_Static_assert(CODEC_KEY_command_engine_id == CODEC_KEY_reply_engine_id &&
+                   CODEC_KEY_command_call_id == CODEC_KEY_reply_call_id &&
+                   CODEC_KEY_command_function == CODEC_KEY_reply_values &&
+                   CODEC_KEY_command_args == CODEC_KEY_reply_error,
+               "the peek's switch serves Command and Reply keys alike");
+
 /* Keeps what routing needs of one field of a Command or Reply body (rec->body).
  * Later occurrences of a field replace earlier ones, as in protobuf-c. */
 static inline void record(ferry_wire_call *rec, const codec_wire_field *f)
 {
+    int command = rec->body == FERRY__ENVELOPE__BODY_COMMAND;
     switch (f->tag) {
-    case 1: /* engine_id, both */
+    case CODEC_NUM_command_engine_id: /* both */
         rec->engine_id = f->len ? f->data : NULL;
         rec->engine_id_len = f->len;
         break;
-    case 2: /* call_id, both */
+    case CODEC_NUM_command_call_id: /* both */
         rec->call_id = f->value;
         break;
-    case 3:
-        if (rec->body == FERRY__ENVELOPE__BODY_COMMAND) { /* function */
+    case CODEC_NUM_command_function: /* Reply.values: not read */
+        if (command) {
             rec->function_len = name_len(f->data, f->len);
             rec->function = rec->function_len ? (const char *)f->data : NULL;
         }
         break;
-    case 4:
-        if (rec->body == FERRY__ENVELOPE__BODY_REPLY) /* error: merged when repeated */
-            rec->has_error = 1;
+    case CODEC_NUM_reply_error: /* Command.args: not read */
+        if (!command)
+            rec->has_error = 1; /* present; protobuf-c merges repeats */
         break;
-    case 5:
-        if (rec->body == FERRY__ENVELOPE__BODY_COMMAND) /* timeout_ms */
+    case CODEC_NUM_command_timeout_ms:
+        if (command)
             rec->timeout_ms = (uint32_t)f->value;
         break;
     default:
@@ -49,11 +64,45 @@ static inline void record(ferry_wire_call *rec, const codec_wire_field *f)
     }
 }
 
-/* The wire type of each field of a Command and of a Reply by number, -1 for
- * none: what codec_wire_fits says of their descriptors, as a table because the peek
- * runs for every call twice (lib_wire_test holds it to protobuf-c). */
-static const int8_t command_wires[] = {-1, 2, 0, 2, 2, 0};
-static const int8_t reply_wires[] = {-1, 2, 0, 2, 2};
+/* The wire type + 1 of each field of a Command and of a Reply by number, 0
+ * for none, from the table. */
+#define WIRE_ENTRY(msg, member, number, kind, flags, sub) [number] = CODEC_WIRE_##kind + 1,
+static const int8_t command_wires[] = {CODEC_FIELDS_COMMAND(WIRE_ENTRY)};
+static const int8_t reply_wires[] = {CODEC_FIELDS_REPLY(WIRE_ENTRY)};
+#undef WIRE_ENTRY
+
+/* The table's wire type + 1 for field tag of a Command (or a Reply), 0 when
+ * the table does not have it. */
+static inline int table_wire(int command, uint32_t tag)
+{
+    if (command)
+        return tag < sizeof command_wires ? command_wires[tag] : 0;
+    return tag < sizeof reply_wires ? reply_wires[tag] : 0;
+}
+
+/* peek_body when the table and the schema disagree: the descriptors say what
+ * each field is (framing and wire types checked as protobuf-c checks them);
+ * a routing field is kept only when the table's wire type is the same. */
+static int peek_body_schema(const uint8_t *p, size_t len, ferry_wire_call *rec)
+{
+    int command = rec->body == FERRY__ENVELOPE__BODY_COMMAND;
+    const ProtobufCMessageDescriptor *desc =
+        command ? &ferry__command__descriptor : &ferry__reply__descriptor;
+    const uint8_t *end = p + len;
+    while (p < end) {
+        codec_wire_field f;
+        if (!codec_next_field(&p, end, &f))
+            return 0;
+        const ProtobufCFieldDescriptor *fd = codec_field_of(desc, f.tag);
+        if (!fd) /* unknown: skipped, as protobuf-c keeps it */
+            continue;
+        if (!codec_wire_fits(fd, f.wire))
+            return 0;
+        if (table_wire(command, f.tag) == f.wire + 1)
+            record(rec, &f);
+    }
+    return 1;
+}
 
 /*
  * Reads the routing fields of a Command or Reply body (rec->body), its top
@@ -64,12 +113,14 @@ static const int8_t reply_wires[] = {-1, 2, 0, 2, 2};
  */
 static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
 {
+    if (!codec_fast())
+        return peek_body_schema(p, len, rec);
     int command = rec->body == FERRY__ENVELOPE__BODY_COMMAND;
     const uint8_t *end = p + len;
     while (p < end) {
         uint64_t n;
         switch (*p) {
-        case 1 << 3 | 2: /* engine_id */
+        case CODEC_KEY_command_engine_id: /* both */
             p++;
             if (!codec_read_length(&p, end, &n))
                 return 0;
@@ -77,14 +128,14 @@ static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
             rec->engine_id_len = (size_t)n;
             p += n;
             continue;
-        case 2 << 3 | 0: /* call_id */
+        case CODEC_KEY_command_call_id: /* both */
             p++;
             if (!codec_read_varint(&p, end, 10, &rec->call_id))
                 return 0;
             continue;
-        case 3 << 3 | 2: /* Command.function, Reply.values */
-        case 4 << 3 | 2: /* Command.args, Reply.error */
-            if (*p++ == (3 << 3 | 2)) {
+        case CODEC_KEY_command_function: /* Reply.values */
+        case CODEC_KEY_command_args:     /* Reply.error */
+            if (*p++ == CODEC_KEY_command_function) {
                 if (!codec_read_length(&p, end, &n))
                     return 0;
                 if (command) {
@@ -99,7 +150,7 @@ static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
             }
             p += n;
             continue;
-        case 5 << 3 | 0: /* Command.timeout_ms */
+        case CODEC_KEY_command_timeout_ms:
             if (!command)
                 break;
             p++;
@@ -113,11 +164,10 @@ static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
         codec_wire_field f;
         if (!codec_next_field(&p, end, &f))
             return 0;
-        const int8_t *wires = command ? command_wires : reply_wires;
-        uint32_t nwires = command ? sizeof command_wires : sizeof reply_wires;
-        if (f.tag >= nwires) /* unknown: skipped, as protobuf-c keeps it */
+        int wire = table_wire(command, f.tag);
+        if (!wire) /* unknown: skipped, as protobuf-c keeps it */
             continue;
-        if (f.wire != wires[f.tag])
+        if (f.wire != wire - 1)
             return 0;
         record(rec, &f);
     }
@@ -131,14 +181,15 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
     uint64_t version = 0;
     const uint8_t *body_data = NULL;
     uint64_t body_len = 0;
+    int fast = codec_fast();
     while (p < end) {
-        if (*p == (1 << 3 | 0)) { /* version, the only scalar */
+        if (fast && *p == CODEC_KEY_envelope_version) {
             p++;
             if (!codec_read_varint(&p, end, 10, &version))
                 return FERRY_EPROTO;
             continue;
         }
-        if ((*p & 7) == 2 && (*p >> 3) >= FERRY__ENVELOPE__BODY_HELLO &&
+        if (fast && (*p & 7) == 2 && (*p >> 3) >= FERRY__ENVELOPE__BODY_HELLO &&
             (*p >> 3) <= FERRY__ENVELOPE__BODY_GOODBYE) {
             /* A oneof member replaces whichever was set before, whole. */
             out->body = (Ferry__Envelope__BodyCase)(*p++ >> 3);
@@ -157,7 +208,8 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
         if (!codec_wire_fits(fd, f.wire))
             return FERRY_EPROTO;
         if (fd->type != PROTOBUF_C_TYPE_MESSAGE) {
-            version = f.value;
+            if (f.tag == CODEC_NUM_envelope_version)
+                version = f.value;
             continue;
         }
         out->body = (Ferry__Envelope__BodyCase)f.tag;
