@@ -292,12 +292,15 @@ static void test_unknowns_decode_as_protobuf_c(void **state)
                          last ? FERRY_EPROTO : FERRY_OK);
         ferry_envelope_free(env);
     }
-    /* The priority a newer engine sends is kept, not dropped. */
+    /* The priority a newer engine sends is kept, not dropped: the decoded
+     * Command packs into the bytes it came from. */
     Ferry__Envelope *env = NULL;
     assert_int_equal(ferry_envelope_decode(unknowns[0].bytes, unknowns[0].len, &env), FERRY_OK);
-    assert_int_equal(env->command->base.n_unknown_fields, 1);
-    assert_int_equal(env->command->base.unknown_fields[0].tag, 6);
     assert_string_equal(env->command->function, "echo");
+    uint8_t again[32];
+    assert_int_equal(ferry_envelope_packed_size(env), unknowns[0].len);
+    assert_int_equal(ferry_envelope_pack(env, again), unknowns[0].len);
+    assert_memory_equal(again, unknowns[0].bytes, unknowns[0].len);
     ferry_envelope_free(env);
 }
 
@@ -319,7 +322,6 @@ static void test_drift_decodes_with_protobuf_c(void **state)
     for (size_t i = 0; i < sizeof unknowns / sizeof unknowns[0]; i++)
         agree(unknowns[i].bytes, unknowns[i].len);
     codec_schema_force(CODEC_SCHEMA_UNKNOWN);
-    assert_true(codec_fast());
 }
 
 int main(void)

@@ -61,16 +61,21 @@ static codec_field *row(codec_field *rows, size_t n, const ProtobufCMessageDescr
     return NULL;
 }
 
-/* Compares rows with the descriptors and asserts one disagreement, whose line
- * holds want. */
+/* Compares rows with the descriptors and asserts one disagreement more than
+ * the table itself has (none, unless the schema drifted), named by a line
+ * holding want. */
 static void expect_one(const codec_field *rows, size_t n, const char *want)
 {
+    size_t before = codec_schema_compare(codec_fields, codec_fields_count, NULL, NULL);
     report r = {.n = 0};
     size_t count = codec_schema_compare(rows, n, keep_line, &r);
-    for (size_t i = 0; i < r.n; i++)
+    int found = 0;
+    for (size_t i = 0; i < r.n; i++) {
         print_message("reported: %s\n", r.lines[i]);
-    assert_int_equal(count, 1);
-    assert_non_null(strstr(r.lines[0], want));
+        found |= strstr(r.lines[i], want) != NULL;
+    }
+    assert_int_equal(count, before + 1);
+    assert_true(found);
 }
 
 /* The test that fails on drift: every field of every message the codec
@@ -125,9 +130,9 @@ static void test_table_row_missing_from_schema_fails(void **state)
     size_t n;
     codec_field *rows = table_copy(1, &n);
     rows[n] = *row(rows, n, &ferry__command__descriptor, "timeout_ms");
-    rows[n].name = "priority";
-    rows[n].number = 6;
-    expect_one(rows, n + 1, "Command.priority (6): in the codec's table, not in the schema");
+    rows[n].name = "urgency";
+    rows[n].number = 15;
+    expect_one(rows, n + 1, "Command.urgency (15): in the codec's table, not in the schema");
     free(rows);
 }
 
