@@ -112,9 +112,9 @@ static size_t table_size(const Ferry__Table *t)
     return size;
 }
 
-/* 1 when v carries no unknown fields and its kind is one of the table's
- * (or none): written here in one go, the common case, or a table (1 too,
- * its contents are value_plain's). 0 sends v to protobuf-c. */
+/* 1 when v is a scalar of a kind the table has (or of no kind) and carries
+ * no unknown fields: written here in one go, the common case. 0 for a table
+ * (value_plain looks into it) and for anything else, which protobuf-c packs. */
 static inline int scalar_plain(const Ferry__Value *v)
 {
     if (v->base.n_unknown_fields)
