@@ -194,7 +194,10 @@ static void log_drift(void *arg, const char *line)
 
 int codec_schema_settle(void)
 {
-    int s = CODEC_SCHEMA_AGREES;
+    int s = atomic_load_explicit(&codec_schema_state, memory_order_relaxed);
+    if (s != CODEC_SCHEMA_UNKNOWN)
+        return s;
+    s = CODEC_SCHEMA_AGREES;
     if (codec_schema_compare(codec_fields, codec_fields_count, NULL, NULL) != 0) {
         s = CODEC_SCHEMA_DRIFTED;
         /* Logged by whichever thread settles first; the rest see the state. */

@@ -166,8 +166,9 @@ size_t codec_schema_compare(const codec_field *rows, size_t n, codec_schema_repo
 enum { CODEC_SCHEMA_UNKNOWN, CODEC_SCHEMA_AGREES, CODEC_SCHEMA_DRIFTED };
 extern atomic_int codec_schema_state;
 
-/* Compares codec_fields with the descriptors, logs codec_schema_drift (once)
- * when they disagree, and stores and returns the state. */
+/* The state once settled; else compares codec_fields with the descriptors,
+ * logs codec_schema_drift (once) when they disagree, and stores and returns
+ * the state. */
 int codec_schema_settle(void);
 
 /*
@@ -178,9 +179,9 @@ int codec_schema_settle(void);
 static inline int codec_fast(void)
 {
     int s = atomic_load_explicit(&codec_schema_state, memory_order_relaxed);
-    if (s == CODEC_SCHEMA_UNKNOWN)
-        s = codec_schema_settle();
-    return s == CODEC_SCHEMA_AGREES;
+    if (__builtin_expect(s == CODEC_SCHEMA_AGREES, 1))
+        return 1;
+    return codec_schema_settle() == CODEC_SCHEMA_AGREES;
 }
 
 /* For tests: sets the state (CODEC_SCHEMA_DRIFTED forces the protobuf-c paths;

@@ -115,21 +115,18 @@ static size_t table_size(const Ferry__Table *t)
 /* 1 when v is a scalar of a kind the table has (or of no kind) and carries
  * no unknown fields: written here in one go, the common case. 0 for a table
  * (value_plain looks into it) and for anything else, which protobuf-c packs. */
+_Static_assert(FERRY__VALUE__KIND__NOT_SET == 0 &&
+                   (int)FERRY__VALUE__KIND_NIL == CODEC_NUM_value_nil &&
+                   (int)FERRY__VALUE__KIND_BOOLEAN == CODEC_NUM_value_boolean &&
+                   (int)FERRY__VALUE__KIND_INTEGER == CODEC_NUM_value_integer &&
+                   (int)FERRY__VALUE__KIND_NUMBER == CODEC_NUM_value_number &&
+                   (int)FERRY__VALUE__KIND_STRING == CODEC_NUM_value_string &&
+                   CODEC_NUM_value_string == 5,
+               "scalar_plain: the scalar kinds are 0 (none) to 5");
+
 static inline int scalar_plain(const Ferry__Value *v)
 {
-    if (v->base.n_unknown_fields)
-        return 0;
-    switch (v->kind_case) {
-    case FERRY__VALUE__KIND__NOT_SET:
-    case FERRY__VALUE__KIND_NIL:
-    case FERRY__VALUE__KIND_BOOLEAN:
-    case FERRY__VALUE__KIND_INTEGER:
-    case FERRY__VALUE__KIND_NUMBER:
-    case FERRY__VALUE__KIND_STRING:
-        return 1;
-    default:
-        return 0;
-    }
+    return (unsigned)v->kind_case <= FERRY__VALUE__KIND_STRING && !v->base.n_unknown_fields;
 }
 
 /* 1 when v and everything in it can be packed by hand. */

@@ -113,8 +113,6 @@ static int peek_body_schema(const uint8_t *p, size_t len, ferry_wire_call *rec)
  */
 static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
 {
-    if (!codec_fast())
-        return peek_body_schema(p, len, rec);
     int command = rec->body == FERRY__ENVELOPE__BODY_COMMAND;
     const uint8_t *end = p + len;
     while (p < end) {
@@ -174,23 +172,32 @@ static int peek_body(const uint8_t *p, size_t len, ferry_wire_call *rec)
     return 1;
 }
 
-ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *out)
+/*
+ * ferry_wire_peek_call, in two copies: fast (1) while the table and the
+ * schema agree, with the shortcuts for the keys Ferry writes, and 0 when
+ * they do not, reading every field as the descriptors say. fast is a
+ * constant at each call, so the fast copy pays nothing for the other.
+ */
+static inline __attribute__((always_inline)) ferry_err peek_call(const void *data, size_t len,
+                                                                 ferry_wire_call *out, int fast)
 {
     memset(out, 0, sizeof *out);
     const uint8_t *p = data, *end = p + len;
     uint64_t version = 0;
     const uint8_t *body_data = NULL;
     uint64_t body_len = 0;
-    int fast = codec_fast();
+    /* Without fast no key matches the shortcuts below (a byte is never -1;
+     * no body number is at most 0). */
+    int version_key = fast ? CODEC_KEY_envelope_version : -1;
+    int last_body = fast ? FERRY__ENVELOPE__BODY_GOODBYE : 0;
     while (p < end) {
-        if (fast && *p == CODEC_KEY_envelope_version) {
+        if (*p == version_key) {
             p++;
             if (!codec_read_varint(&p, end, 10, &version))
                 return FERRY_EPROTO;
             continue;
         }
-        if (fast && (*p & 7) == 2 && (*p >> 3) >= FERRY__ENVELOPE__BODY_HELLO &&
-            (*p >> 3) <= FERRY__ENVELOPE__BODY_GOODBYE) {
+        if ((*p & 7) == 2 && (*p >> 3) >= FERRY__ENVELOPE__BODY_HELLO && (*p >> 3) <= last_body) {
             /* A oneof member replaces whichever was set before, whole. */
             out->body = (Ferry__Envelope__BodyCase)(*p++ >> 3);
             if (!codec_read_length(&p, end, &body_len))
@@ -221,7 +228,9 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
         return FERRY_EVERSION;
     }
     if (out->body == FERRY__ENVELOPE__BODY_COMMAND || out->body == FERRY__ENVELOPE__BODY_REPLY) {
-        if (!peek_body(body_data, (size_t)body_len, out)) {
+        int ok = fast ? peek_body(body_data, (size_t)body_len, out)
+                      : peek_body_schema(body_data, (size_t)body_len, out);
+        if (!ok) {
             memset(out, 0, sizeof *out);
             return FERRY_EPROTO;
         }
@@ -229,4 +238,9 @@ ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *ou
     if (out->body == FERRY__ENVELOPE__BODY__NOT_SET)
         return FERRY_EPROTO;
     return FERRY_OK;
+}
+
+ferry_err ferry_wire_peek_call(const void *data, size_t len, ferry_wire_call *out)
+{
+    return codec_fast() ? peek_call(data, len, out, 1) : peek_call(data, len, out, 0);
 }
