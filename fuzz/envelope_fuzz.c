@@ -100,37 +100,69 @@ static int packs_into(const Ferry__Envelope *env, const uint8_t *want, size_t le
     return same;
 }
 
-/* The deepest nesting level in m (m at level), and whether a field numbered
- * 0 sits anywhere in it: what ferry_envelope_decode refuses and protobuf-c
- * takes. Recursion as deep as protobuf-c's own unpack went. */
-static int deepest(const ProtobufCMessage *m, int level, int *field_zero)
+/* Reads a varint of at most max bytes at *p; 0 when it runs past end or on. */
+static int varint(const uint8_t **p, const uint8_t *end, int max, uint64_t *out)
 {
-    for (unsigned i = 0; i < m->n_unknown_fields; i++)
-        *field_zero |= m->unknown_fields[i].tag == 0;
-    int max = level;
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        const char *at = (const char *)m + f->offset;
-        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF &&
-            *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
-            continue;
-        size_t n = 1;
-        ProtobufCMessage *const *subs = (ProtobufCMessage *const *)at;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            n = *(const size_t *)((const char *)m + f->quantifier_offset);
-            subs = *(ProtobufCMessage *const *const *)at;
-        }
-        for (size_t k = 0; k < n; k++) {
-            if (!subs[k])
-                continue;
-            int d2 = deepest(subs[k], level + 1, field_zero);
-            max = d2 > max ? d2 : max;
+    uint64_t v = 0;
+    for (int i = 0; i < max && *p < end; i++) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = v;
+            return 1;
         }
     }
-    return max;
+    return 0;
+}
+
+/*
+ * True when the bytes of a message of type desc (at level) hold one of
+ * Ferry's own reasons to refuse what protobuf-c takes: a field numbered 0,
+ * or a submessage nested past FERRY_MAX_NESTING. Read from the bytes, not
+ * from protobuf-c's result: a oneof member given twice leaves only the last
+ * in the result, and the codec refuses the first too. Called only on bytes
+ * protobuf-c accepted, so their framing holds.
+ */
+static int refused_by_ferry(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
+                            int level)
+{
+    if (level > FERRY_MAX_NESTING)
+        return 1;
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint64_t key, n = 0;
+        if (!varint(&p, end, 5, &key))
+            return 0;
+        if (key >> 3 == 0)
+            return 1;
+        switch (key & 7) {
+        case 0:
+            if (!varint(&p, end, 10, &n))
+                return 0;
+            continue;
+        case 1:
+            n = 8;
+            break;
+        case 5:
+            n = 4;
+            break;
+        case 2:
+            if (!varint(&p, end, 5, &n))
+                return 0;
+            break;
+        default:
+            return 0;
+        }
+        if (n > (uint64_t)(end - p))
+            return 0;
+        const ProtobufCFieldDescriptor *fd =
+            protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+        if ((key & 7) == 2 && fd && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
+            refused_by_ferry(fd->descriptor, p, (size_t)n, level + 1))
+            return 1;
+        p += n;
+    }
+    return 0;
 }
 
 /* The hand codec against protobuf-c on data, both ways (see the top). */
@@ -146,11 +178,10 @@ static void against_protobuf_c(const uint8_t *data, size_t size, const Ferry__En
     size_t ref_len;
     uint8_t *ref_bytes = pbc_pack(ref, &ref_len);
     if (err != FERRY_OK) {
-        int field_zero = 0;
-        int too_deep = deepest(&ref->base, 0, &field_zero) > FERRY_MAX_NESTING;
         int why = (err == FERRY_EVERSION && ref->version != FERRY_PROTOCOL_VERSION) ||
                   (err == FERRY_EPROTO &&
-                   (ref->body_case == FERRY__ENVELOPE__BODY__NOT_SET || field_zero || too_deep));
+                   (ref->body_case == FERRY__ENVELOPE__BODY__NOT_SET ||
+                    refused_by_ferry(&ferry__envelope__descriptor, data, size, 0)));
         if (!why && err != FERRY_ENOMEM)
             abort();
     } else {
