@@ -1,5 +1,6 @@
 /*
- * ferry_codec: envelopes to bytes and back (see ferry_codec.c).
+ * ferry_codec: envelopes to bytes and back (lib/codec_*.c: arena, decode, peek,
+ * pack).
  *
  * Ownership: decoded envelopes belong to the caller (ferry_envelope_free);
  * packing never takes ownership of what it packs.
