@@ -24,16 +24,9 @@ static int engine_idx;
 
 static int setup(void **state)
 {
-    assert_int_equal(stack_init(&stack), 0);
-    assert_true(stack_start_broker(&stack, NULL) >= 0);
     const char *engine_args[] = {"--slots", "100", NULL};
-    engine_idx = stack_start_engine(&stack, engine_args);
-    assert_true(engine_idx >= 0);
-    assert_true(stack_start_worker(&stack, NULL) >= 0);
-    if (stack_wait_ready(&stack, 1, 1, 10000) != 0) {
-        stack_stop(&stack);
+    if (stack_start_one_each(&stack, NULL, engine_args, NULL, &engine_idx) != 0)
         return -1;
-    }
     *state = &stack;
     return 0;
 }

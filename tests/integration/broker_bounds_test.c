@@ -91,6 +91,20 @@ static void *raw_open(fixture *fx, int type, const char *endpoint, const char *r
     return sock;
 }
 
+/* A raw engine with routing id rid that says Hello with one slot. */
+static void *raw_engine(fixture *fx, const char *rid)
+{
+    void *engine = raw_open(fx, ZMQ_DEALER, fx->s.engines, rid);
+    Ferry__Hello hello = FERRY__HELLO__INIT;
+    hello.slots = 1;
+    Ferry__Envelope henv;
+    ferry_envelope_init(&henv);
+    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
+    henv.hello = &hello;
+    stack_raw_send(engine, &henv, 20000);
+    return engine;
+}
+
 /* Closes a raw socket before teardown does. */
 static void raw_close(fixture *fx, void **sock)
 {
@@ -160,14 +174,7 @@ static void test_queue_bounded_in_bytes(void **state)
     const char *args[] = {"--heartbeat-ms", "60000", NULL};
     fx->broker = stack_start_broker(s, args);
     assert_true(fx->broker >= 0);
-    void *engine = raw_open(fx, ZMQ_DEALER, s->engines, "flood-engine");
-    Ferry__Hello hello = FERRY__HELLO__INIT;
-    hello.slots = 1;
-    Ferry__Envelope henv;
-    ferry_envelope_init(&henv);
-    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
-    henv.hello = &hello;
-    stack_raw_send(engine, &henv, 20000);
+    void *engine = raw_engine(fx, "flood-engine");
     void *worker = raw_open(fx, ZMQ_DEALER, s->workers, "stingy-worker");
     send_ready(worker, 1, 3, 0); /* serves "ff0", with no credit */
     wait_workers(fx, 1);
@@ -436,14 +443,7 @@ static void test_function_names_one_rule(void **state)
     assert_memory_equal(st->worker_list[0]->id.data, "utf8-worker", 11);
     ferry_envelope_free(env);
 
-    void *engine = raw_open(fx, ZMQ_DEALER, s->engines, "raw-engine");
-    Ferry__Hello hello = FERRY__HELLO__INIT;
-    hello.slots = 1;
-    Ferry__Envelope henv;
-    ferry_envelope_init(&henv);
-    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
-    henv.hello = &hello;
-    stack_raw_send(engine, &henv, 20000);
+    void *engine = raw_engine(fx, "raw-engine");
     until = ferry_now_ms() + 10000;
     while (st = stats(fx, &env), st->engines < 1) {
         ferry_envelope_free(env);
@@ -501,14 +501,7 @@ static void test_broker_answers_a_hung_script_before_the_client_gives_up(void **
     const char *args[] = {"--heartbeat-ms", "60000", NULL};
     fx->broker = stack_start_broker(s, args);
     assert_true(fx->broker >= 0);
-    void *engine = raw_open(fx, ZMQ_DEALER, s->engines, "hung-engine");
-    Ferry__Hello hello = FERRY__HELLO__INIT;
-    hello.slots = 1;
-    Ferry__Envelope henv;
-    ferry_envelope_init(&henv);
-    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
-    henv.hello = &hello;
-    stack_raw_send(engine, &henv, 20000);
+    void *engine = raw_engine(fx, "hung-engine");
     Ferry__Envelope *env;
     int64_t until = ferry_now_ms() + 10000;
     while (stats(fx, &env)->engines < 1) {

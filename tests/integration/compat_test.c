@@ -328,12 +328,8 @@ static ferry_stack stack;
 static int start_stack(void **state, const char *const *broker_args, const char *const *engine_args,
                        const char *const *worker_args)
 {
-    if (stack_init(&stack) != 0 || stack_start_broker(&stack, broker_args) < 0 ||
-        stack_start_engine(&stack, engine_args) < 0 ||
-        stack_start_worker(&stack, worker_args) < 0 || stack_wait_ready(&stack, 1, 1, 10000) != 0) {
-        stack_stop(&stack);
+    if (stack_start_one_each(&stack, broker_args, engine_args, worker_args, NULL) != 0)
         return -1;
-    }
     *state = &stack;
     return 0;
 }

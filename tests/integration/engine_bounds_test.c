@@ -30,15 +30,8 @@ static int engine_idx;
 static int start(void **state, const char *const *broker, const char *const *engine,
                  const char *const *worker)
 {
-    assert_int_equal(stack_init(&stack), 0);
-    assert_true(stack_start_broker(&stack, broker) >= 0);
-    engine_idx = stack_start_engine(&stack, engine);
-    assert_true(engine_idx >= 0);
-    assert_true(stack_start_worker(&stack, worker) >= 0);
-    if (stack_wait_ready(&stack, 1, 1, 10000) != 0) {
-        stack_stop(&stack);
+    if (stack_start_one_each(&stack, broker, engine, worker, &engine_idx) != 0)
         return -1;
-    }
     *state = &stack;
     return 0;
 }

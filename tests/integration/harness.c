@@ -219,6 +219,22 @@ int stack_start_worker(ferry_stack *s, const char *const *extra)
     return stack_spawn(s, "ferry-worker", extra);
 }
 
+int stack_start_one_each(ferry_stack *s, const char *const *broker, const char *const *engine,
+                         const char *const *worker, int *engine_idx)
+{
+    if (stack_init(s) != 0)
+        return -1;
+    int e = -1;
+    if (stack_start_broker(s, broker) < 0 || (e = stack_start_engine(s, engine)) < 0 ||
+        stack_start_worker(s, worker) < 0 || stack_wait_ready(s, 1, 1, 10000) != 0) {
+        stack_stop(s);
+        return -1;
+    }
+    if (engine_idx)
+        *engine_idx = e;
+    return 0;
+}
+
 int stack_wait_ready(ferry_stack *s, unsigned engines, unsigned workers, int timeout_ms)
 {
     if (!s->client)

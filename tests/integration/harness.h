@@ -65,6 +65,15 @@ int stack_start_broker(ferry_stack *s, const char *const *extra);
 int stack_start_engine(ferry_stack *s, const char *const *extra);
 int stack_start_worker(ferry_stack *s, const char *const *extra);
 
+/*
+ * stack_init, then one broker, one engine and one worker with the extra
+ * arguments given (each may be NULL), and waits until both registered.
+ * 0, with the engine's process index in *engine_idx (may be NULL); -1, with
+ * everything stopped, when any of it failed.
+ */
+int stack_start_one_each(ferry_stack *s, const char *const *broker, const char *const *engine,
+                         const char *const *worker, int *engine_idx);
+
 /* Waits until the broker counts at least engines and workers, within timeout_ms. 0 or -1. */
 int stack_wait_ready(ferry_stack *s, unsigned engines, unsigned workers, int timeout_ms);
 
