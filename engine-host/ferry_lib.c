@@ -91,7 +91,7 @@ int engine_lib_is_error(lua_State *L, int idx, const char **code, const char **m
 /* Whether code is one a script may end with: see engine_lib_error_code. */
 static int script_may_use(const char *code, size_t len)
 {
-    if (len == 0 || len > ENGINE_LIB_CODE_MAX || !(code[0] >= 'a' && code[0] <= 'z'))
+    if (len == 0 || len > ENGINE_SCRIPT_CODE_MAX || !(code[0] >= 'a' && code[0] <= 'z'))
         return 0;
     for (size_t i = 0; i < len; i++) {
         char c = code[i];
@@ -126,7 +126,7 @@ int engine_lib_error_code(lua_State *L, int idx, const char **code, const char *
         *message = m;
         return 1;
     }
-    lua_pushlstring(L, c, len < ENGINE_LIB_CODE_MAX ? len : ENGINE_LIB_CODE_MAX);
+    lua_pushlstring(L, c, len < ENGINE_SCRIPT_CODE_MAX ? len : ENGINE_SCRIPT_CODE_MAX);
     *code = ferry_err_code(FERRY_ESCRIPT);
     *message = lua_pushfstring(L, "error code '%s' is not the script's to raise: %s",
                                lua_tostring(L, -1), m);

@@ -58,16 +58,14 @@ int engine_lib_error(lua_State *L, const char *code, const char *fmt, ...)
  */
 int engine_lib_is_error(lua_State *L, int idx, const char **code, const char **message);
 
-/* Longest code a script may end with by raising a table of its own. */
-#define ENGINE_LIB_CODE_MAX 64
-
 /*
  * The code and message that the uncaught error value at idx ends a script
  * with, when the value decides them: an error object Ferry made (its own
  * code), or a table of the script's own with a string field code. Such a
  * code passes through when it is the script's to use: 1 to
- * ENGINE_LIB_CODE_MAX bytes of [a-z0-9_.-] starting with a letter, and none
- * of Ferry's own codes (lib/ferry_err.h), which only Ferry may raise; any
+ * ENGINE_SCRIPT_CODE_MAX bytes (script.h: the longest code a result
+ * carries) of [a-z0-9_.-] starting with a letter, and none of Ferry's own
+ * codes (lib/ferry_err.h), which only Ferry may raise; any
  * other code makes the result script_error, the message naming the code.
  * The message is the table's message field when it is a string or a number,
  * else empty. Returns 0 (nothing pushed) when the value is no such table,
