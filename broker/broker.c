@@ -941,10 +941,13 @@ static const char *peer_text(ferry_frames *f, const socket_kind *k, char *buf, s
     return id_text(ferry_frame_data(f, 0), ferry_frame_size(f, 0), buf, buflen);
 }
 
+static void check_stall(broker *b);
+
 /* Receives up to BROKER_BATCH messages from socket and hands each valid one
  * to its handler. */
 static void drain_socket(broker *b, void *socket, const socket_kind *k)
 {
+    check_stall(b);
     for (int i = 0; i < BROKER_BATCH; i++) {
         ferry_frames f;
         ferry_err err = ferry_frames_recv(socket, &f);
@@ -1091,10 +1094,41 @@ static void sweep(broker *b, int probe)
     }
 }
 
+/*
+ * The broker itself was stopped (SIGSTOP, a paused VM, a host swapping) for
+ * longer than liveness: every engine and worker has heard nothing from it
+ * for that long, has given it up and comes back under a new identity, while
+ * what they sent before waits in our sockets and would make the old
+ * identities look alive. So the broker gives them up too, before it reads
+ * any of that: a script or call handed to an old identity would go to a
+ * connection that is closing. Checked before each socket is read, as the
+ * sweep timer runs only after the turn's messages.
+ */
+static void check_stall(broker *b)
+{
+    if (b->cfg.heartbeat_ms <= 0)
+        return;
+    int64_t gap = b->loop.now_ms - b->swept_ms;
+    if (gap <= b->cfg.heartbeat_ms * b->cfg.liveness)
+        return;
+    ferry_warn("broker_stalled", "gap_ms=%lld engines=%u workers=%u", (long long)gap,
+               HASH_COUNT(b->scripts.engines), HASH_COUNT(b->dispatch.workers));
+    b->swept_ms = b->loop.now_ms;
+    broker_worker *w;
+    while ((w = b->dispatch.workers))
+        lose_worker(b, w, "broker_stalled");
+    broker_engine *e, *etmp;
+    HASH_ITER(hh, b->scripts.engines, e, etmp)
+    lose_engine(b, e, "broker_stalled");
+}
+
 /* Twice per heartbeat interval. */
 static void on_sweep(ferry_timer *timer, void *arg)
 {
     broker *b = arg;
+    b->loop.now_ms = ferry_now_ms();
+    check_stall(b);
+    b->swept_ms = b->loop.now_ms;
     sweep(b, 0);
     int64_t half = b->cfg.heartbeat_ms / 2;
     (void)ferry_loop_timer(&b->loop, timer, half > 0 ? half : 1);
@@ -1421,6 +1455,7 @@ ferry_err broker_run(broker *b)
                c->clients, c->commands, c->engines, c->workers, c->queue_max, c->scripts_max,
                c->call_timeout_ms, c->script_timeout_ms, c->unserved_wait_ms, c->heartbeat_ms,
                c->liveness, b->curve.on ? b->curve.own.public_key : "off");
+    b->swept_ms = ferry_now_ms();
     if (c->heartbeat_ms > 0 &&
         ferry_loop_timer(&b->loop, &b->sweep, c->heartbeat_ms / 2 > 0 ? c->heartbeat_ms / 2 : 1) !=
             FERRY_OK)

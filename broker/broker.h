@@ -108,6 +108,7 @@ typedef struct broker {
     broker_log_site io_log;
     broker_log_site unknown_log; /* heartbeats from peers we do not know */
     ferry_timer sweep;           /* heartbeats out, liveness of peers; twice per heartbeat_ms */
+    int64_t swept_ms;            /* when the sweep last ran: a gap past liveness is a stall */
     ferry_timer probe;           /* a heartbeat to every peer, soon after a disconnection */
     void *workers_mon;           /* PAIRs with the disconnections of the workers and */
     void *engines_mon;           /* engines sockets */

@@ -538,11 +538,87 @@ static void test_client_times_out_when_broker_vanishes(void **state)
     free(err);
     stack_signal(&fx->s, fx->broker, SIGCONT);
 
-    /* Back: everyone is served again. */
+    /* Stopped past liveness, the broker gives up its peers before it reads
+     * anything, as they gave it up: the heartbeats they sent before do not
+     * make their old identities look alive, and nothing is handed to them. */
+    Ferry__Envelope *env;
+    Ferry__Stats *st = stats(fx, &env);
+    printf("# broker back after SIGSTOP: engines=%u workers=%u engines_lost=%llu "
+           "workers_lost=%llu\n",
+           st->engines, st->workers, (unsigned long long)st->engines_lost,
+           (unsigned long long)st->workers_lost);
+    assert_true(st->engines_lost >= 1);
+    assert_true(st->workers_lost >= 1);
+    ferry_envelope_free(env);
+
+    /* Back: everyone is served again, under their new identities. */
     assert_int_equal(stack_run(&fx->s, "return ferry.call('echo', 1)", NULL, 0, 10000, &r),
                      FERRY_OK);
     expect_ok(&r);
     ferry_result_fini(&r);
+    stack_passed(&fx->s);
+}
+
+/*
+ * A broker stopped past liveness gives up its peers before it reads anything:
+ * a raw engine keeps sending heartbeats the whole time (a real one would have
+ * given the broker up and come back under a new identity), so its traffic
+ * waits in the broker's socket and would make it look alive. Nothing is
+ * handed to it: the script waits for an engine that says Hello after the
+ * stall, and ends no_engine, not engine_lost.
+ */
+static void test_stalled_broker_gives_up_its_peers(void **state)
+{
+    fixture *fx = *state;
+    const char *bargs[] = {"--heartbeat-ms", "200", NULL};
+    start_broker(fx, bargs);
+    void *ctx = zmq_ctx_new();
+    char why[256];
+    ferry_socket_opts o = {.type = ZMQ_DEALER, .endpoint = fx->s.engines, .routing_id = "stale"};
+    void *engine = ferry_socket_open(ctx, &o, why, sizeof why);
+    assert_non_null(engine);
+    Ferry__Hello hello = FERRY__HELLO__INIT;
+    hello.slots = 1;
+    Ferry__Envelope henv;
+    ferry_envelope_init(&henv);
+    henv.body_case = FERRY__ENVELOPE__BODY_HELLO;
+    henv.hello = &hello;
+    stack_raw_send(engine, &henv, 5000);
+    assert_int_equal(stack_wait_ready(&fx->s, 1, 0, 10000), 0);
+
+    stack_signal(&fx->s, fx->broker, SIGSTOP);
+    Ferry__Heartbeat hb = FERRY__HEARTBEAT__INIT;
+    Ferry__Envelope hbenv;
+    ferry_envelope_init(&hbenv);
+    hbenv.body_case = FERRY__ENVELOPE__BODY_HEARTBEAT;
+    hbenv.heartbeat = &hb;
+    /* 20 heartbeats 100 ms apart: 2 s stopped, past 3 x 200 ms. */
+    for (int i = 0; i < 20; i++) {
+        stack_raw_send(engine, &hbenv, 5000);
+        poll(NULL, 0, 100); /* the pace of the heartbeats, not a wait for an event */
+    }
+    stack_signal(&fx->s, fx->broker, SIGCONT);
+    ferry_result r;
+    assert_int_equal(stack_run(&fx->s, "return 1", NULL, 0, 1000, &r), FERRY_OK);
+    expect_code(&r, "no_engine");
+    ferry_result_fini(&r);
+    Ferry__Envelope *env;
+    Ferry__Stats *st = stats(fx, &env);
+    printf("# broker stopped 2 s: engines=%u engines_lost=%llu\n", st->engines,
+           (unsigned long long)st->engines_lost);
+    assert_true(st->engines_lost >= 1);
+    ferry_envelope_free(env);
+    /* Lost for the stall, not by a sweep that happened to run first. */
+    FILE *log = fopen(fx->s.procs[fx->broker].log, "r");
+    assert_non_null(log);
+    char line[512];
+    int stalled = 0;
+    while (!stalled && fgets(line, sizeof line, log))
+        stalled = strstr(line, "engine_lost engine=stale reason=broker_stalled") != NULL;
+    fclose(log);
+    assert_true(stalled);
+    ferry_socket_close(&engine);
+    zmq_ctx_term(ctx);
     stack_passed(&fx->s);
 }
 
@@ -908,6 +984,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_kill9_broker_and_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_times_out_when_broker_vanishes, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_broker_gives_up_its_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unserved_function_ends_by_its_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_frames_on_every_socket, setup, teardown),
