@@ -297,3 +297,39 @@ void ferry_result_fini(ferry_result *r)
     r->envelope = NULL;
     r->result = NULL;
 }
+
+int ferry_result_ok(const ferry_result *r)
+{
+    return r->result->ok;
+}
+
+uint64_t ferry_result_request_id(const ferry_result *r)
+{
+    return r->result->request_id;
+}
+
+size_t ferry_result_nvalues(const ferry_result *r)
+{
+    return r->result->n_values;
+}
+
+const Ferry__Value *ferry_result_value(const ferry_result *r, size_t i)
+{
+    return i < r->result->n_values ? r->result->values[i] : NULL;
+}
+
+const char *ferry_result_output(const ferry_result *r, size_t *len)
+{
+    *len = r->result->output.len;
+    return (const char *)r->result->output.data;
+}
+
+const char *ferry_result_error_code(const ferry_result *r)
+{
+    return r->result->ok || !r->result->error ? NULL : r->result->error->code;
+}
+
+const char *ferry_result_error_message(const ferry_result *r)
+{
+    return r->result->ok || !r->result->error ? NULL : r->result->error->message;
+}

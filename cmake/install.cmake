@@ -22,6 +22,10 @@ set_target_properties(ferry_shared PROPERTIES
   SOVERSION ${PROJECT_VERSION_MAJOR})
 # --no-undefined: every library it needs is on its link line (and in ferry.pc).
 target_link_options(ferry_shared PRIVATE -Wl,--no-undefined)
+# Only the API of include/ferry/ is exported (cmake/libferry.map); the rest of
+# the static libraries stays inside.
+target_link_options(ferry_shared PRIVATE -Wl,--version-script=${CMAKE_SOURCE_DIR}/cmake/libferry.map)
+set_property(TARGET ferry_shared APPEND PROPERTY LINK_DEPENDS ${CMAKE_SOURCE_DIR}/cmake/libferry.map)
 # The archives by file, not as targets: CMake refuses $<LINK_LIBRARY:WHOLE_ARCHIVE>
 # on ferry_common, which ferry_client and ferry_worker also link without it.
 set(FERRY_LIB_ARCHIVES "")
@@ -34,31 +38,15 @@ target_link_libraries(ferry_shared PRIVATE
   PkgConfig::ZMQ PkgConfig::PROTOBUFC m)
 set_property(TARGET ferry_shared APPEND PROPERTY LINK_DEPENDS ${FERRY_LIB_ARCHIVES})
 
-# The public headers include internal ones (lib/, the generated protobuf
-# header); those go to include/ferry/internal, on ferry.pc's Cflags, until
-# the public headers stand alone. ferry_log.h and ferry_opts.h are not
-# needed by the public headers but by examples/custom-worker.
-set(FERRY_INTERNAL_HEADERS
-  ${FERRY_PB_DIR}/ferry.pb-c.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_buf.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_cert.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_codec.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_err.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_loop.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_timer.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_value.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_wire.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_log.h
-  ${CMAKE_SOURCE_DIR}/lib/ferry_opts.h)
-
 install(TARGETS ferry-broker ferry-engine ferry-worker ferry
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(TARGETS ferry_shared
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+# The public headers stand alone: no header of lib/, no zmq.h, no generated
+# protobuf header (tests/install/install_test.sh builds with these only).
 install(FILES ${CMAKE_SOURCE_DIR}/include/ferry/client.h ${CMAKE_SOURCE_DIR}/include/ferry/worker.h
+  ${CMAKE_SOURCE_DIR}/include/ferry/value.h ${CMAKE_SOURCE_DIR}/include/ferry/timer.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ferry)
-install(FILES ${FERRY_INTERNAL_HEADERS}
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ferry/internal)
 
 # ferry.pc finds its prefix from where it lies (${pcfiledir}): the same file
 # serves `cmake --install --prefix anywhere` and the .deb's /usr.

@@ -209,10 +209,8 @@ static ferry_err convert_table(conv *c, int idx, Ferry__Value **out)
         Ferry__Value *v = NULL;
         err = convert(c, lua_gettop(L), &v);
         lua_pop(L, 1);
-        if (!err && ferry_table_append(t, v) != FERRY_OK) {
-            ferry_value_free(v);
+        if (!err && ferry_table_append(t, v) != FERRY_OK) /* v freed */
             err = no_memory(c);
-        }
     }
     if (!err) {
         lua_pushnil(L);
@@ -234,8 +232,10 @@ static ferry_err convert_table(conv *c, int idx, Ferry__Value **out)
             f->in_key = 0;
             if (!err)
                 err = convert(c, vi, &v);
-            if (!err && ferry_table_set(t, k, v) != FERRY_OK)
-                err = no_memory(c);
+            if (!err) {
+                err = ferry_table_set(t, k, v) == FERRY_OK ? FERRY_OK : no_memory(c);
+                k = v = NULL; /* taken over, freed on failure */
+            }
             if (err) {
                 ferry_value_free(k);
                 ferry_value_free(v);
@@ -324,10 +324,8 @@ ferry_err engine_value_pack(lua_State *L, int first, int n, const char *what, si
                   .errlen = errlen};
         Ferry__Value *v = NULL;
         e = convert(&c, first + i, &v);
-        if (!e && ferry_values_push(&arr, &len, v) != FERRY_OK) {
-            ferry_value_free(v);
+        if (!e && ferry_values_push(&arr, &len, v) != FERRY_OK) /* v freed */
             e = no_memory(&c);
-        }
     }
     if (e) {
         ferry_values_free(arr, len);

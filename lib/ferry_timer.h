@@ -1,30 +1,18 @@
 /*
  * ferry_timer: a binary min-heap of timers keyed on monotonic milliseconds.
  *
- * Timers are embedded in their owner's struct (no allocation per timer); the
- * heap holds pointers to them. Start, stop and re-arm are O(log n). Callbacks
+ * Timers (include/ferry/timer.h) are embedded in their owner's struct (no
+ * allocation per timer); the heap holds pointers to them. Start, stop and re-arm are O(log n). Callbacks
  * run from ferry_timers_run and may start or stop any timer, their own too.
  */
 #ifndef FERRY_TIMER_H
 #define FERRY_TIMER_H
 
+#include "ferry/timer.h"
 #include "ferry_err.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-typedef struct ferry_timer ferry_timer;
-typedef void (*ferry_timer_fn)(ferry_timer *timer, void *arg);
-
-struct ferry_timer {
-    int64_t when_ms; /* expiry on the ferry_now_ms() clock */
-    uint64_t seq;    /* tie-breaker: equal expiries fire in start order */
-    size_t index;    /* position in the heap; FERRY_TIMER_IDLE when not armed */
-    ferry_timer_fn fn;
-    void *arg;
-};
-
-#define FERRY_TIMER_IDLE ((size_t)-1)
 
 typedef struct {
     ferry_timer **heap;
@@ -36,18 +24,11 @@ void ferry_timers_init(ferry_timers *timers);
 /* Frees the heap; the timers themselves belong to their owners. */
 void ferry_timers_fini(ferry_timers *timers);
 
-void ferry_timer_init(ferry_timer *timer, ferry_timer_fn fn, void *arg);
-
 /* Arms timer to fire at when_ms (re-arms it if armed). FERRY_ENOMEM when the heap cannot grow. */
 ferry_err ferry_timer_start(ferry_timers *timers, ferry_timer *timer, int64_t when_ms);
 
 /* Disarms timer; a no-op when it is not armed. */
 void ferry_timer_stop(ferry_timers *timers, ferry_timer *timer);
-
-static inline int ferry_timer_active(const ferry_timer *timer)
-{
-    return timer->index != FERRY_TIMER_IDLE;
-}
 
 /* Milliseconds from now until the earliest timer (0 if due), or -1 when none is armed. */
 long ferry_timers_timeout(const ferry_timers *timers, int64_t now_ms);

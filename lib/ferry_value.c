@@ -116,8 +116,12 @@ static int grow(void **arr, size_t n, size_t elem)
 
 ferry_err ferry_values_push(Ferry__Value ***arr, size_t *n, Ferry__Value *v)
 {
-    if (!grow((void **)arr, *n, sizeof **arr))
+    if (!v)
         return FERRY_ENOMEM;
+    if (!grow((void **)arr, *n, sizeof **arr)) {
+        ferry_value_free(v);
+        return FERRY_ENOMEM;
+    }
     (*arr)[(*n)++] = v;
     return FERRY_OK;
 }
@@ -132,11 +136,11 @@ ferry_err ferry_table_set(Ferry__Value *t, Ferry__Value *k, Ferry__Value *v)
 {
     assert(t->kind_case == FERRY__VALUE__KIND_TABLE);
     Ferry__Table *tab = t->table;
-    Ferry__Pair *p = malloc(sizeof *p);
-    if (!p)
-        return FERRY_ENOMEM;
-    if (!grow((void **)&tab->hash, tab->n_hash, sizeof *tab->hash)) {
+    Ferry__Pair *p = k && v ? malloc(sizeof *p) : NULL;
+    if (!p || !grow((void **)&tab->hash, tab->n_hash, sizeof *tab->hash)) {
         free(p);
+        ferry_value_free(k);
+        ferry_value_free(v);
         return FERRY_ENOMEM;
     }
     ferry__pair__init(p);

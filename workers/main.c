@@ -5,6 +5,7 @@
  * (ferry/worker.h), which any program can use to serve functions of its own.
  */
 #include "ferry/worker.h"
+#include "ferry_wire.h"
 #include "ferry_log.h"
 #include "ferry_opts.h"
 #include "functions/functions.h"

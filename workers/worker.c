@@ -31,6 +31,12 @@
 #include <string.h>
 #include <zmq.h>
 
+_Static_assert(FERRY_POLLIN == ZMQ_POLLIN && FERRY_POLLOUT == ZMQ_POLLOUT &&
+                   FERRY_POLLERR == ZMQ_POLLERR,
+               "ferry/worker.h's readiness bits are ZeroMQ's");
+_Static_assert(FERRY_WORKER_DEFAULT_MAX_MSG == FERRY_DEFAULT_MAX_MSG,
+               "ferry/worker.h's default message limit is the wire's");
+
 #define RECV_BATCH 1024       /* frames per wake-up: timers are not starved */
 #define READY_RETRY_MIN_MS 5  /* first retry of a Ready refused in a session, doubling */
 #define READY_FALLBACK_MS 200 /* a Ready in case the first session began before the monitor */
@@ -364,6 +370,8 @@ static void on_monitor(ferry_loop *loop, short revents, void *arg)
 
 ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t errlen)
 {
+    if (cfg && cfg->log_role)
+        ferry_log_init(cfg->log_role);
     ferry_worker *w = worker_alloc(cfg);
     if (!w) {
         snprintf(err, errlen, "out of memory");

@@ -710,3 +710,13 @@ ferry_err ferry_call_arg_bool(const ferry_call *call, size_t i, int *out)
     *out = v->boolean != 0;
     return FERRY_OK;
 }
+
+ferry_err ferry_call_arg_table(const ferry_call *call, size_t i, const Ferry__Value **out)
+{
+    const Ferry__Value *v = ferry_call_arg(call, i);
+    /* A decoded table without its Table submessage is malformed: treat it as no table. */
+    if (!v || v->kind_case != FERRY__VALUE__KIND_TABLE || !v->table)
+        return FERRY_EBADARG;
+    *out = v;
+    return FERRY_OK;
+}

@@ -9,8 +9,14 @@
 #ifndef WORKER_INTERNAL_H
 #define WORKER_INTERNAL_H
 
+#include "ferry.pb-c.h"
 #include "ferry/worker.h"
 #include "ferry_cert.h"
+#include "ferry_err.h"
+#include "ferry_loop.h"
+#include "ferry_timer.h"
+#include "ferry_value.h"
+#include "ferry_wire.h"
 
 #include <string.h>
 #include <uthash.h>
@@ -239,5 +245,9 @@ static inline void worker_call_done(ferry_worker *w)
 /* What the first SIGINT/SIGTERM does (and tests call): Goodbye, then stop once no call is
  * in flight, or after drain_ms. A second call, or drain_ms < 0, stops at once. */
 void worker_drain(ferry_worker *w);
+
+/* The worker's loop; borrowed from w. For Ferry's own code and tests: a worker
+ * of your own uses ferry_worker_timer_* and ferry_worker_watch_fd. */
+ferry_loop *ferry_worker_loop(ferry_worker *w);
 
 #endif

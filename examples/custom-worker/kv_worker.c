@@ -23,10 +23,9 @@
  *   ferry-example-worker --workers tcp://localhost:5557
  *   ferry run examples/custom-worker/use.lua
  */
-#include "ferry/worker.h"
-#include "ferry_log.h"
-#include "ferry_opts.h"
+#include <ferry/worker.h>
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,12 +145,8 @@ static void kv_keys(ferry_call *call, void *udata)
         sorted[i++] = e;
     qsort(sorted, n, sizeof *sorted, by_key);
     ferry_err err = FERRY_OK;
-    for (i = 0; i < n && !err; i++) {
-        Ferry__Value *k = ferry_value_string(sorted[i]->key, sorted[i]->len);
-        err = k ? ferry_table_append(list, k) : FERRY_ENOMEM;
-        if (err)
-            ferry_value_free(k);
-    }
+    for (i = 0; i < n && !err; i++) /* the key is taken over, freed on failure */
+        err = ferry_table_append(list, ferry_value_string(sorted[i]->key, sorted[i]->len));
     free(sorted);
     if (err) {
         ferry_value_free(list);
@@ -295,40 +290,60 @@ static const struct {
     {.name = "kv.wait", .fn = kv_wait, .opts = {.idempotent = 1, .max_concurrency = KV_MAX_WAITS}},
 };
 
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: ferry-example-worker [options]\n"
+            "An example worker built on Ferry's C API: an in-memory key-value store\n"
+            "(kv.set, kv.get, kv.wait, kv.keys).\n\n"
+            "  --workers EP        broker workers endpoint to connect to [$FERRY_WORKERS]\n"
+            "  --concurrency N     calls in flight at once, the credit announced to the\n"
+            "                      broker [$FERRY_CONCURRENCY]\n"
+            "  --curve-key FILE    this worker's secret certificate (ferry keygen): CURVE\n"
+            "                      towards the broker [$FERRY_CURVE_KEY]\n"
+            "  --broker-key FILE   the broker's public certificate [$FERRY_BROKER_KEY]\n");
+}
+
 int main(int argc, char **argv)
 {
-    const char *endpoint = FERRY_WORKER_DEFAULT_ENDPOINT;
-    long concurrency = FERRY_WORKER_DEFAULT_CONCURRENCY;
-    const char *curve_key = NULL, *broker_key = NULL;
-    const ferry_opt opts[] = {
-        {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
-         "broker workers endpoint to connect to", 0, 0},
-        {"concurrency", "FERRY_CONCURRENCY", FERRY_OPT_INT, &concurrency,
-         "calls in flight at once (the credit announced to the broker)", 1,
-         FERRY_WORKER_MAX_CONCURRENCY},
-        {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
-         "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
-        {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
-         "the broker's public certificate (with --curve-key)", 0, 0},
+    /* Flags over environment variables over defaults, as Ferry's own binaries. */
+    const char *endpoint = getenv("FERRY_WORKERS");
+    const char *concurrency = getenv("FERRY_CONCURRENCY");
+    const char *curve_key = getenv("FERRY_CURVE_KEY");
+    const char *broker_key = getenv("FERRY_BROKER_KEY");
+    static const struct option longopts[] = {
+        {"workers", required_argument, NULL, 'w'},    {"concurrency", required_argument, NULL, 'c'},
+        {"curve-key", required_argument, NULL, 'k'},  {"broker-key", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
     };
-    const ferry_cli cli = {
-        .program = "ferry-example-worker",
-        .synopsis = "[options]",
-        .summary = "An example worker built on Ferry's C API: an in-memory key-value store "
-                   "(kv.set, kv.get, kv.wait, kv.keys).",
-        .opts = opts,
-        .nopts = sizeof opts / sizeof opts[0],
-    };
-    int next;
-    int rc = ferry_opts_parse(&cli, argc, argv, 1, &next);
-    if (rc != FERRY_OPTS_CONTINUE)
-        return rc;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'w': endpoint = optarg; break;
+        case 'c': concurrency = optarg; break;
+        case 'k': curve_key = optarg; break;
+        case 'b': broker_key = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    char *end = NULL;
+    unsigned long n = concurrency ? strtoul(concurrency, &end, 10) : 0;
+    if (concurrency && (*end || n < 1 || n > FERRY_WORKER_MAX_CONCURRENCY)) {
+        fprintf(stderr, "ferry-example-worker: --concurrency: 1 to %d\n",
+                FERRY_WORKER_MAX_CONCURRENCY);
+        return 2;
+    }
 
-    ferry_log_init("kv-worker");
-    ferry_worker_config cfg = {.endpoint = endpoint,
-                               .concurrency = (unsigned)concurrency,
+    ferry_worker_config cfg = {.endpoint = endpoint, /* NULL: the default */
+                               .concurrency = (unsigned)n,
                                .curve_key = curve_key,
-                               .broker_key = broker_key};
+                               .broker_key = broker_key,
+                               .log_role = "kv-worker"};
     char err[512];
     kv_store kv = {0};
     kv.worker = ferry_worker_new(&cfg, err, sizeof err);

@@ -4,7 +4,8 @@
  *   ferry_client *c = ferry_client_new("tcp://localhost:5558", err, sizeof err);
  *   ferry_result r;
  *   if (ferry_client_run(c, src, len, "hello.lua", NULL, 0, 5000, &r) == FERRY_OK) {
- *       ... r.result->ok, r.result->values, r.result->output ...
+ *       if (ferry_result_ok(&r)) ... ferry_result_value(&r, 0) ...
+ *       else ... ferry_result_error_code(&r), ferry_result_error_message(&r) ...
  *       ferry_result_fini(&r);
  *   }
  *   ferry_client_destroy(&c);
@@ -16,19 +17,43 @@
 #ifndef FERRY_CLIENT_H
 #define FERRY_CLIENT_H
 
-#include "ferry.pb-c.h"
-#include "ferry_err.h"
+#include "ferry/value.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct ferry_client ferry_client;
+typedef struct Ferry__Envelope Ferry__Envelope;
+typedef struct Ferry__Result Ferry__Result;
 
-/* A script's result. Owns the decoded message; release with ferry_result_fini. */
+/*
+ * A script's result. Owns the decoded message; release with
+ * ferry_result_fini. Read it with the ferry_result_* functions below (the
+ * fields are the Result message of proto/ferry.proto, for Ferry's own code).
+ */
 typedef struct {
-    Ferry__Envelope *envelope; /* owned */
-    const Ferry__Result *result; /* inside envelope: ok, values, output, error */
+    Ferry__Envelope *envelope;   /* owned */
+    const Ferry__Result *result; /* inside envelope */
 } ferry_result;
+
+/* True when the script returned; false when it failed (see the error). */
+int ferry_result_ok(const ferry_result *r);
+
+/* The request id of the submission this answers (ferry_client_submit). */
+uint64_t ferry_result_request_id(const ferry_result *r);
+
+/* How many values the script returned, and value i of them (NULL when i is past
+ * the end); borrowed from r until ferry_result_fini. */
+size_t ferry_result_nvalues(const ferry_result *r);
+const Ferry__Value *ferry_result_value(const ferry_result *r, size_t i);
+
+/* What the script printed (bytes, not NUL-terminated; *len set), borrowed from r. */
+const char *ferry_result_output(const ferry_result *r, size_t *len);
+
+/* A failed script's error code ("script_error", "timeout", a code of the script's
+ * own...) and message, borrowed from r; NULL when the script returned. */
+const char *ferry_result_error_code(const ferry_result *r);
+const char *ferry_result_error_message(const ferry_result *r);
 
 /* Connects to the broker's clients endpoint. NULL with a message in err on failure. */
 ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen);
@@ -84,8 +109,13 @@ ferry_err ferry_client_run(ferry_client *c, const void *source, size_t len, cons
                            Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,
                            ferry_result *out);
 
-/* Asks the broker for its counters; *out is owned by the caller (ferry_envelope_free). */
+/* Asks the broker for its counters; *out is owned by the caller (ferry_envelope_free).
+ * Reading the Stats message needs the generated protobuf header: meant for
+ * Ferry's own tools (ferry stats); others read `ferry stats --json`. */
 ferry_err ferry_client_stats(ferry_client *c, int timeout_ms, Ferry__Envelope **out);
+
+/* Frees an envelope ferry_client_stats gave (NULL-safe). */
+void ferry_envelope_free(Ferry__Envelope *env);
 
 void ferry_result_fini(ferry_result *r);
 

@@ -69,25 +69,21 @@
  *
  * Values
  *
- *   Arguments and results are Ferry__Value trees (ferry_value.h builds,
- *   copies and frees them; ferry_value_get_* and ferry_table_* below read
- *   them, table fields included). Arguments are borrowed from the call and
- *   live until it is answered. Results are handed over: the answer functions take
- *   ownership of the values and of the malloc'd array holding them, whatever
- *   they return. A NULL among the values (a constructor that ran out of
- *   memory) turns the answer into an `out_of_memory` error.
+ *   Arguments and results are Ferry values (ferry/value.h builds, reads,
+ *   copies and frees them, with its one ownership rule). Arguments are
+ *   borrowed from the call and live until it is answered. Results are
+ *   handed over: the answer functions take the values and the malloc'd
+ *   array holding them, whatever they return. A NULL among the values (a
+ *   constructor that ran out of memory) turns the answer into an
+ *   `out_of_memory` error.
  *
  * Threads: none. Every function here must be called from the loop's thread.
  */
 #ifndef FERRY_WORKER_H
 #define FERRY_WORKER_H
 
-#include "ferry.pb-c.h"
-#include "ferry_err.h"
-#include "ferry_loop.h"
-#include "ferry_timer.h"
-#include "ferry_value.h"
-#include "ferry_wire.h"
+#include "ferry/timer.h"
+#include "ferry/value.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -98,6 +94,13 @@
 #define FERRY_WORKER_DEFAULT_HEARTBEAT_MS 1000
 #define FERRY_WORKER_DEFAULT_LIVENESS 3
 #define FERRY_WORKER_DEFAULT_DRAIN_MS 10000
+#define FERRY_WORKER_DEFAULT_MAX_MSG (16 * 1024 * 1024)
+
+/* Readiness of a watched file descriptor (ferry_worker_watch_fd); the values of
+ * poll's and ZeroMQ's own. */
+#define FERRY_POLLIN 1
+#define FERRY_POLLOUT 2
+#define FERRY_POLLERR 4
 
 typedef struct ferry_worker ferry_worker;
 typedef struct ferry_call ferry_call;
@@ -111,14 +114,14 @@ typedef void (*ferry_handler)(ferry_call *call, void *udata);
  * down). The callback may answer the call (nothing is sent); see the top. */
 typedef void (*ferry_cancel_fn)(ferry_call *call, ferry_err reason, void *arg);
 
-/* A watched file descriptor is ready: revents holds ZMQ_POLLIN/POLLOUT/POLLERR. */
+/* A watched file descriptor is ready: revents holds FERRY_POLLIN/POLLOUT/POLLERR. */
 typedef void (*ferry_fd_fn)(ferry_worker *w, int fd, short revents, void *arg);
 
 typedef struct {
     const char *endpoint; /* broker workers socket; NULL: FERRY_WORKER_DEFAULT_ENDPOINT */
     const char *id;       /* routing id, at most 255 bytes; NULL: ferry_make_id("worker") */
     unsigned concurrency; /* calls at once, announced as credit; 0: default; capped at max */
-    int64_t max_msg;      /* largest Command or Reply, bytes; 0: FERRY_DEFAULT_MAX_MSG */
+    int64_t max_msg;      /* largest Command or Reply, bytes; 0: FERRY_WORKER_DEFAULT_MAX_MSG */
     int heartbeat_ms;     /* Heartbeat period; 0: default (1000), < 0: none */
     int liveness;         /* heartbeat periods of broker silence before Ready is sent again;
                              0: default (3) */
@@ -127,6 +130,8 @@ typedef struct {
     const char *curve_key;  /* this worker's secret certificate file (ferry keygen, zmakecert);
                                with broker_key: CURVE towards the broker. NULL: none */
     const char *broker_key; /* the broker's public certificate file */
+    const char *log_role;   /* the role named in the library's log lines (on stderr;
+                               FERRY_LOG_LEVEL sets the level); NULL: "ferry" */
 } ferry_worker_config;
 
 typedef struct {
@@ -184,9 +189,6 @@ void ferry_worker_stop(ferry_worker *w);
 /* The routing id the worker uses at the broker; borrowed from w. */
 const char *ferry_worker_id(const ferry_worker *w);
 
-/* The worker's loop, for timers and sockets of your own; borrowed from w. */
-ferry_loop *ferry_worker_loop(ferry_worker *w);
-
 /* Arms timer (ferry_timer_init'ed, owned by the caller) after_ms from now;
  * re-arms it when armed. FERRY_ENOMEM when the heap cannot grow. */
 ferry_err ferry_worker_timer_start(ferry_worker *w, ferry_timer *timer, int64_t after_ms);
@@ -195,13 +197,13 @@ ferry_err ferry_worker_timer_start(ferry_worker *w, ferry_timer *timer, int64_t 
 void ferry_worker_timer_stop(ferry_worker *w, ferry_timer *timer);
 
 /*
- * Calls fn whenever fd is ready for events (ZMQ_POLLIN | ZMQ_POLLOUT), or
+ * Calls fn whenever fd is ready for events (FERRY_POLLIN | FERRY_POLLOUT), or
  * changes the events and callback of an fd already watched. After
  * ferry_worker_unwatch_fd, fn is never called again for that watch, not even
  * for readiness seen in the same loop iteration, so arg may be freed at once.
  * Readiness can be spurious (as with poll): use non-blocking fds.
- * FERRY_EOVERLOADED when the loop watches all it can (FERRY_LOOP_MAX_ITEMS, two of
- * them the worker's own sockets). A function with many descriptors (one per
+ * FERRY_EOVERLOADED when the loop watches all it can (64 items, a few of them the
+ * worker's own sockets). A function with many descriptors (one per
  * connection) keeps them in an epoll set of its own and watches that one fd, as
  * http.get does (workers/functions/http.c).
  */
@@ -289,46 +291,7 @@ void ferry_call_after_stop(ferry_call *call);
 /* Sets (or with fn NULL clears) the call's cancel callback; see the top. */
 void ferry_call_on_cancel(ferry_call *call, ferry_cancel_fn fn, void *arg);
 
-/* ---- reading and building values ------------------------------------------ */
-
-/*
- * Arguments often are tables of named options (Lua's f{url = ..., body = ...}).
- * These read any value, a table's fields included, with the rules of the
- * ferry_call_arg_* reads: FERRY_OK with *out set, or FERRY_EBADARG (and *out
- * untouched) when v is NULL or of another kind. All pointers are borrowed
- * from v's tree (for arguments: until the call is answered).
- */
-ferry_err ferry_value_get_int(const Ferry__Value *v, int64_t *out);
-ferry_err ferry_value_get_number(const Ferry__Value *v, double *out);
-ferry_err ferry_value_get_string(const Ferry__Value *v, const char **data, size_t *len);
-ferry_err ferry_value_get_bool(const Ferry__Value *v, int *out);
-
-/* True when v is NULL (absent) or nil. */
-int ferry_value_is_nil(const Ferry__Value *v);
-
 /* Argument i as a table: FERRY_OK with *out set, FERRY_EBADARG otherwise. */
 ferry_err ferry_call_arg_table(const ferry_call *call, size_t i, const Ferry__Value **out);
-
-/* t[key] for a string key; NULL when t is not a table or has no such field. Linear in
- * the table's hash part (option tables are small). */
-const Ferry__Value *ferry_table_get(const Ferry__Value *t, const char *key);
-
-/* t[i] for an integer i, as Lua indexes (1 is the first element); NULL when absent. */
-const Ferry__Value *ferry_table_geti(const Ferry__Value *t, int64_t i);
-
-/* Elements in t's array part (t[1] .. t[n]); 0 when t is not a table. */
-size_t ferry_table_len(const Ferry__Value *t);
-
-/* Walks t's hash part (the fields that are not t[1..n]): start with *pos = 0; each
- * call sets *key and *value (borrowed) and returns 1, or returns 0 at the end. */
-int ferry_table_next(const Ferry__Value *t, size_t *pos, const Ferry__Value **key,
-                     const Ferry__Value **value);
-
-/*
- * t[key] = v for building results: takes ownership of v whatever happens
- * (frees it on failure), so that chains need one check at the end.
- * FERRY_ENOMEM when v is NULL (a constructor that failed) or memory runs out.
- */
-ferry_err ferry_table_set_field(Ferry__Value *t, const char *key, Ferry__Value *v);
 
 #endif

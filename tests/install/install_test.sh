@@ -46,6 +46,14 @@ soname=$(readelf -d "$libdir/libferry.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/
 [ "$soname" = libferry.so.0 ] || fail "libferry.so's soname is '$soname', want libferry.so.0"
 [ -e "$libdir/$soname" ] || fail "no $libdir/$soname"
 
+# The public headers stand alone: these four and nothing else (no lib/ header,
+# no generated protobuf header); libferry exports their API and nothing more.
+headers=$(cd "$prefix/include" && find . -type f | sort | tr '\n' ' ')
+[ "$headers" = "./ferry/client.h ./ferry/timer.h ./ferry/value.h ./ferry/worker.h " ] ||
+  fail "installed headers: $headers"
+others=$(nm -D --defined-only "$libdir/libferry.so" | awk '$2 ~ /[TDBR]/ && $3 !~ /^ferry_/ {print $3}')
+[ -z "$others" ] || fail "libferry exports more than the API: $(echo $others | head -c 300)"
+
 # Out of the source tree: only the prefix's headers can be found.
 mkdir "$tmp/cc"
 cp "$src/examples/custom-worker/kv_worker.c" "$tmp/cc/"
@@ -67,9 +75,12 @@ int main(int argc, char **argv)
     ferry_result r;
     int rc = 1;
     if (ferry_client_run(c, src, strlen(src), "install", NULL, 0, 5000, &r) == FERRY_OK) {
-        if (r.result->ok && r.result->n_values == 1 && r.result->values[0]->integer == 42) {
-            printf("result 42, output: %.*s", (int)r.result->output.len,
-                   (const char *)r.result->output.data);
+        int64_t v;
+        size_t len;
+        const char *out = ferry_result_output(&r, &len);
+        if (ferry_result_ok(&r) && ferry_result_nvalues(&r) == 1 &&
+            ferry_value_get_int(ferry_result_value(&r, 0), &v) == FERRY_OK && v == 42) {
+            printf("result 42, output: %.*s", (int)len, out);
             rc = 0;
         }
         ferry_result_fini(&r);

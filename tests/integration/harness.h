@@ -10,6 +10,7 @@
 #ifndef FERRY_HARNESS_H
 #define FERRY_HARNESS_H
 
+#include "ferry.pb-c.h"
 #include "ferry/client.h"
 #include "ferry_proc.h"
 

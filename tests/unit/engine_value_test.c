@@ -341,7 +341,10 @@ static void test_bad_peer_values(void **state)
     assert_true(lua_isnil(L, -1));
     lua_pop(L, 1);
     t = ferry_value_table();
-    assert_int_equal(ferry_table_set(t, ferry_value_cstring("k"), NULL), FERRY_OK);
+    /* A pair without its value, as a peer may send it (the builder refuses one). */
+    assert_int_equal(ferry_table_set(t, ferry_value_cstring("k"), ferry_value_nil()), FERRY_OK);
+    ferry_value_free(t->table->hash[0]->value);
+    t->table->hash[0]->value = NULL;
     assert_true(engine_value_push(L, t, err, sizeof err));
     assert_int_equal(lua_getfield(L, -1, "k"), LUA_TNIL);
     lua_pop(L, 2);

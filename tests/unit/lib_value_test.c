@@ -186,6 +186,32 @@ static void test_envelope_decode_bounds_nesting(void **state)
     free(bad);
 }
 
+/* ferry/value.h's one rule: a function that takes a value takes it whatever it
+ * returns; a NULL value (a failed constructor) is FERRY_ENOMEM and the other
+ * arguments are freed. Under AddressSanitizer a leak or a double free fails. */
+static void test_builders_take_values_over(void **state)
+{
+    (void)state;
+    Ferry__Value *t = ferry_value_table();
+    assert_int_equal(ferry_table_append(t, NULL), FERRY_ENOMEM);
+    assert_int_equal(ferry_table_set(t, ferry_value_cstring("k"), NULL), FERRY_ENOMEM);
+    assert_int_equal(ferry_table_set(t, NULL, ferry_value_int(1)), FERRY_ENOMEM);
+    assert_int_equal(ferry_table_set_field(t, "k", NULL), FERRY_ENOMEM);
+    Ferry__Value **arr = NULL;
+    size_t n = 0;
+    assert_int_equal(ferry_values_push(&arr, &n, NULL), FERRY_ENOMEM);
+    assert_int_equal(ferry_values_push(&arr, &n, ferry_value_int(2)), FERRY_OK);
+    ferry_values_free(arr, n);
+    assert_int_equal(ferry_table_len(t), 0);
+    assert_int_equal(ferry_table_append(t, ferry_value_int(1)), FERRY_OK);
+    assert_int_equal(ferry_table_set_field(t, "k", ferry_value_bool(1)), FERRY_OK);
+    assert_int_equal(ferry_table_len(t), 1);
+    int b = 0;
+    assert_int_equal(ferry_value_get_bool(ferry_table_get(t, "k"), &b), FERRY_OK);
+    assert_true(b);
+    ferry_value_free(t);
+}
+
 static void test_error_codes(void **state)
 {
     (void)state;
@@ -205,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_envelope_decode_rejects_bad_input),
         cmocka_unit_test(test_envelope_decode_bounds_nesting),
+        cmocka_unit_test(test_builders_take_values_over),
         cmocka_unit_test(test_error_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,7 @@
 #define WORKER_FUNCTIONS_H
 
 #include "ferry/worker.h"
+#include "ferry_value.h"
 #include "http_addr.h"
 
 /* echo(...): returns its arguments unchanged (the Command's own, not copied). Idempotent. */

@@ -1,9 +1,9 @@
 /*
- * worker_value_test: the value readers and the result builder of the worker
- * API (ferry_value_get_*, ferry_table_*), on trees built as a decoder would
- * and on hand-built ones.
+ * lib_value_read_test: the value readers and the result builder of
+ * ferry/value.h (ferry_value_get_*, ferry_table_*), on trees built as a
+ * decoder would and on hand-built ones.
  */
-#include "ferry/worker.h"
+#include "ferry_value.h"
 
 #include <math.h>
 #include <setjmp.h>

@@ -1,5 +1,6 @@
 /*
- * worker_value: reading Ferry values in handlers, and building result tables.
+ * ferry_value_read: reading Ferry values (include/ferry/value.h), for
+ * handlers and clients alike, and ferry_table_set_field for building results.
  *
  * A handler's arguments are often tables of named options, which arrive as
  * the hash part of a Ferry__Table (pairs in no particular order). These
@@ -7,7 +8,7 @@
  * argument of the same kind read alike: an integer also from a float with an
  * exact integer value, a number from either, strings binary-safe.
  */
-#include "ferry/worker.h"
+#include "ferry_value.h"
 
 #include <math.h>
 #include <string.h>
@@ -73,16 +74,6 @@ int ferry_value_is_nil(const Ferry__Value *v)
     return k == FERRY__VALUE__KIND__NOT_SET || k == FERRY__VALUE__KIND_NIL;
 }
 
-ferry_err ferry_call_arg_table(const ferry_call *call, size_t i, const Ferry__Value **out)
-{
-    const Ferry__Value *v = ferry_call_arg(call, i);
-    /* A decoded table without its Table submessage is malformed: treat it as no table. */
-    if (kind_of(v) != FERRY__VALUE__KIND_TABLE || !v->table)
-        return FERRY_EBADARG;
-    *out = v;
-    return FERRY_OK;
-}
-
 static const Ferry__Table *table_of(const Ferry__Value *t)
 {
     return kind_of(t) == FERRY__VALUE__KIND_TABLE ? t->table : NULL;
@@ -144,13 +135,5 @@ int ferry_table_next(const Ferry__Value *t, size_t *pos, const Ferry__Value **ke
 
 ferry_err ferry_table_set_field(Ferry__Value *t, const char *key, Ferry__Value *v)
 {
-    if (!v)
-        return FERRY_ENOMEM;
-    Ferry__Value *k = ferry_value_cstring(key);
-    if (!k || ferry_table_set(t, k, v) != FERRY_OK) {
-        ferry_value_free(k);
-        ferry_value_free(v);
-        return FERRY_ENOMEM;
-    }
-    return FERRY_OK;
+    return ferry_table_set(t, ferry_value_cstring(key), v); /* frees both on failure */
 }
