@@ -266,9 +266,13 @@ static void place_call(broker *b, broker_call *call, ferry_frames *f, int front)
         return;
     }
     char msg[128];
-    snprintf(msg, sizeof msg, "broker call queue is full (%zu calls, %zu of %zu bytes waiting)",
-             b->dispatch.queued, b->budget.used, b->budget.max);
-    answer_call(b, call, FERRY_EOVERLOADED, msg);
+    if (err == FERRY_EOVERLOADED)
+        snprintf(msg, sizeof msg,
+                 "broker call queue is full (%zu calls, %zu of %zu bytes waiting)",
+                 b->dispatch.queued, b->budget.used, b->budget.max);
+    else
+        snprintf(msg, sizeof msg, "broker out of memory queueing the call");
+    answer_call(b, call, err, msg);
     broker_dispatch_count_failed(&b->dispatch, call);
     broker_dispatch_call_free(&b->dispatch, call);
 }
@@ -340,7 +344,9 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
         return;
     }
     if (err) {
-        send_call_error(b, cmd->engine_id, cmd->engine_id_len, cmd->call_id, FERRY_EOVERLOADED,
+        /* A bound is `overloaded`; the broker's own allocation failing is
+         * `out_of_memory` (docs/protocol.md#errors). */
+        send_call_error(b, cmd->engine_id, cmd->engine_id_len, cmd->call_id, err,
                         err == FERRY_EOVERLOADED ? "broker function table is full"
                                                  : "broker out of memory");
         return;
@@ -552,10 +558,13 @@ static void place_script(broker *b, broker_script *script, int front)
     if (err == FERRY_OK)
         return;
     char msg[128];
-    snprintf(msg, sizeof msg,
-             "broker script queue is full (%zu scripts, %zu of %zu bytes waiting)",
-             b->scripts.queued, b->budget.used, b->budget.max);
-    answer_script(b, script, FERRY_EOVERLOADED, msg);
+    if (err == FERRY_EOVERLOADED)
+        snprintf(msg, sizeof msg,
+                 "broker script queue is full (%zu scripts, %zu of %zu bytes waiting)",
+                 b->scripts.queued, b->budget.used, b->budget.max);
+    else
+        snprintf(msg, sizeof msg, "broker out of memory queueing the script");
+    answer_script(b, script, err, msg);
     broker_scripts_free(&b->scripts, script);
 }
 
@@ -715,8 +724,7 @@ static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     ferry_err err = broker_scripts_new(&b->scripts, rid, rid_len, sub->request_id,
                                        sub->timeout_ms, *envp, b->loop.now_ms, &script);
     if (err) {
-        send_result_error(b, rid, rid_len, sub->request_id, 0, FERRY_EOVERLOADED,
-                          "broker out of memory");
+        send_result_error(b, rid, rid_len, sub->request_id, 0, err, "broker out of memory");
         return;
     }
     *envp = NULL; /* the script owns it now */

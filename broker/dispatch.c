@@ -163,6 +163,10 @@ static inline broker_engine_id *engine_id_get(broker_dispatch *d, const void *id
         e->len = (uint8_t)len;
         memcpy(e->id, id, len);
         HASH_ADD(hh, d->engine_ids, id, len, e);
+        if (!FERRY_HASH_ADDED(e)) {
+            free(e);
+            return NULL;
+        }
         e->salt = mix64(e->hh.hashv ^ 0x9e3779b97f4a7c15ull);
         d->nengine_ids++;
     }
@@ -207,6 +211,11 @@ static broker_function *get_function(broker_dispatch *d, const char *name, size_
     fn = &rec->fn;
     fn->name_len = len;
     HASH_ADD_KEYPTR(hh, d->functions, fn->name, len, fn);
+    if (!FERRY_HASH_ADDED(fn)) {
+        free(rec->fn.name);
+        free(rec);
+        return NULL;
+    }
     d->nfunctions++;
     return fn;
 }
@@ -413,6 +422,10 @@ ferry_err broker_dispatch_ready(broker_dispatch *d, const void *rid, size_t rid_
         w->rid_len = rid_len;
         ferry_timer_init(&w->backstop, backstop_timer, d);
         HASH_ADD(hh, d->workers, rid, rid_len, w);
+        if (!FERRY_HASH_ADDED(w)) {
+            free(w);
+            goto nomem;
+        }
         d->nworkers++;
     } else {
         detach_members(d, w);

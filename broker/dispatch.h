@@ -46,7 +46,7 @@
 #include "ferry_timer.h"
 #include "ferry_wire.h"
 #include "budget.h"
-#include "uthash.h"
+#include "ferry_hash.h"
 
 #include <assert.h>
 #include <stddef.h>

@@ -91,6 +91,10 @@ ferry_err broker_scripts_hello(broker_scripts *s, const void *rid, size_t rid_le
         memcpy(e->rid, rid, rid_len);
         e->rid_len = rid_len;
         HASH_ADD(hh, s->engines, rid, rid_len, e);
+        if (!FERRY_HASH_ADDED(e)) {
+            free(e);
+            return FERRY_ENOMEM;
+        }
         s->nengines++;
     }
     e->slots = slots;
@@ -187,6 +191,10 @@ ferry_err broker_scripts_new(broker_scripts *s, const void *client, size_t clien
     script->client_len = client_len;
     ferry_timer_init(&script->timer, script_timer, s);
     HASH_ADD(hh, s->table, script_id, sizeof script->script_id, script);
+    if (!FERRY_HASH_ADDED(script)) {
+        free(script);
+        return FERRY_ENOMEM;
+    }
     *out = script;
     return FERRY_OK;
 }

@@ -24,7 +24,7 @@
 #include "ferry_timer.h"
 #include "ferry_wire.h"
 #include "budget.h"
-#include "uthash.h"
+#include "ferry_hash.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -81,6 +81,13 @@ static ferry_err read_dir(const char *dir, broker_key **out, size_t *count, char
             continue;
         }
         HASH_ADD(hh, *out, key, sizeof k->key, k);
+        if (!FERRY_HASH_ADDED(k)) {
+            free(k);
+            closedir(d);
+            free_keys(out);
+            snprintf(err, errlen, "out of memory reading %s", dir);
+            return FERRY_ENOMEM;
+        }
         (*count)++;
     }
     closedir(d);

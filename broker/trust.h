@@ -22,7 +22,7 @@
 
 #include "ferry_cert.h"
 #include "ferry_err.h"
-#include "uthash.h"
+#include "ferry_hash.h"
 
 #include <stddef.h>
 #include <stdint.h>

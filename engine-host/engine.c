@@ -7,9 +7,9 @@
  * the call from the table, so the other one finds nothing: a Reply after the
  * timer is dropped and counted as late, never delivered twice.
  *
- * Out of memory: a failed malloc for a script or a call is answered to the
- * script or client as out_of_memory; uthash's own allocation failures end
- * the process (uthash_fatal), and the broker fails this engine's scripts.
+ * Out of memory: a failed allocation for a script or a call (its record, its
+ * place in the table: lib/ferry_hash.h) is answered to the script or client
+ * as out_of_memory.
  */
 #include "engine.h"
 
@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <uthash.h>
+#include "ferry_hash.h"
 #include <utlist.h>
 
 typedef struct engine_run engine_run;
@@ -347,6 +347,15 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
         err = FERRY_ENOMEM;
         goto out;
     }
+    /* In the table before the Command goes: its Reply must find it. */
+    HASH_ADD(hh, e->calls, call_id, sizeof c->call_id, c);
+    if (!FERRY_HASH_ADDED(c)) {
+        ferry_timer_stop(&e->loop->timers, &c->timer);
+        free(c);
+        snprintf(why, whylen, "out of memory");
+        err = FERRY_ENOMEM;
+        goto out;
+    }
 
     Ferry__Command cmd = FERRY__COMMAND__INIT;
     cmd.engine_id.data = (uint8_t *)e->id;
@@ -366,6 +375,7 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     if (!err)
         err = send_bounded_sized(e, e->push, &env, size);
     if (err) {
+        HASH_DEL(e->calls, c);
         ferry_timer_stop(&e->loop->timers, &c->timer);
         free(c);
         if (why[0]) /* check_room said why */
@@ -387,7 +397,6 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     c->bytes = size;
     s->inflight_bytes += size;
     e->inflight_bytes += size;
-    HASH_ADD(hh, e->calls, call_id, sizeof c->call_id, c);
     DL_APPEND(run->calls, c);
     e->ncalls++;
     e->stats.calls_sent++;

@@ -483,6 +483,11 @@ ferry_err ferry_worker_register(ferry_worker *w, const char *name, ferry_handler
     f->worker = w;
     ferry_timer_init(&f->pump, worker_call_pump, f);
     HASH_ADD_KEYPTR(hh, w->functions, f->name, len, f);
+    if (!FERRY_HASH_ADDED(f)) {
+        free(f->name);
+        free(f);
+        return FERRY_ENOMEM;
+    }
     /* A second Ready replaces the first at the broker. */
     if (w->connected)
         send_ready(w);

@@ -19,7 +19,7 @@
 #include "ferry_wire.h"
 
 #include <string.h>
-#include <uthash.h>
+#include "ferry_hash.h"
 
 typedef enum {
     WORKER_RUNNING,  /* takes calls */
