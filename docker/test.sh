@@ -258,7 +258,8 @@ else
   dpkg-deb -c "$deb" >"$work/deb-contents.txt"
   missing=""
   for f in ./usr/bin/ferry-broker ./usr/bin/ferry-engine ./usr/bin/ferry-worker ./usr/bin/ferry \
-    ./usr/include/ferry/client.h ./usr/include/ferry/worker.h ./usr/share/man/man1/ferry.1.gz \
+    ./usr/include/ferry/client.h ./usr/include/ferry/worker.h ./usr/include/ferry/value.h \
+    ./usr/include/ferry/timer.h ./usr/share/man/man1/ferry.1.gz \
     ./usr/share/man/man1/ferry-broker.1.gz ./usr/lib/pkgconfig/ferry.pc; do
     grep -q " $f\$" "$work/deb-contents.txt" || missing="$missing $f"
   done
