@@ -388,6 +388,16 @@ static int pristine(lua_State *L, int t, size_t k, int arr)
             size_t len;
             const char *key = lua_tolstring(L, -2, &len);
             e = find_entry(k, key, len);
+            if (!e && k == REACH_FERRY && len == 4 && memcmp(key, "args", 4) == 0) {
+                /* ferry.args is each script's own, set after the snapshot
+                 * (script.c): removed here, without allocating. Clearing a
+                 * field while traversing is allowed. */
+                lua_pop(L, 1);
+                lua_pushvalue(L, -1);
+                lua_pushnil(L);
+                lua_rawset(L, t);
+                continue;
+            }
         }
         if (!e || !value_is(L, -1, e, arr)) {
             lua_pop(L, 2);
@@ -430,14 +440,6 @@ static int reset(lua_State *L)
     if (!pool.ready || lua_rawgetp(L, LUA_REGISTRYINDEX, &anchors_key) != LUA_TTABLE)
         return luaL_error(L, "no snapshot");
     luaL_checkstack(L, 8, NULL);
-    /* ferry.args is each script's own, set after the snapshot (script.c):
-     * removed first, so that the ferry table of a script that changed
-     * nothing else in it is still found pristine rather than refilled. */
-    lua_rawgeti(L, 1, REACH_FERRY + 1);
-    lua_pushliteral(L, "args");
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_settop(L, 1);
     lua_rawgeti(L, 1, 1); /* 2: the old globals */
     if (!pristine(L, 2, 0, 1)) {
         lua_createtable(L, 0, (int)pool.n[0]);
