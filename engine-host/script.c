@@ -32,6 +32,7 @@
  */
 #include "script.h"
 
+#include "chunk_cache.h"
 #include "coroutines.h"
 #include "ferry_clock.h"
 #include "ferry_lib.h"
@@ -435,7 +436,7 @@ static int setup(lua_State *L)
     lua_setfield(L, -2, "args");
     lua_pop(L, 1);
 
-    c->load_status = engine_sandbox_load(L, c->source, c->len, c->chunkname, &meter);
+    c->load_status = engine_chunk_load(L, c->source, c->len, c->chunkname, &meter);
     if (c->load_status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         snprintf(c->message, sizeof c->message, "%s", msg ? msg : "cannot compile");
