@@ -164,6 +164,7 @@ typedef struct {
     series cpu_broker, cpu_worker, cpu_engine, raw_cpu_broker, raw_cpu_worker, raw_cpu_engine;
     series e2e_lat_us, e2e_tput, e2e_tput_ratio;
     series scripts, raw_scripts, scripts_ratio;
+    series scripts_cpu_engine, scripts_cpu_broker; /* CPU us per script in the scripts/s run */
     /* memory: one run */
     int mem_done;
     long mem_n;
@@ -647,8 +648,11 @@ out:
     return rc;
 }
 
-/* Scripts calling at once (calls/s) and scripts/s of `return 1`, one engine. */
-static int ferry_scripts_run(int do_e2e, int do_scripts, double *e2e_tput, double *scripts)
+/* Scripts calling at once (calls/s) and scripts/s of `return 1`, one engine;
+ * with the second, the CPU time the engine and the broker used per script
+ * (us) in cpu[0] and cpu[1]. */
+static int ferry_scripts_run(int do_e2e, int do_scripts, double *e2e_tput, double *scripts,
+                             double cpu[2])
 {
     bench_stack s;
     ferry_client *c = NULL;
@@ -669,11 +673,18 @@ static int ferry_scripts_run(int do_e2e, int do_scripts, double *e2e_tput, doubl
     if (do_scripts) {
         long warm = opt.scripts / 10 < 2000 ? opt.scripts / 10 : 2000;
         double ignore;
-        if (run_scripts(c, "return 1", warm, opt.script_window, 30000, &ignore) != 0 ||
-            run_scripts(c, "return 1", opt.scripts, opt.script_window, 30000, scripts) != 0)
+        if (run_scripts(c, "return 1", warm, opt.script_window, 30000, &ignore) != 0)
             goto out;
-        note("ferry scripts: %.0f scripts/s (%ld scripts, window %ld)", *scripts, opt.scripts,
-             opt.script_window);
+        /* The stack: broker 0, worker 1, engine 2 (engine_stack). */
+        int64_t e0 = bench_cpu_ns(bench_stack_pid(&s, 2)), b0 = bench_cpu_ns(bench_stack_pid(&s, 0));
+        if (run_scripts(c, "return 1", opt.scripts, opt.script_window, 30000, scripts) != 0)
+            goto out;
+        int64_t e1 = bench_cpu_ns(bench_stack_pid(&s, 2)), b1 = bench_cpu_ns(bench_stack_pid(&s, 0));
+        cpu[0] = e0 >= 0 && e1 >= 0 ? (double)(e1 - e0) / 1000.0 / (double)opt.scripts : 0;
+        cpu[1] = b0 >= 0 && b1 >= 0 ? (double)(b1 - b0) / 1000.0 / (double)opt.scripts : 0;
+        note("ferry scripts: %.0f scripts/s (%ld scripts, window %ld); CPU per script: engine "
+             "%.2f us, broker %.2f us",
+             *scripts, opt.scripts, opt.script_window, cpu[0], cpu[1]);
     }
     rc = 0;
 out:
@@ -740,15 +751,15 @@ static void scripts_measure(int run)
     }
     if (!do_e2e && !do_scripts)
         return;
-    double tput = 0, sps = 0, raw = 0;
+    double tput = 0, sps = 0, raw = 0, cpu[2] = {0, 0};
     int ferr, rerr = 0;
     if (run % 2 == 0 || !do_scripts) {
-        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps);
+        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps, cpu);
         if (do_scripts)
             rerr = raw_scripts_run(&raw);
     } else {
         rerr = raw_scripts_run(&raw);
-        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps);
+        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps, cpu);
     }
     if (ferr || rerr) {
         res.failures++;
@@ -760,6 +771,8 @@ static void scripts_measure(int run)
         add(&res.scripts, sps);
         add(&res.raw_scripts, raw);
         add(&res.scripts_ratio, sps / raw);
+        add(&res.scripts_cpu_engine, cpu[0]);
+        add(&res.scripts_cpu_broker, cpu[1]);
     }
 }
 
@@ -1070,6 +1083,8 @@ static void print_table(const machine *m)
         snprintf(what, sizeof what, "3. scripts/s, `return 1`, window %ld", opt.script_window);
         printf("%-44s %12.0f/s %12.0f/s %7.2f\n", what, median(&res.scripts),
                median(&res.raw_scripts), median(&res.scripts_ratio));
+        printf("%-44s %11.2f us\n", "   CPU per script: engine", median(&res.scripts_cpu_engine));
+        printf("%-44s %11.2f us\n", "   CPU per script: broker", median(&res.scripts_cpu_broker));
     }
     if (res.mem_done) {
         char what[64];
@@ -1152,6 +1167,8 @@ static void print_json(const machine *m)
         {"scripts_s", &res.scripts},
         {"raw_scripts_s", &res.raw_scripts},
         {"scripts_ratio", &res.scripts_ratio},
+        {"scripts_cpu_engine_us", &res.scripts_cpu_engine},
+        {"scripts_cpu_broker_us", &res.scripts_cpu_broker},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].s->n)
