@@ -676,10 +676,12 @@ static int ferry_scripts_run(int do_e2e, int do_scripts, double *e2e_tput, doubl
         if (run_scripts(c, "return 1", warm, opt.script_window, 30000, &ignore) != 0)
             goto out;
         /* The stack: broker 0, worker 1, engine 2 (engine_stack). */
-        int64_t e0 = bench_cpu_ns(bench_stack_pid(&s, 2)), b0 = bench_cpu_ns(bench_stack_pid(&s, 0));
+        int64_t e0 = bench_cpu_ns(bench_stack_pid(&s, 2)),
+                b0 = bench_cpu_ns(bench_stack_pid(&s, 0));
         if (run_scripts(c, "return 1", opt.scripts, opt.script_window, 30000, scripts) != 0)
             goto out;
-        int64_t e1 = bench_cpu_ns(bench_stack_pid(&s, 2)), b1 = bench_cpu_ns(bench_stack_pid(&s, 0));
+        int64_t e1 = bench_cpu_ns(bench_stack_pid(&s, 2)),
+                b1 = bench_cpu_ns(bench_stack_pid(&s, 0));
         cpu[0] = e0 >= 0 && e1 >= 0 ? (double)(e1 - e0) / 1000.0 / (double)opt.scripts : 0;
         cpu[1] = b0 >= 0 && b1 >= 0 ? (double)(b1 - b0) / 1000.0 / (double)opt.scripts : 0;
         note("ferry scripts: %.0f scripts/s (%ld scripts, window %ld); CPU per script: engine "

@@ -11,14 +11,14 @@
 #define SEEN_SLOTS 256 /* hashes of sources compiled once */
 
 typedef struct {
-    uint64_t hash;   /* of name and source; 0: empty slot */
-    char *name;      /* the chunk name, NUL-terminated */
-    char *source;    /* a copy of the source */
-    size_t len;      /* its bytes */
-    char *dump;      /* lua_dump of the compiled chunk, debug information kept */
+    uint64_t hash; /* of name and source; 0: empty slot */
+    char *name;    /* the chunk name, NUL-terminated */
+    char *source;  /* a copy of the source */
+    size_t len;    /* its bytes */
+    char *dump;    /* lua_dump of the compiled chunk, debug information kept */
     size_t dump_len;
-    uint64_t used;   /* the clock at its last use: the least recent goes first */
-    int busy;        /* a lua_load is reading dump: not to be evicted */
+    uint64_t used; /* the clock at its last use: the least recent goes first */
+    int busy;      /* a lua_load is reading dump: not to be evicted */
 } entry;
 
 static struct {

@@ -22,9 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static ferry_err refuse_call(void *ctx, engine_script *s, const char *function,
-                             Ferry__Value **args, size_t nargs, uint32_t tag, char *why,
-                             size_t whylen)
+static ferry_err refuse_call(void *ctx, engine_script *s, const char *function, Ferry__Value **args,
+                             size_t nargs, uint32_t tag, char *why, size_t whylen)
 {
     (void)ctx;
     (void)s;
@@ -39,8 +38,7 @@ static const engine_script_host host = {.call = refuse_call};
 static const engine_script_limits limits = {
     .timeout_ms = 10000, .max_output = 1 << 20, .max_memory = 16 << 20};
 
-static engine_script *run_named(const char *src, const char *name,
-                                const engine_script_limits *lim)
+static engine_script *run_named(const char *src, const char *name, const engine_script_limits *lim)
 {
     engine_script *s = engine_script_new(&host, lim, 1);
     assert_non_null(s);
