@@ -50,6 +50,11 @@
 #define TARGET_THROUGHPUT 0.8
 #define TARGET_LATENCY 1.25
 #define TARGET_MEMORY_MB 400.0
+/* The real engine's (issue "Engine speed"). */
+#define TARGET_SCRIPT_CALL 1.10  /* a script's call / the raw latency p50, at most */
+#define TARGET_SCRIPT_CALLS 0.60 /* calls/s of scripts calling at once / raw throughput */
+#define TARGET_SCRIPTS 0.50      /* scripts/s / raw, at least */
+#define TARGET_BLOCKED_KB 22.0   /* RSS per blocked script, at most */
 
 /* ---- options ---- */
 
@@ -164,6 +169,7 @@ typedef struct {
     series cpu_broker, cpu_worker, cpu_engine, raw_cpu_broker, raw_cpu_worker, raw_cpu_engine;
     series e2e_lat_us, e2e_tput, e2e_tput_ratio;
     series scripts, raw_scripts, scripts_ratio;
+    series scripts_cpu_engine, scripts_cpu_broker; /* CPU us per script in the scripts/s run */
     /* memory: one run */
     int mem_done;
     long mem_n;
@@ -647,8 +653,11 @@ out:
     return rc;
 }
 
-/* Scripts calling at once (calls/s) and scripts/s of `return 1`, one engine. */
-static int ferry_scripts_run(int do_e2e, int do_scripts, double *e2e_tput, double *scripts)
+/* Scripts calling at once (calls/s) and scripts/s of `return 1`, one engine;
+ * with the second, the CPU time the engine and the broker used per script
+ * (us) in cpu[0] and cpu[1]. */
+static int ferry_scripts_run(int do_e2e, int do_scripts, double *e2e_tput, double *scripts,
+                             double cpu[2])
 {
     bench_stack s;
     ferry_client *c = NULL;
@@ -669,11 +678,20 @@ static int ferry_scripts_run(int do_e2e, int do_scripts, double *e2e_tput, doubl
     if (do_scripts) {
         long warm = opt.scripts / 10 < 2000 ? opt.scripts / 10 : 2000;
         double ignore;
-        if (run_scripts(c, "return 1", warm, opt.script_window, 30000, &ignore) != 0 ||
-            run_scripts(c, "return 1", opt.scripts, opt.script_window, 30000, scripts) != 0)
+        if (run_scripts(c, "return 1", warm, opt.script_window, 30000, &ignore) != 0)
             goto out;
-        note("ferry scripts: %.0f scripts/s (%ld scripts, window %ld)", *scripts, opt.scripts,
-             opt.script_window);
+        /* The stack: broker 0, worker 1, engine 2 (engine_stack). */
+        int64_t e0 = bench_cpu_ns(bench_stack_pid(&s, 2)),
+                b0 = bench_cpu_ns(bench_stack_pid(&s, 0));
+        if (run_scripts(c, "return 1", opt.scripts, opt.script_window, 30000, scripts) != 0)
+            goto out;
+        int64_t e1 = bench_cpu_ns(bench_stack_pid(&s, 2)),
+                b1 = bench_cpu_ns(bench_stack_pid(&s, 0));
+        cpu[0] = e0 >= 0 && e1 >= 0 ? (double)(e1 - e0) / 1000.0 / (double)opt.scripts : 0;
+        cpu[1] = b0 >= 0 && b1 >= 0 ? (double)(b1 - b0) / 1000.0 / (double)opt.scripts : 0;
+        note("ferry scripts: %.0f scripts/s (%ld scripts, window %ld); CPU per script: engine "
+             "%.2f us, broker %.2f us",
+             *scripts, opt.scripts, opt.script_window, cpu[0], cpu[1]);
     }
     rc = 0;
 out:
@@ -740,15 +758,15 @@ static void scripts_measure(int run)
     }
     if (!do_e2e && !do_scripts)
         return;
-    double tput = 0, sps = 0, raw = 0;
+    double tput = 0, sps = 0, raw = 0, cpu[2] = {0, 0};
     int ferr, rerr = 0;
     if (run % 2 == 0 || !do_scripts) {
-        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps);
+        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps, cpu);
         if (do_scripts)
             rerr = raw_scripts_run(&raw);
     } else {
         rerr = raw_scripts_run(&raw);
-        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps);
+        ferr = ferry_scripts_run(do_e2e, do_scripts, &tput, &sps, cpu);
     }
     if (ferr || rerr) {
         res.failures++;
@@ -760,6 +778,8 @@ static void scripts_measure(int run)
         add(&res.scripts, sps);
         add(&res.raw_scripts, raw);
         add(&res.scripts_ratio, sps / raw);
+        add(&res.scripts_cpu_engine, cpu[0]);
+        add(&res.scripts_cpu_broker, cpu[1]);
     }
 }
 
@@ -1025,9 +1045,11 @@ static void print_table(const machine *m)
         char what[64];
         snprintf(what, sizeof what, "   script of %ld calls, per call, one CPU", opt.e2e_calls);
         printf("%-44s %11.1f us", what, median(&res.e2e_lat_us));
-        if (res.raw_p50.n)
-            printf(" %11.1f us %7.2f", median(&res.raw_p50),
-                   median(&res.e2e_lat_us) / median(&res.raw_p50));
+        if (res.raw_p50.n) {
+            double r = median(&res.e2e_lat_us) / median(&res.raw_p50);
+            printf(" %11.1f us %7.2f %9s %s", median(&res.raw_p50), r, "<= 1.10",
+                   verdict(r <= TARGET_SCRIPT_CALL));
+        }
         printf("\n");
     }
     if (res.free_p50.n) {
@@ -1061,15 +1083,21 @@ static void print_table(const machine *m)
         snprintf(what, sizeof what, "   %ld scripts x %ld calls, one engine", opt.e2e_scripts,
                  opt.e2e_script_calls);
         printf("%-44s %12.0f/s", what, median(&res.e2e_tput));
-        if (res.raw_tput.n)
-            printf(" %14s %7.2f", "(raw calls/s)", median(&res.e2e_tput) / median(&res.raw_tput));
+        if (res.raw_tput.n) {
+            double r = median(&res.e2e_tput) / median(&res.raw_tput);
+            printf(" %14s %7.2f %9s %s", "(raw calls/s)", r, ">= 0.60",
+                   verdict(r >= TARGET_SCRIPT_CALLS));
+        }
         printf("\n");
     }
     if (res.scripts.n) {
         char what[64];
         snprintf(what, sizeof what, "3. scripts/s, `return 1`, window %ld", opt.script_window);
-        printf("%-44s %12.0f/s %12.0f/s %7.2f\n", what, median(&res.scripts),
-               median(&res.raw_scripts), median(&res.scripts_ratio));
+        double r = median(&res.scripts_ratio);
+        printf("%-44s %12.0f/s %12.0f/s %7.2f %9s %s\n", what, median(&res.scripts),
+               median(&res.raw_scripts), r, ">= 0.50", verdict(r >= TARGET_SCRIPTS));
+        printf("%-44s %11.2f us\n", "   CPU per script: engine", median(&res.scripts_cpu_engine));
+        printf("%-44s %11.2f us\n", "   CPU per script: broker", median(&res.scripts_cpu_broker));
     }
     if (res.mem_done) {
         char what[64];
@@ -1077,8 +1105,9 @@ static void print_table(const machine *m)
         snprintf(what, sizeof what, "4. engine RSS, %ld blocked scripts", res.mem_n);
         printf("%-44s %11.1f MB %14s %7s %9s %s\n", what, mb, "", "", "< 400 MB",
                verdict(mb < TARGET_MEMORY_MB && res.mem_n >= 10000));
-        printf("%-44s %11.1f KB\n", "   per blocked script (RSS delta / n)",
-               (double)(res.engine_kb - res.engine_idle_kb) / (double)res.mem_n);
+        double kb = (double)(res.engine_kb - res.engine_idle_kb) / (double)res.mem_n;
+        printf("%-44s %11.1f KB %14s %7s %9s %s\n", "   per blocked script (RSS delta / n)", kb, "",
+               "", "<= 22 KB", verdict(kb <= TARGET_BLOCKED_KB));
     }
     if (res.sleeps_done) {
         char what[64];
@@ -1119,8 +1148,11 @@ static void print_json(const machine *m)
            opt.e2e_calls, opt.e2e_scripts, opt.e2e_script_calls, opt.scripts, opt.script_window,
            opt.slots, opt.blocked, opt.sleeps, opt.sleep_ms);
     printf("  \"targets\": {\"throughput_ratio_min\": %.2f, \"latency_p50_ratio_max\": %.2f, "
-           "\"blocked_engine_mb_max\": %.0f, \"sleeps_at_once_min\": 10000},\n",
-           TARGET_THROUGHPUT, TARGET_LATENCY, TARGET_MEMORY_MB);
+           "\"blocked_engine_mb_max\": %.0f, \"sleeps_at_once_min\": 10000, "
+           "\"script_call_ratio_max\": %.2f, \"script_calls_ratio_min\": %.2f, "
+           "\"scripts_ratio_min\": %.2f, \"blocked_script_kb_max\": %.0f},\n",
+           TARGET_THROUGHPUT, TARGET_LATENCY, TARGET_MEMORY_MB, TARGET_SCRIPT_CALL,
+           TARGET_SCRIPT_CALLS, TARGET_SCRIPTS, TARGET_BLOCKED_KB);
     printf("  \"results\": {\n");
     const struct {
         const char *name;
@@ -1152,6 +1184,8 @@ static void print_json(const machine *m)
         {"scripts_s", &res.scripts},
         {"raw_scripts_s", &res.raw_scripts},
         {"scripts_ratio", &res.scripts_ratio},
+        {"scripts_cpu_engine_us", &res.scripts_cpu_engine},
+        {"scripts_cpu_broker_us", &res.scripts_cpu_broker},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].s->n)
@@ -1183,8 +1217,29 @@ static void print_json(const machine *m)
                                                                                        : "false")
             : "null";
     const char *v_sleep = res.sleeps_done ? (sleeps_pass() ? "true" : "false") : "null";
-    printf("  \"pass\": {\"throughput\": %s, \"latency\": %s, \"memory\": %s, \"sleeps\": %s}\n}\n",
-           v_tput, v_lat, v_mem, v_sleep);
+    const char *v_call =
+        res.e2e_lat_us.n && res.raw_p50.n
+            ? (median(&res.e2e_lat_us) / median(&res.raw_p50) <= TARGET_SCRIPT_CALL ? "true"
+                                                                                    : "false")
+            : "null";
+    const char *v_calls =
+        res.e2e_tput.n && res.raw_tput.n
+            ? (median(&res.e2e_tput) / median(&res.raw_tput) >= TARGET_SCRIPT_CALLS ? "true"
+                                                                                    : "false")
+            : "null";
+    const char *v_scripts = res.scripts_ratio.n
+                                ? (median(&res.scripts_ratio) >= TARGET_SCRIPTS ? "true" : "false")
+                                : "null";
+    const char *v_blocked =
+        res.mem_done
+            ? ((double)(res.engine_kb - res.engine_idle_kb) / (double)res.mem_n <= TARGET_BLOCKED_KB
+                   ? "true"
+                   : "false")
+            : "null";
+    printf(
+        "  \"pass\": {\"throughput\": %s, \"latency\": %s, \"memory\": %s, \"sleeps\": %s, "
+        "\"script_call\": %s, \"script_calls\": %s, \"scripts\": %s, \"blocked_script\": %s}\n}\n",
+        v_tput, v_lat, v_mem, v_sleep, v_call, v_calls, v_scripts, v_blocked);
 }
 
 /* ---- main ---- */

@@ -634,9 +634,7 @@ void engine_lib_open(lua_State *L)
     lua_setfield(L, -2, "call");
     lua_pushcfunction(L, l_all);
     lua_setfield(L, -2, "all");
-    lua_newtable(L);
-    lua_setfield(L, -2, "args");
-    lua_setglobal(L, "ferry");
+    lua_setglobal(L, "ferry"); /* ferry.args: each script's own, set by script.c */
 
     lua_pushcfunction(L, l_print);
     lua_setglobal(L, "print");

@@ -36,7 +36,7 @@
 #define ENGINE_LIB_ALL_MAX_ARGS 250 /* name + arguments in one call table */
 
 /*
- * Installs the ferry table (ferry.args an empty table), the capturing print,
+ * Installs the ferry table (without ferry.args: the caller sets it), the capturing print,
  * pcall, xpcall and the error metatable into L (after the sandbox). L
  * must belong to a script (engine_script_of(L) set). Raises memory errors:
  * call it protected.

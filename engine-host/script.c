@@ -32,6 +32,7 @@
  */
 #include "script.h"
 
+#include "chunk_cache.h"
 #include "coroutines.h"
 #include "ferry_clock.h"
 #include "ferry_lib.h"
@@ -396,14 +397,23 @@ static int setup(lua_State *L)
      * the script runs at the speed of plain Lua. */
     if (!engine_watchdog_ticks(s))
         lua_sethook(L, limit_hook, LUA_MASKCOUNT, ENGINE_SCRIPT_HOOK_COUNT);
-    /* Nothing made here is garbage: collecting would only cost time. */
-    lua_gc(L, LUA_GCSTOP);
     if (!s->warm) { /* a warm state from the pool has all this already */
+        /* Nothing made while opening is garbage but for what the collection
+         * below frees: collecting before would only cost time. */
+        lua_gc(L, LUA_GCSTOP);
         engine_sandbox_open(L, &meter);
         engine_coroutines_open(L);
         engine_lib_open(L);
         engine_pool_snapshot(L);
+        lua_gc(L, LUA_GCRESTART);
+        /* What opening left behind (the os table before its trim, the
+         * loaded table's growth): about 1 KB of every blocked script. */
+        lua_gc(L, LUA_GCCOLLECT);
     }
+    /* A warm state comes from the reset's full collection, a fresh one from
+     * the one above: either way the collector waits for the heap to grow by
+     * its pause before its next step. (LUA_GCRESTART would set its debt to
+     * zero: a step, most of a whole cycle, at the script's first allocation.) */
 
     if (c->nargs > LUAI_MAXSTACK / 2) {
         c->err = FERRY_EBADVALUE;
@@ -426,7 +436,7 @@ static int setup(lua_State *L)
     lua_setfield(L, -2, "args");
     lua_pop(L, 1);
 
-    c->load_status = engine_sandbox_load(L, c->source, c->len, c->chunkname, &meter);
+    c->load_status = engine_chunk_load(L, c->source, c->len, c->chunkname, &meter);
     if (c->load_status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         snprintf(c->message, sizeof c->message, "%s", msg ? msg : "cannot compile");
@@ -442,7 +452,6 @@ static int setup(lua_State *L)
         lua_rawgeti(L, args, (lua_Integer)i + 1);
     lua_xmove(L, co, (int)c->nargs + 1); /* the chunk, then its arguments */
     s->co = co;
-    lua_gc(L, LUA_GCRESTART);
     return 0;
 }
 

@@ -15,6 +15,7 @@
  */
 #include "state_pool.h"
 
+#include <assert.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@ static const char *const reachable[] = {"",          LUA_STRLIBNAME,  LUA_TABLIB
                                         LUA_MATHLIBNAME, LUA_UTF8LIBNAME, LUA_COLIBNAME,
                                         LUA_OSLIBNAME, "ferry"};
 #define NREACH (sizeof reachable / sizeof reachable[0] + 1)
+#define REACH_FERRY 7 /* reachable[REACH_FERRY] is "ferry" */
 
 typedef enum { V_LIGHT, V_INT, V_FLOAT, V_BOOL, V_STRING, V_ANCHOR } value_kind;
 
@@ -93,21 +95,22 @@ static void *plain_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return realloc(ptr, nsize);
 }
 
+/* For the lookup only (matches compare the bytes): the length and the end
+ * bytes tell Ferry's library keys apart well enough, at a few instructions
+ * per key instead of one per byte. */
 static uint32_t key_hash(const char *key, size_t len)
 {
-    uint32_t h = 2166136261u; /* FNV-1a: for the lookup only; matches compare the bytes */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 16777619u;
-    }
-    return h;
+    if (len == 0)
+        return 0;
+    return (uint32_t)len * 2654435761u ^ (uint32_t)(unsigned char)key[0] * 40503u ^
+           (uint32_t)(unsigned char)key[len - 1] * 97u ^ (uint32_t)(unsigned char)key[len / 2];
 }
 
 /* The slots of table t's entries, for find_entry. 0, or -1 when out of memory. */
 static int index_entries(size_t t)
 {
     uint32_t size = 8;
-    while (size < 2 * pool.n[t])
+    while (size < 4 * pool.n[t]) /* short probes */
         size *= 2;
     pool.slots[t] = calloc(size, sizeof *pool.slots[t]);
     if (!pool.slots[t])
@@ -180,6 +183,7 @@ static void free_template(void)
 static int build_template(lua_State *L, int base)
 {
     int nanchors = (int)NREACH;
+    assert(strcmp(reachable[REACH_FERRY], "ferry") == 0);
     for (size_t t = 0; t < NREACH; t++) {
         int tab = base + 1 + (int)t;
         size_t n = 0;
@@ -333,13 +337,10 @@ static int value_is(lua_State *L, int idx, const entry *e, int arr)
 {
     switch (e->kind) {
     case V_LIGHT:
-        if (!lua_iscfunction(L, idx) || lua_tocfunction(L, idx) != e->v.f)
-            return 0;
-        if (lua_getupvalue(L, idx, 1)) { /* a closure of the same C function */
-            lua_pop(L, 1);
-            return 0;
-        }
-        return 1;
+        /* lua_topointer gives a light C function's address; a closure of the
+         * same function (with upvalues) is an object on the heap. */
+        return lua_type(L, idx) == LUA_TFUNCTION &&
+               (uintptr_t)lua_topointer(L, idx) == (uintptr_t)e->v.f;
     case V_INT:
         return lua_isinteger(L, idx) && lua_tointeger(L, idx) == e->v.i;
     case V_FLOAT: {
@@ -387,6 +388,16 @@ static int pristine(lua_State *L, int t, size_t k, int arr)
             size_t len;
             const char *key = lua_tolstring(L, -2, &len);
             e = find_entry(k, key, len);
+            if (!e && k == REACH_FERRY && len == 4 && memcmp(key, "args", 4) == 0) {
+                /* ferry.args is each script's own, set after the snapshot
+                 * (script.c): removed here, without allocating. Clearing a
+                 * field while traversing is allowed. */
+                lua_pop(L, 1);
+                lua_pushvalue(L, -1);
+                lua_pushnil(L);
+                lua_rawset(L, t);
+                continue;
+            }
         }
         if (!e || !value_is(L, -1, e, arr)) {
             lua_pop(L, 2);

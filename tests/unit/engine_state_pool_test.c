@@ -252,6 +252,31 @@ static void test_broken_states_are_closed(void **state)
     engine_pool_clear();
 }
 
+/* The instruction and memory counters are the script's own: a script that
+ * used most of a limit leaves the next one on the same state all of it. */
+static void test_counters_start_afresh(void **state)
+{
+    (void)state;
+    engine_script_limits lim = limits;
+    lim.max_instructions = 400000;
+    lim.max_memory = 400 * 1024;
+    /* About 300,000 instructions and 300 KB of strings and tables, within
+     * both limits; run twice on one state it would break both. */
+    const char *heavy = "local t = {} for i = 1, 3000 do t[i] = ('x'):rep(64) .. i end\n"
+                        "local n = 0 for i = 1, 110000 do n = n + i end\n"
+                        "return 'heavy'";
+    engine_pool_clear();
+    for (int i = 0; i < 3; i++) {
+        engine_script *s = run(heavy, &lim);
+        want_result(s, "heavy");
+        if (i > 0)
+            assert_true(s->warm); /* the last one's state */
+        engine_script_destroy(&s);
+        assert_int_equal(engine_pool_idle(), 1);
+    }
+    engine_pool_clear();
+}
+
 /* Globals and strings come back to the baseline; a grown library table does not. */
 static void test_grown_states(void **state)
 {
@@ -274,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_random_seed_is_fresh),
         cmocka_unit_test(test_broken_states_are_closed),
         cmocka_unit_test(test_grown_states),
+        cmocka_unit_test(test_counters_start_afresh),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     engine_pool_clear();
