@@ -73,6 +73,7 @@ int bench_path_open_curve(bench_path *p, bench_path_kind kind, const char *comma
     if (kind == BENCH_PATH_FERRY) {
         /* An engine says Hello; with no slots the broker hands it no script. */
         Ferry__Hello hello = FERRY__HELLO__INIT;
+        hello.batches = 1; /* as ferry-engine: Replies may come in a Batch */
         Ferry__Envelope env;
         ferry_envelope_init(&env);
         env.body_case = FERRY__ENVELOPE__BODY_HELLO;
@@ -93,6 +94,8 @@ fail:
 
 void bench_path_close(bench_path *p)
 {
+    ferry_envelope_free(p->batch);
+    p->batch = NULL;
     ferry_socket_close(&p->push);
     ferry_socket_close(&p->dealer);
     if (p->ctx) {
@@ -174,12 +177,19 @@ static void count_error(bench_path *p, const char *code, const char *message)
     snprintf(p->last_error, sizeof p->last_error, "%s: %s", code, message);
 }
 
-/* Decodes a Reply frame: 1 with *call_id (errors counted), 0 when it is not a Reply for us. */
-static int check_reply(bench_path *p, const void *data, size_t len, uint64_t *call_id)
+/* Decodes a Reply frame: 1 with *call_id (errors counted), 0 when it is not a Reply for us.
+ * A Batch (outside one) is kept in p->batch for its items to be read. */
+static int check_reply(bench_path *p, const void *data, size_t len, uint64_t *call_id,
+                       int in_batch)
 {
     Ferry__Envelope *env = NULL;
     if (ferry_envelope_decode(data, len, &env) != FERRY_OK) {
         count_error(p, "bad_message", "reply does not decode");
+        return 0;
+    }
+    if (env->body_case == FERRY__ENVELOPE__BODY_BATCH && !in_batch && env->batch && !p->batch) {
+        p->batch = env;
+        p->batch_next = 0;
         return 0;
     }
     if (env->body_case != FERRY__ENVELOPE__BODY_REPLY || !env->reply) {
@@ -211,11 +221,26 @@ int bench_path_recv(bench_path *p, int timeout_ms, uint64_t *call_id)
              * message: here before each wait, and every 1024 replies in a burst. */
             if ((++p->received & 1023) == 0)
                 heartbeat(p);
+            if (p->batch) {
+                const Ferry__Batch *b = p->batch->batch;
+                int got = 0;
+                while (!got && p->batch_next < b->n_items) {
+                    const ProtobufCBinaryData *item = &b->items[p->batch_next++];
+                    got = check_reply(p, item->data, item->len, call_id, 1);
+                }
+                if (p->batch_next >= b->n_items) {
+                    ferry_envelope_free(p->batch);
+                    p->batch = NULL;
+                }
+                if (got)
+                    return 1;
+                continue;
+            }
             ferry_frames f;
             ferry_err e = ferry_frames_recv(p->dealer, &f);
             if (e == FERRY_OK) {
                 int got = f.count == 1 && !f.truncated &&
-                          check_reply(p, ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), call_id);
+                          check_reply(p, ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), call_id, 0);
                 ferry_frames_close(&f);
                 if (got)
                     return 1;

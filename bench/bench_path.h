@@ -49,6 +49,8 @@ typedef struct {
     char last_error[128]; /* the code and message of the last one */
     int64_t last_heartbeat_ns;
     uint64_t received;    /* replies received (Ferry mode), for the heartbeat check */
+    Ferry__Envelope *batch; /* a Batch of Replies being read (owned), batch_next the next item */
+    size_t batch_next;
 } bench_path;
 
 /*

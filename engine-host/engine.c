@@ -521,15 +521,11 @@ static void undecodable(engine *e, const void *data, size_t len)
     on_reply(e, &env);
 }
 
-static void handle(engine *e, ferry_frames *f)
+/* One envelope; in_batch: an item of a Batch, where only Replies may be
+ * (protocol.md, Batches); each item is checked as a message of its own. */
+static void handle_envelope(engine *e, const void *data, size_t len, int in_batch)
 {
-    if (f->count != 1 || f->truncated) {
-        drop(e, "frame_count");
-        return;
-    }
     Ferry__Envelope *env;
-    const void *data = ferry_frame_data(f, 0);
-    size_t len = ferry_frame_size(f, 0);
     ferry_err err = ferry_envelope_decode(data, len, &env);
     if (err == FERRY_EPROTO) {
         undecodable(e, data, len);
@@ -540,11 +536,26 @@ static void handle(engine *e, ferry_frames *f)
         return;
     }
     size_t body = (size_t)env->body_case;
-    if (body < sizeof handlers / sizeof handlers[0] && handlers[body])
-        handlers[body](e, env);
-    else
+    if (body == FERRY__ENVELOPE__BODY_BATCH && !in_batch) {
+        for (size_t i = 0; env->batch && i < env->batch->n_items; i++)
+            handle_envelope(e, env->batch->items[i].data, env->batch->items[i].len, 1);
+    } else if (in_batch && body != FERRY__ENVELOPE__BODY_REPLY) {
         drop(e, "unexpected_body");
+    } else if (body < sizeof handlers / sizeof handlers[0] && handlers[body]) {
+        handlers[body](e, env);
+    } else {
+        drop(e, "unexpected_body");
+    }
     ferry_envelope_free(env);
+}
+
+static void handle(engine *e, ferry_frames *f)
+{
+    if (f->count != 1 || f->truncated) {
+        drop(e, "frame_count");
+        return;
+    }
+    handle_envelope(e, ferry_frame_data(f, 0), ferry_frame_size(f, 0), 0);
 }
 
 static void send_hello(engine *e)
@@ -553,6 +564,7 @@ static void send_hello(engine *e)
     /* A draining engine that registers again (a new broker) takes no scripts. */
     hello.slots = e->draining ? 0 : (uint32_t)e->cfg.slots;
     hello.running = (uint32_t)e->running;
+    hello.batches = 1; /* we take Replies in a Batch */
     Ferry__Envelope env;
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HELLO;
