@@ -24,6 +24,7 @@ int bench_path_open_curve(bench_path *p, bench_path_kind kind, const char *comma
                           size_t errlen)
 {
     memset(p, 0, sizeof *p);
+    ferry_batch_init(&p->out, 0);
     p->kind = kind;
     p->function = "echo";
     p->arg = 1;
@@ -96,6 +97,7 @@ void bench_path_close(bench_path *p)
 {
     ferry_envelope_free(p->batch);
     p->batch = NULL;
+    ferry_batch_fini(&p->out);
     ferry_socket_close(&p->push);
     ferry_socket_close(&p->dealer);
     if (p->ctx) {
@@ -135,6 +137,16 @@ size_t bench_path_command_size(const bench_path *p)
     return ferry__envelope__get_packed_size(&env);
 }
 
+/* Sends the Commands gathered in p->out. FERRY_EOVERLOADED keeps them for
+ * the next try. */
+static ferry_err flush_commands(bench_path *p)
+{
+    ferry_err err = ferry_batch_send(&p->out, p->push, NULL, 0);
+    if (err != FERRY_EOVERLOADED)
+        ferry_batch_clear(&p->out);
+    return err;
+}
+
 ferry_err bench_path_send(bench_path *p, uint64_t call_id)
 {
     if (p->kind == BENCH_PATH_FERRY) {
@@ -142,7 +154,23 @@ ferry_err bench_path_send(bench_path *p, uint64_t call_id)
         Ferry__Command cmd;
         Ferry__Value v, *args[1];
         make_command(p, call_id, &env, &cmd, &v, args);
-        return ferry_wire_send(p->push, NULL, 0, &env);
+        size_t size = ferry_envelope_packed_size(&env);
+        ferry_err err;
+        if (!p->broker_batches || !ferry_batch_fits(&p->out, size)) {
+            if (p->out.count && (err = flush_commands(p)) != FERRY_OK)
+                return err; /* in order: what waits goes first */
+            return ferry_wire_send_sized(p->push, NULL, 0, &env, size);
+        }
+        uint8_t *at = ferry_batch_add(&p->out, size, &err);
+        if (!at && err == FERRY_OK) {
+            if ((err = flush_commands(p)) != FERRY_OK)
+                return err;
+            at = ferry_batch_add(&p->out, size, &err);
+        }
+        if (!at)
+            return err ? err : FERRY_ENOMEM;
+        ferry_envelope_pack_sized(&env, size, at);
+        return FERRY_OK;
     }
     zmq_msg_t m;
     if (zmq_msg_init_size(&m, p->raw_size) != 0)
@@ -188,6 +216,7 @@ static int check_reply(bench_path *p, const void *data, size_t len, uint64_t *ca
         return 0;
     }
     if (env->body_case == FERRY__ENVELOPE__BODY_BATCH && !in_batch && env->batch && !p->batch) {
+        p->broker_batches = 1;
         p->batch = env;
         p->batch_next = 0;
         return 0;
@@ -217,6 +246,10 @@ int bench_path_recv(bench_path *p, int timeout_ms, uint64_t *call_id)
     int64_t until = bench_now_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
         if (p->kind == BENCH_PATH_FERRY) {
+            /* The calls sent since the last receive go now, together. */
+            ferry_err fe = p->out.count ? flush_commands(p) : FERRY_OK;
+            if (fe != FERRY_OK && fe != FERRY_EOVERLOADED)
+                return -1;
             /* An engine looks at its clock once per wakeup of its loop, not per
              * message: here before each wait, and every 1024 replies in a burst. */
             if ((++p->received & 1023) == 0)
