@@ -5,7 +5,8 @@
  * worker, in one Batch) and drops and counts each bad one; the same for a
  * Batch of Replies; a Batch over --max-msg is refused whole. Then a real
  * stack: many calls at once from one script (ferry.all) and many scripts at
- * once, every result right.
+ * once, every result right. And a real engine against a raw broker batches
+ * its Commands only once that broker sent it a Batch.
  */
 #include "harness.h"
 
@@ -334,7 +335,10 @@ static void test_many_calls_at_once(void **state)
 {
     fixture *fx = *state;
     ferry_stack *s = &fx->s;
-    assert_int_equal(stack_start_one_each(s, NULL, NULL, NULL, NULL), 0);
+    assert_true(stack_start_broker(s, NULL) >= 0);
+    assert_true(stack_start_engine(s, NULL) >= 0);
+    assert_true(stack_start_worker(s, NULL) >= 0);
+    assert_int_equal(stack_wait_ready(s, 1, 1, 10000), 0);
     const char *src = "local calls = {}\n"
                       "for i = 1, 300 do calls[i] = {'echo', i, ferry.args[1]} end\n"
                       "local r = ferry.all(table.unpack(calls))\n"
@@ -370,12 +374,141 @@ static void test_many_calls_at_once(void **state)
     stack_passed(s);
 }
 
+/* The next message on the raw broker's sock (frames into f) within 10 s; 0 or -1. */
+static int next_message(void *sock, ferry_frames *f)
+{
+    int64_t until = ferry_now_ms() + 10000;
+    while (ferry_now_ms() < until) {
+        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+        zmq_poll(&item, 1, 50);
+        if (ferry_frames_recv(sock, f) == FERRY_OK)
+            return 0;
+    }
+    return -1;
+}
+
+/*
+ * A real ferry-engine against a raw broker: the Commands of a ferry.all come
+ * one per message until the broker has sent a Batch, then in one Batch (the
+ * Replies of the first ferry.all came as one, and the script's next ferry.all
+ * runs in the same turn of the engine's loop).
+ */
+static void test_engine_batches_after_the_broker_did(void **state)
+{
+    fixture *fx = *state;
+    ferry_stack *s = &fx->s;
+    char err[256];
+    ferry_socket_opts ro = {.type = ZMQ_ROUTER, .endpoint = s->engines, .bind = 1};
+    void *router = ferry_socket_open(fx->ctx, &ro, err, sizeof err);
+    assert_non_null(router);
+    fx->raw[fx->nraw++] = router;
+    ferry_socket_opts po = {.type = ZMQ_PULL, .endpoint = s->commands, .bind = 1};
+    void *pull = ferry_socket_open(fx->ctx, &po, err, sizeof err);
+    assert_non_null(pull);
+    fx->raw[fx->nraw++] = pull;
+    const char *args[] = {"--heartbeat-ms", "60000", NULL};
+    assert_true(stack_start_engine(s, args) >= 0);
+
+    /* Hello, with batches. */
+    ferry_frames f;
+    Ferry__Envelope *env = NULL;
+    char eid[FERRY_ROUTING_ID_MAX + 1];
+    for (;;) {
+        assert_int_equal(next_message(router, &f), 0);
+        assert_int_equal(f.count, 2);
+        assert_int_equal(
+            ferry_envelope_decode(ferry_frame_data(&f, 1), ferry_frame_size(&f, 1), &env),
+            FERRY_OK);
+        if (env->body_case == FERRY__ENVELOPE__BODY_HELLO)
+            break;
+        ferry_envelope_free(env);
+        ferry_frames_close(&f);
+    }
+    assert_true(env->hello->batches);
+    size_t eid_len = ferry_frame_size(&f, 0);
+    memcpy(eid, ferry_frame_data(&f, 0), eid_len);
+    eid[eid_len] = '\0';
+    ferry_envelope_free(env);
+    ferry_frames_close(&f);
+
+    const char *src = "local a = ferry.all({'echo', 1}, {'echo', 2}, {'echo', 3}, {'echo', 4})\n"
+                      "local b = ferry.all({'echo', 5}, {'echo', 6}, {'echo', 7}, {'echo', 8})\n"
+                      "return #a + #b";
+    Ferry__Submit sub = FERRY__SUBMIT__INIT;
+    sub.source.data = (uint8_t *)src;
+    sub.source.len = strlen(src);
+    sub.script_id = 1;
+    sub.timeout_ms = 20000;
+    Ferry__Envelope senv;
+    ferry_envelope_init(&senv);
+    senv.body_case = FERRY__ENVELOPE__BODY_SUBMIT;
+    senv.submit = &sub;
+    assert_int_equal(ferry_wire_send(router, eid, eid_len, &senv), FERRY_OK);
+
+    /* Four Commands, one message each: this broker has not shown it takes batches. */
+    uint64_t ids[8];
+    int batches;
+    assert_int_equal(recv_calls(pull, FERRY__ENVELOPE__BODY_COMMAND, 4, 10000, ids, &batches), 4);
+    assert_int_equal(batches, 0);
+    uint8_t *items[4];
+    size_t lens[4];
+    for (int i = 0; i < 4; i++)
+        items[i] = reply_bytes(eid, ids[i], &lens[i]);
+    /* A Batch of the four Replies, on the ROUTER: routing frame, then the body. */
+    ProtobufCBinaryData bins[4];
+    for (int i = 0; i < 4; i++) {
+        bins[i].data = items[i];
+        bins[i].len = lens[i];
+    }
+    Ferry__Batch batch = FERRY__BATCH__INIT;
+    batch.items = bins;
+    batch.n_items = 4;
+    Ferry__Envelope benv;
+    ferry_envelope_init(&benv);
+    benv.body_case = FERRY__ENVELOPE__BODY_BATCH;
+    benv.batch = &batch;
+    assert_int_equal(ferry_wire_send(router, eid, eid_len, &benv), FERRY_OK);
+    for (int i = 0; i < 4; i++)
+        free(items[i]);
+
+    /* The next four come together. */
+    assert_int_equal(recv_calls(pull, FERRY__ENVELOPE__BODY_COMMAND, 4, 10000, ids, &batches), 4);
+    assert_int_equal(batches, 1);
+    for (int i = 0; i < 4; i++) {
+        size_t len;
+        uint8_t *r = reply_bytes(eid, ids[i], &len);
+        zmq_msg_t m;
+        zmq_msg_init_size(&m, len);
+        memcpy(zmq_msg_data(&m), r, len);
+        free(r);
+        assert_int_equal(ferry_wire_forward(router, eid, eid_len, &m), FERRY_OK);
+    }
+    /* The script ends with 8 (each echo with no value answered returns a table of none). */
+    for (;;) {
+        assert_int_equal(next_message(router, &f), 0);
+        assert_int_equal(
+            ferry_envelope_decode(ferry_frame_data(&f, 1), ferry_frame_size(&f, 1), &env),
+            FERRY_OK);
+        ferry_frames_close(&f);
+        if (env->body_case == FERRY__ENVELOPE__BODY_RESULT)
+            break;
+        ferry_envelope_free(env);
+    }
+    if (!env->result->ok)
+        fail_msg("%s: %s", env->result->error->code, env->result->error->message);
+    assert_int_equal(env->result->values[0]->integer, 8);
+    ferry_envelope_free(env);
+    stack_passed(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_items_dropped_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_over_max_msg_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_calls_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_engine_batches_after_the_broker_did, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
