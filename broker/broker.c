@@ -253,6 +253,27 @@ static uint8_t *batch_room(broker *b, int worker, const void *rid, size_t rid_le
     return at;
 }
 
+/*
+ * The peer rid is lost: what this drain gathered for it is not sent (its
+ * route may belong to another connection by the time the drain ends). A
+ * worker's Commands are its calls in flight, which losing it re-places or
+ * answers; an engine's Replies are counted undeliverable.
+ */
+static void purge_outs(broker *b, int worker, const void *rid, size_t rid_len)
+{
+    for (size_t i = 0; i < b->nouts; i++) {
+        broker_out *o = &b->outs[i];
+        if (o->worker != worker || o->rid_len != rid_len || memcmp(o->rid, rid, rid_len) != 0)
+            continue;
+        char id[64];
+        for (size_t n = 0; !worker && n < o->batch.count; n++)
+            drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s error=engine_lost",
+                 id_text(rid, rid_len, id, sizeof id));
+        o->rid_len = 0; /* matches nobody: flush_outs passes it */
+        ferry_batch_clear(&o->batch);
+    }
+}
+
 /* Whether the engine eid takes Replies in a Batch: it has a batch in this
  * drain already, or its record says so (Hello.batches). */
 static int engine_batches(broker *b, const void *eid, size_t eid_len)
@@ -271,6 +292,7 @@ static void place_call(broker *b, broker_call *call, broker_item *it, int front)
  * be, else answered `worker_lost` (dispatch.h); w is freed. */
 static void lose_worker(broker *b, broker_worker *w, const char *why)
 {
+    purge_outs(b, 1, w->rid, w->rid_len);
     char id[64];
     id_text(w->rid, w->rid_len, id, sizeof id);
     int64_t now = ferry_now_ms();
@@ -662,6 +684,7 @@ static int send_script(broker *b, broker_script *script, broker_engine *e)
 /* e is gone: the clients of its running scripts get `engine_lost`; e is freed. */
 static void lose_engine(broker *b, broker_engine *e, const char *why)
 {
+    purge_outs(b, 0, e->rid, e->rid_len);
     char id[64];
     id_text(e->rid, e->rid_len, id, sizeof id);
     ferry_warn("engine_lost", "engine=%s reason=%s running=%u silent_ms=%lld", id, why,
@@ -1159,6 +1182,8 @@ static void flush_outs(broker *b)
         broker_out *o = &b->outs[i];
         uint8_t rid[FERRY_ROUTING_ID_MAX];
         size_t rid_len = o->rid_len;
+        if (rid_len == 0)
+            continue; /* purged: its peer was lost */
         memcpy(rid, o->rid, rid_len);
         o->rid_len = 0;
         ferry_batch *batch = &o->batch;
