@@ -218,12 +218,20 @@ static void item_done(broker_item *it)
     it->owned = 0;
 }
 
+/* Whether the engine eid took Replies in a Batch in its Hello. */
+static int engine_batches(broker *b, const void *eid, size_t eid_len)
+{
+    broker_engine *e = broker_scripts_engine(&b->scripts, eid, eid_len);
+    return e && e->batches;
+}
+
 /*
  * Room for len more bytes in the batch this drain gathers for the peer rid
  * (a worker's Commands, or an engine's Replies): where to write them, or
  * NULL when they cannot go in one (too large, no slot, no memory): the
  * caller sends them alone, as it does outside a drain (timers, signals).
- * Only for peers that said they take batches.
+ * Only for peers that said they take batches: a worker's caller knows; for
+ * an engine (worker 0) its record is asked when it has no batch yet.
  */
 static uint8_t *batch_room(broker *b, int worker, const void *rid, size_t rid_len, size_t len)
 {
@@ -231,16 +239,17 @@ static uint8_t *batch_room(broker *b, int worker, const void *rid, size_t rid_le
     broker_out *o;
     if (!b->gathering || !ferry_batch_fits(&b->outs[0].batch, len))
         return NULL;
+    int known = worker;
     for (size_t i = 0; i < b->nouts; i++) {
         o = &b->outs[i];
         if (o->worker == worker && o->rid_len == rid_len && memcmp(o->rid, rid, rid_len) == 0) {
             uint8_t *at = ferry_batch_add(&o->batch, len, &err);
             if (at || err)
                 return at;
-            /* Full: a later slot for the same peer follows it out, in order. */
+            known = 1; /* full: a later slot for the same peer follows it out, in order */
         }
     }
-    if (b->nouts == BROKER_OUTS)
+    if (b->nouts == BROKER_OUTS || (!known && !engine_batches(b, rid, rid_len)))
         return NULL;
     o = &b->outs[b->nouts];
     uint8_t *at = ferry_batch_add(&o->batch, len, &err);
@@ -261,6 +270,7 @@ static uint8_t *batch_room(broker *b, int worker, const void *rid, size_t rid_le
  */
 static void purge_outs(broker *b, int worker, const void *rid, size_t rid_len)
 {
+    b->checked.seq = 0; /* what was checked against its record holds no more */
     for (size_t i = 0; i < b->nouts; i++) {
         broker_out *o = &b->outs[i];
         if (o->worker != worker || o->rid_len != rid_len || memcmp(o->rid, rid, rid_len) != 0)
@@ -272,18 +282,6 @@ static void purge_outs(broker *b, int worker, const void *rid, size_t rid_len)
         o->rid_len = 0; /* matches nobody: flush_outs passes it */
         ferry_batch_clear(&o->batch);
     }
-}
-
-/* Whether the engine eid takes Replies in a Batch: it has a batch in this
- * drain already, or its record says so (Hello.batches). */
-static int engine_batches(broker *b, const void *eid, size_t eid_len)
-{
-    for (size_t i = 0; i < b->nouts; i++)
-        if (!b->outs[i].worker && b->outs[i].rid_len == eid_len &&
-            memcmp(b->outs[i].rid, eid, eid_len) == 0)
-            return 1;
-    broker_engine *e = broker_scripts_engine(&b->scripts, eid, eid_len);
-    return e && e->batches;
 }
 
 static void place_call(broker *b, broker_call *call, broker_item *it, int front);
@@ -446,11 +444,19 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd, b
         drop(b, BROKER_DROP_INVALID, "what=command reason=\"engine_id or function missing\"");
         return;
     }
-    if (b->curve.on) {
+    if (b->curve.on && !(it->f == NULL && b->checked.seq == b->seq && b->checked.engine &&
+                         b->checked.eid_len == cmd->engine_id_len &&
+                         memcmp(b->checked.eid, cmd->engine_id, cmd->engine_id_len) == 0)) {
         /* Only the key that registered an engine id may make calls under it. */
         broker_engine *e = broker_scripts_engine(&b->scripts, cmd->engine_id, cmd->engine_id_len);
         const char *key = sender_key(b, f);
-        if (e && strcmp(e->key, key) != 0) {
+        if (!e || strcmp(e->key, key) == 0) {
+            /* The next items of this Batch (same connection, same key) under this id pass. */
+            b->checked.seq = b->seq;
+            b->checked.engine = 1;
+            b->checked.eid_len = cmd->engine_id_len;
+            memcpy(b->checked.eid, cmd->engine_id, cmd->engine_id_len);
+        } else {
             char id[64];
             drop(b, BROKER_DROP_FORGED, "engine=%s call_id=%llu key=%s registered_key=%s",
                  id_text(cmd->engine_id, cmd->engine_id_len, id, sizeof id),
@@ -549,10 +555,13 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r, broke
              id_text(rid, rid_len, id, sizeof id));
         return;
     }
-    if (b->curve.on) {
+    if (b->curve.on && !(it->f == NULL && b->checked.seq == b->seq && b->checked.worker)) {
         broker_worker *by_rid = broker_dispatch_worker(&b->dispatch, rid, rid_len);
         if (by_rid && worker_impostor(b, f, by_rid, "reply"))
             return;
+        /* The next items of this Batch come from the same connection and key. */
+        b->checked.seq = b->seq;
+        b->checked.worker = 1;
     }
     broker_worker *w;
     broker_call *call = broker_dispatch_match_reply(&b->dispatch, rid, rid_len, r->engine_id,
@@ -575,9 +584,7 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r, broke
     size_t eid_len;
     const uint8_t *eid_bytes = broker_call_engine(call, &eid_len);
     ferry_err err = FERRY_OK;
-    uint8_t *at = NULL;
-    if (ferry_batch_fits(&b->outs[0].batch, it->len) && engine_batches(b, eid_bytes, eid_len))
-        at = batch_room(b, 0, eid_bytes, eid_len, it->len);
+    uint8_t *at = batch_room(b, 0, eid_bytes, eid_len, it->len);
     if (at) {
         memcpy(at, it->data, it->len); /* counted completed when it goes (flush_outs) */
     } else {
@@ -1253,6 +1260,8 @@ static void drain_socket(broker *b, void *socket, const socket_kind *k)
             broker_item it = {.data = data, .len = len, .f = &f, .index = body};
             fast(b, &f, &c, &it);
         } else if (batch) {
+            b->seq++; /* a new message: nothing of it checked yet */
+            b->checked.worker = b->checked.engine = 0;
             on_batch(b, &f, k, &c);
         } else if (!env) {
             drop(b, BROKER_DROP_UNEXPECTED, "socket=%s peer=%s body=%d", k->name,

@@ -130,6 +130,15 @@ typedef struct broker {
     broker_out outs[BROKER_OUTS]; /* batches being gathered, nouts of them in use */
     size_t nouts;
     int gathering;               /* in drain_socket: Commands and Replies may wait in outs */
+    uint64_t seq;                /* counts received Batches; 0: none */
+    struct {                     /* what the items of Batch seq passed already (keys on):
+                                  * the same connection and key sent them all */
+        uint64_t seq;            /* 0 once a peer was lost since */
+        int worker;              /* its sender is no impostor of its worker id */
+        int engine;              /* a Command under engine id eid is no forgery */
+        uint8_t eid[FERRY_ROUTING_ID_MAX];
+        size_t eid_len;
+    } checked;
 } broker;
 
 /* The defaults of every flag (endpoints included). */
