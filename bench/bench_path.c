@@ -24,6 +24,7 @@ int bench_path_open_curve(bench_path *p, bench_path_kind kind, const char *comma
                           size_t errlen)
 {
     memset(p, 0, sizeof *p);
+    ferry_batch_init(&p->out, 0);
     p->kind = kind;
     p->function = "echo";
     p->arg = 1;
@@ -73,6 +74,7 @@ int bench_path_open_curve(bench_path *p, bench_path_kind kind, const char *comma
     if (kind == BENCH_PATH_FERRY) {
         /* An engine says Hello; with no slots the broker hands it no script. */
         Ferry__Hello hello = FERRY__HELLO__INIT;
+        hello.batches = 1; /* as ferry-engine: Replies may come in a Batch */
         Ferry__Envelope env;
         ferry_envelope_init(&env);
         env.body_case = FERRY__ENVELOPE__BODY_HELLO;
@@ -93,6 +95,9 @@ fail:
 
 void bench_path_close(bench_path *p)
 {
+    ferry_envelope_free(p->batch);
+    p->batch = NULL;
+    ferry_batch_fini(&p->out);
     ferry_socket_close(&p->push);
     ferry_socket_close(&p->dealer);
     if (p->ctx) {
@@ -132,6 +137,16 @@ size_t bench_path_command_size(const bench_path *p)
     return ferry__envelope__get_packed_size(&env);
 }
 
+/* Sends the Commands gathered in p->out. FERRY_EOVERLOADED keeps them for
+ * the next try. */
+static ferry_err flush_commands(bench_path *p)
+{
+    ferry_err err = ferry_batch_send(&p->out, p->push, NULL, 0);
+    if (err != FERRY_EOVERLOADED)
+        ferry_batch_clear(&p->out);
+    return err;
+}
+
 ferry_err bench_path_send(bench_path *p, uint64_t call_id)
 {
     if (p->kind == BENCH_PATH_FERRY) {
@@ -139,7 +154,23 @@ ferry_err bench_path_send(bench_path *p, uint64_t call_id)
         Ferry__Command cmd;
         Ferry__Value v, *args[1];
         make_command(p, call_id, &env, &cmd, &v, args);
-        return ferry_wire_send(p->push, NULL, 0, &env);
+        size_t size = ferry_envelope_packed_size(&env);
+        ferry_err err;
+        if (!p->broker_batches || !ferry_batch_fits(&p->out, size)) {
+            if (p->out.count && (err = flush_commands(p)) != FERRY_OK)
+                return err; /* in order: what waits goes first */
+            return ferry_wire_send_sized(p->push, NULL, 0, &env, size);
+        }
+        uint8_t *at = ferry_batch_add(&p->out, size, &err);
+        if (!at && err == FERRY_OK) {
+            if ((err = flush_commands(p)) != FERRY_OK)
+                return err;
+            at = ferry_batch_add(&p->out, size, &err);
+        }
+        if (!at)
+            return err ? err : FERRY_ENOMEM;
+        ferry_envelope_pack_sized(&env, size, at);
+        return FERRY_OK;
     }
     zmq_msg_t m;
     if (zmq_msg_init_size(&m, p->raw_size) != 0)
@@ -174,12 +205,20 @@ static void count_error(bench_path *p, const char *code, const char *message)
     snprintf(p->last_error, sizeof p->last_error, "%s: %s", code, message);
 }
 
-/* Decodes a Reply frame: 1 with *call_id (errors counted), 0 when it is not a Reply for us. */
-static int check_reply(bench_path *p, const void *data, size_t len, uint64_t *call_id)
+/* Decodes a Reply frame: 1 with *call_id (errors counted), 0 when it is not a Reply for us.
+ * A Batch (outside one) is kept in p->batch for its items to be read. */
+static int check_reply(bench_path *p, const void *data, size_t len, uint64_t *call_id,
+                       int in_batch)
 {
     Ferry__Envelope *env = NULL;
     if (ferry_envelope_decode(data, len, &env) != FERRY_OK) {
         count_error(p, "bad_message", "reply does not decode");
+        return 0;
+    }
+    if (env->body_case == FERRY__ENVELOPE__BODY_BATCH && !in_batch && env->batch && !p->batch) {
+        p->broker_batches = 1;
+        p->batch = env;
+        p->batch_next = 0;
         return 0;
     }
     if (env->body_case != FERRY__ENVELOPE__BODY_REPLY || !env->reply) {
@@ -207,15 +246,34 @@ int bench_path_recv(bench_path *p, int timeout_ms, uint64_t *call_id)
     int64_t until = bench_now_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
         if (p->kind == BENCH_PATH_FERRY) {
+            /* The calls sent since the last receive go now, together. */
+            ferry_err fe = p->out.count ? flush_commands(p) : FERRY_OK;
+            if (fe != FERRY_OK && fe != FERRY_EOVERLOADED)
+                return -1;
             /* An engine looks at its clock once per wakeup of its loop, not per
              * message: here before each wait, and every 1024 replies in a burst. */
             if ((++p->received & 1023) == 0)
                 heartbeat(p);
+            if (p->batch) {
+                const Ferry__Batch *b = p->batch->batch;
+                int got = 0;
+                while (!got && p->batch_next < b->n_items) {
+                    const ProtobufCBinaryData *item = &b->items[p->batch_next++];
+                    got = check_reply(p, item->data, item->len, call_id, 1);
+                }
+                if (p->batch_next >= b->n_items) {
+                    ferry_envelope_free(p->batch);
+                    p->batch = NULL;
+                }
+                if (got)
+                    return 1;
+                continue;
+            }
             ferry_frames f;
             ferry_err e = ferry_frames_recv(p->dealer, &f);
             if (e == FERRY_OK) {
                 int got = f.count == 1 && !f.truncated &&
-                          check_reply(p, ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), call_id);
+                          check_reply(p, ferry_frame_data(&f, 0), ferry_frame_size(&f, 0), call_id, 0);
                 ferry_frames_close(&f);
                 if (got)
                     return 1;

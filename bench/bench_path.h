@@ -49,6 +49,11 @@ typedef struct {
     char last_error[128]; /* the code and message of the last one */
     int64_t last_heartbeat_ns;
     uint64_t received;    /* replies received (Ferry mode), for the heartbeat check */
+    Ferry__Envelope *batch; /* a Batch of Replies being read (owned), batch_next the next item */
+    size_t batch_next;
+    int broker_batches;   /* the broker sent a Batch: it takes ours (protocol.md, Batches) */
+    ferry_batch out;      /* Commands sent since the last receive: they go as one message
+                           * when the bench turns to its answers, as an engine's loop turn */
 } bench_path;
 
 /*
@@ -66,7 +71,10 @@ int bench_path_open_curve(bench_path *p, bench_path_kind kind, const char *comma
 void bench_path_close(bench_path *p);
 
 /* Sends one call (Ferry: Command{function, [arg]}; raw: a raw_size frame).
- * FERRY_EOVERLOADED when the high-water mark is reached. */
+ * FERRY_EOVERLOADED when the high-water mark is reached. In Ferry mode, once
+ * the broker sent a Batch, the Commands sent before the next bench_path_recv
+ * go together in one message when it starts (as ferry-engine gathers those of
+ * one loop turn). */
 ferry_err bench_path_send(bench_path *p, uint64_t call_id);
 
 /*

@@ -171,12 +171,126 @@ static void answer_script(broker *b, broker_script *script, ferry_err code, cons
 
 /* ---- calls ---- */
 
-static void place_call(broker *b, broker_call *call, ferry_frames *f, int front);
+/*
+ * A Command or a Reply being routed: a whole received message (f and index:
+ * its frame, which a send moves out of f), or an item of a received Batch
+ * (f NULL: only its bytes, inside the batch's frame; a message is made of
+ * them in own when one is needed, see item_msg).
+ */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    ferry_frames *f;
+    int index;
+    zmq_msg_t own;
+    int owned; /* own holds a message still to be closed */
+} broker_item;
+
+/* The message holding the item's bytes: its frame, or a copy made now.
+ * NULL when there is no memory for the copy. */
+static zmq_msg_t *item_msg(broker_item *it)
+{
+    if (it->f)
+        return &it->f->frames[it->index];
+    if (!it->owned) {
+        if (zmq_msg_init_size(&it->own, it->len) != 0)
+            return NULL;
+        memcpy(zmq_msg_data(&it->own), it->data, it->len);
+        it->owned = 1;
+    }
+    return &it->own;
+}
+
+/* item_msg(it) was sent or moved away. */
+static void item_moved(broker_item *it)
+{
+    if (it->f)
+        ferry_frame_moved(it->f, it->index);
+    else
+        it->owned = 0;
+}
+
+/* Closes what the item still holds. */
+static void item_done(broker_item *it)
+{
+    if (it->owned)
+        zmq_msg_close(&it->own);
+    it->owned = 0;
+}
+
+/* Whether the engine eid took Replies in a Batch in its Hello. */
+static int engine_batches(broker *b, const void *eid, size_t eid_len)
+{
+    broker_engine *e = broker_scripts_engine(&b->scripts, eid, eid_len);
+    return e && e->batches;
+}
+
+/*
+ * Room for len more bytes in the batch this drain gathers for the peer rid
+ * (a worker's Commands, or an engine's Replies): where to write them, or
+ * NULL when they cannot go in one (too large, no slot, no memory): the
+ * caller sends them alone, as it does outside a drain (timers, signals).
+ * Only for peers that said they take batches: a worker's caller knows; for
+ * an engine (worker 0) its record is asked when it has no batch yet.
+ */
+static uint8_t *batch_room(broker *b, int worker, const void *rid, size_t rid_len, size_t len)
+{
+    ferry_err err;
+    broker_out *o;
+    if (!b->gathering || !ferry_batch_fits(&b->outs[0].batch, len))
+        return NULL;
+    int known = worker;
+    for (size_t i = 0; i < b->nouts; i++) {
+        o = &b->outs[i];
+        if (o->worker == worker && o->rid_len == rid_len && memcmp(o->rid, rid, rid_len) == 0) {
+            uint8_t *at = ferry_batch_add(&o->batch, len, &err);
+            if (at || err)
+                return at;
+            known = 1; /* full: a later slot for the same peer follows it out, in order */
+        }
+    }
+    if (b->nouts == BROKER_OUTS || (!known && !engine_batches(b, rid, rid_len)))
+        return NULL;
+    o = &b->outs[b->nouts];
+    uint8_t *at = ferry_batch_add(&o->batch, len, &err);
+    if (!at)
+        return NULL;
+    o->worker = worker;
+    memcpy(o->rid, rid, rid_len);
+    o->rid_len = rid_len;
+    b->nouts++;
+    return at;
+}
+
+/*
+ * The peer rid is lost: what this drain gathered for it is not sent (its
+ * route may belong to another connection by the time the drain ends). A
+ * worker's Commands are its calls in flight, which losing it re-places or
+ * answers; an engine's Replies are counted undeliverable.
+ */
+static void purge_outs(broker *b, int worker, const void *rid, size_t rid_len)
+{
+    b->checked.seq = 0; /* what was checked against its record holds no more */
+    for (size_t i = 0; i < b->nouts; i++) {
+        broker_out *o = &b->outs[i];
+        if (o->worker != worker || o->rid_len != rid_len || memcmp(o->rid, rid, rid_len) != 0)
+            continue;
+        char id[64];
+        for (size_t n = 0; !worker && n < o->batch.count; n++)
+            drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s error=engine_lost",
+                 id_text(rid, rid_len, id, sizeof id));
+        o->rid_len = 0; /* matches nobody: flush_outs passes it */
+        ferry_batch_clear(&o->batch);
+    }
+}
+
+static void place_call(broker *b, broker_call *call, broker_item *it, int front);
 
 /* w is gone: its in-flight calls are sent once more elsewhere when they may
  * be, else answered `worker_lost` (dispatch.h); w is freed. */
 static void lose_worker(broker *b, broker_worker *w, const char *why)
 {
+    purge_outs(b, 1, w->rid, w->rid_len);
     char id[64];
     id_text(w->rid, w->rid_len, id, sizeof id);
     int64_t now = ferry_now_ms();
@@ -193,27 +307,49 @@ static void lose_worker(broker *b, broker_worker *w, const char *why)
 }
 
 /*
- * Forwards the call's Command to w: frame 0 of f, the message it just
- * arrived in (a call placed as it arrives is not moved into its record
- * first), or call->frame when f is NULL (a call that waited, or came back
- * from a lost worker). 1 when it went (the call is in flight; frame 0 of f
- * is marked moved); 0 when w cannot take it, after taking w out of the
- * rotation: an unreachable worker is lost (and freed), a full one is
- * blocked until it answers. The Command is where it was then: a send that
- * fails leaves its message as it was. A call that may be re-sent should w
- * be lost keeps a copy of its Command (broker_dispatch_keep); one that
- * holds call->frame keeps it and sends a copy (a reference to its bytes).
+ * Forwards the call's Command to w: the item it just arrived as (a call
+ * placed as it arrives is not moved into its record first), or call->frame
+ * when it is NULL (a call that waited, or came back from a lost worker). 1
+ * when it went (the call is in flight; the item's frame is marked moved,
+ * unless its bytes went into w's batch of this drain); 0 when w cannot take
+ * it, after taking w out of the rotation: an unreachable worker is lost (and
+ * freed), a full one is blocked until it answers. The Command is where it
+ * was then: a send that fails leaves its message as it was. A call that may
+ * be re-sent should w be lost keeps a copy of its Command
+ * (broker_dispatch_keep); one that holds call->frame keeps it and sends a
+ * copy (a reference to its bytes). A worker that takes batches gets the
+ * Command's bytes in its batch, sent when the drain ends (flush_outs).
  */
-static int send_call(broker *b, broker_call *call, broker_worker *w, ferry_frames *f)
+static int send_call(broker *b, broker_call *call, broker_worker *w, broker_item *it)
 {
-    assert(f || call->held == BROKER_HELD_FRAME);
+    assert(it || call->held == BROKER_HELD_FRAME);
+    int retry = broker_dispatch_may_retry(call, w);
+    if (w->batches) {
+        const void *data = it ? it->data : zmq_msg_data(&call->frame);
+        size_t len = it ? it->len : zmq_msg_size(&call->frame);
+        zmq_msg_t *frame = it && retry && len > BROKER_CALL_COPY_MAX ? item_msg(it) : NULL;
+        uint8_t *at = !it || !retry || len <= BROKER_CALL_COPY_MAX || frame
+                          ? batch_room(b, 1, w->rid, w->rid_len, len)
+                          : NULL;
+        if (at) {
+            memcpy(at, data, len);
+            if (it && retry)
+                (void)broker_dispatch_keep(call, frame, data, len); /* else sent without */
+            else if (!it && !retry)
+                broker_dispatch_unkeep(call); /* its bytes went: nothing is kept */
+            w->last_sent_ms = b->loop.now_ms;
+            broker_dispatch_sent(&b->dispatch, call, w);
+            return 1;
+        }
+    }
     zmq_msg_t copy;
-    zmq_msg_t *out = f ? &f->frames[0] : &call->frame; /* what is sent */
+    zmq_msg_t *out = it ? item_msg(it) : &call->frame; /* what is sent */
+    if (!out)
+        return 0; /* no memory for a copy of a batch's item: left to the caller's queue */
     int kept = 0; /* a copy was kept for a retry: dropped if the send fails */
-    if (broker_dispatch_may_retry(call, w)) {
-        if (f) {
-            kept = broker_dispatch_keep(call, out, ferry_frame_data(f, 0),
-                                        ferry_frame_size(f, 0)) == FERRY_OK;
+    if (retry) {
+        if (it) {
+            kept = broker_dispatch_keep(call, out, it->data, it->len) == FERRY_OK;
         } else {
             zmq_msg_init(&copy);
             if (zmq_msg_copy(&copy, out) == 0)
@@ -224,8 +360,8 @@ static int send_call(broker *b, broker_call *call, broker_worker *w, ferry_frame
     }
     ferry_err err = ferry_wire_forward(b->workers, w->rid, w->rid_len, out);
     if (err == FERRY_OK) {
-        if (f)
-            ferry_frame_moved(f, 0);
+        if (it)
+            item_moved(it);
         else if (out == &call->frame)
             broker_dispatch_unkeep(call); /* it went itself: nothing is kept */
         w->last_sent_ms = b->loop.now_ms;
@@ -250,19 +386,19 @@ static int send_call(broker *b, broker_call *call, broker_worker *w, ferry_frame
 
 /* Sends a NEW call to a worker that can take it, or queues it (at the head
  * when it came from the queue). Answers `overloaded` when it cannot queue.
- * f is where the call's Command is, as for send_call; it ends up sent or in
- * call->frame (frame 0 of f is marked moved then). */
-static void place_call(broker *b, broker_call *call, ferry_frames *f, int front)
+ * it is where the call's Command is, as for send_call; it ends up sent or in
+ * call->frame (the item's message is marked moved then). */
+static void place_call(broker *b, broker_call *call, broker_item *it, int front)
 {
     broker_worker *w;
     while ((w = broker_dispatch_pick(&b->dispatch, call->fn)))
-        if (send_call(b, call, w, f))
+        if (send_call(b, call, w, it))
             return;
-    ferry_err err =
-        broker_dispatch_enqueue(&b->dispatch, call, f ? &f->frames[0] : &call->frame, front);
+    zmq_msg_t *frame = it ? item_msg(it) : &call->frame;
+    ferry_err err = frame ? broker_dispatch_enqueue(&b->dispatch, call, frame, front) : FERRY_ENOMEM;
     if (err == FERRY_OK) {
-        if (f)
-            ferry_frame_moved(f, 0);
+        if (it)
+            item_moved(it);
         return;
     }
     char msg[128];
@@ -305,18 +441,26 @@ static void on_call_expired(broker_call *call, ferry_err reason, void *arg)
 }
 
 /* A Command, routed on what ferry_wire_peek_call read: its frame goes on unchanged. */
-static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
+static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd, broker_item *it)
 {
     if (cmd->engine_id_len == 0 || cmd->engine_id_len > FERRY_ROUTING_ID_MAX ||
         cmd->function_len == 0) {
         drop(b, BROKER_DROP_INVALID, "what=command reason=\"engine_id or function missing\"");
         return;
     }
-    if (b->curve.on) {
+    if (b->curve.on && !(it->f == NULL && b->checked.seq == b->seq && b->checked.engine &&
+                         b->checked.eid_len == cmd->engine_id_len &&
+                         memcmp(b->checked.eid, cmd->engine_id, cmd->engine_id_len) == 0)) {
         /* Only the key that registered an engine id may make calls under it. */
         broker_engine *e = broker_scripts_engine(&b->scripts, cmd->engine_id, cmd->engine_id_len);
         const char *key = sender_key(b, f);
-        if (e && strcmp(e->key, key) != 0) {
+        if (!e || strcmp(e->key, key) == 0) {
+            /* The next items of this Batch (same connection, same key) under this id pass. */
+            b->checked.seq = b->seq;
+            b->checked.engine = 1;
+            b->checked.eid_len = cmd->engine_id_len;
+            memcpy(b->checked.eid, cmd->engine_id, cmd->engine_id_len);
+        } else {
             char id[64];
             drop(b, BROKER_DROP_FORGED, "engine=%s call_id=%llu key=%s registered_key=%s",
                  id_text(cmd->engine_id, cmd->engine_id_len, id, sizeof id),
@@ -351,7 +495,7 @@ static void on_command(broker *b, ferry_frames *f, const ferry_wire_call *cmd)
                                                  : "broker out of memory");
         return;
     }
-    place_call(b, call, f, 0);
+    place_call(b, call, it, 0);
 }
 
 /* ---- workers ---- */
@@ -400,13 +544,14 @@ static void on_ready(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     snprintf(w->key, sizeof w->key, "%s", sender_key(b, f));
+    w->batches = ready && ready->batches;
     ferry_info("worker_ready", "worker=%s functions=%zu credit=%u in_flight=%u", id,
                w->nmembers, w->credit, w->in_flight);
     drain_worker(b, w);
 }
 
 /* A Reply, routed on what ferry_wire_peek_call read: its frame goes on unchanged. */
-static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
+static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r, broker_item *it)
 {
     const void *rid = ferry_frame_data(f, 0);
     size_t rid_len = ferry_frame_size(f, 0);
@@ -416,10 +561,13 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
              id_text(rid, rid_len, id, sizeof id));
         return;
     }
-    if (b->curve.on) {
+    if (b->curve.on && !(it->f == NULL && b->checked.seq == b->seq && b->checked.worker)) {
         broker_worker *by_rid = broker_dispatch_worker(&b->dispatch, rid, rid_len);
         if (by_rid && worker_impostor(b, f, by_rid, "reply"))
             return;
+        /* The next items of this Batch come from the same connection and key. */
+        b->checked.seq = b->seq;
+        b->checked.worker = 1;
     }
     broker_worker *w;
     broker_call *call = broker_dispatch_match_reply(&b->dispatch, rid, rid_len, r->engine_id,
@@ -441,11 +589,19 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r)
     /* The engine id lives in the frame being sent: use the call's copy after. */
     size_t eid_len;
     const uint8_t *eid_bytes = broker_call_engine(call, &eid_len);
-    ferry_err err = ferry_wire_forward(b->engines, eid_bytes, eid_len, &f->frames[1]);
-    if (err == FERRY_OK) {
-        ferry_frame_moved(f, 1);
-        b->completed++;
+    ferry_err err = FERRY_OK;
+    uint8_t *at = batch_room(b, 0, eid_bytes, eid_len, it->len);
+    if (at) {
+        memcpy(at, it->data, it->len); /* counted completed when it goes (flush_outs) */
     } else {
+        zmq_msg_t *m = item_msg(it);
+        err = m ? ferry_wire_forward(b->engines, eid_bytes, eid_len, m) : FERRY_ENOMEM;
+        if (err == FERRY_OK) {
+            item_moved(it);
+            b->completed++;
+        }
+    }
+    if (err != FERRY_OK) {
         drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s call_id=%llu error=%s",
              id_text(eid_bytes, eid_len, eid, sizeof eid), (unsigned long long)r->call_id,
              ferry_err_code(err));
@@ -541,6 +697,7 @@ static int send_script(broker *b, broker_script *script, broker_engine *e)
 /* e is gone: the clients of its running scripts get `engine_lost`; e is freed. */
 static void lose_engine(broker *b, broker_engine *e, const char *why)
 {
+    purge_outs(b, 0, e->rid, e->rid_len);
     char id[64];
     id_text(e->rid, e->rid_len, id, sizeof id);
     ferry_warn("engine_lost", "engine=%s reason=%s running=%u silent_ms=%lld", id, why,
@@ -616,6 +773,7 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     snprintf(e->key, sizeof e->key, "%s", sender_key(b, f));
+    e->batches = h->batches;
     ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, slots, h->running);
     drain_scripts(b);
 }
@@ -892,13 +1050,14 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 #define BODY_SLOTS (FERRY__ENVELOPE__BODY_GOODBYE + 1)
 
 /* A Command or a Reply, handled on what ferry_wire_peek_call read, undecoded. */
-typedef void (*call_fn)(broker *b, ferry_frames *f, const ferry_wire_call *c);
+typedef void (*call_fn)(broker *b, ferry_frames *f, const ferry_wire_call *c, broker_item *it);
 
 typedef struct {
     const char *name; /* for log lines */
     int frames;       /* 1 on the PULL socket, 2 (routing id + body) on ROUTERs */
     call_fn command;  /* Commands and Replies (the traffic) are routed undecoded */
     call_fn reply;
+    int batches;                 /* takes a Batch of the above (protocol.md, Batches) */
     msg_fn handlers[BODY_SLOTS]; /* the other bodies, decoded */
 } socket_kind;
 
@@ -906,6 +1065,7 @@ static const socket_kind commands_kind = {
     .name = "commands",
     .frames = 1,
     .command = on_command,
+    .batches = 1,
 };
 
 static const socket_kind workers_kind = {
@@ -918,6 +1078,7 @@ static const socket_kind workers_kind = {
             [FERRY__ENVELOPE__BODY_GOODBYE] = on_goodbye,
         },
     .reply = on_reply,
+    .batches = 1,
 };
 
 static const socket_kind engines_kind = {
@@ -951,21 +1112,132 @@ static const char *peer_text(ferry_frames *f, const socket_kind *k, char *buf, s
 
 static void check_stall(broker *b);
 
+/*
+ * A Batch: each item is routed as a message of its own would be, with the
+ * same checks (a bad item is dropped and counted, the others go on). Only
+ * Commands (commands socket) and Replies (workers socket) may be items; a
+ * body whose items do not frame is dropped whole.
+ */
+static void on_batch(broker *b, ferry_frames *f, const socket_kind *k, const ferry_wire_call *c)
+{
+    char peer[64];
+    size_t n;
+    if (ferry_batch_check(c->batch, c->batch_len, &n) != FERRY_OK) {
+        drop(b, BROKER_DROP_DECODE, "socket=%s peer=%s what=batch bytes=%zu error=bad_message",
+             k->name, peer_text(f, k, peer, sizeof peer), c->batch_len);
+        return;
+    }
+    const uint8_t *p = c->batch, *end = p + c->batch_len, *data;
+    size_t len;
+    while (ferry_batch_next(&p, end, &data, &len) == 1) {
+        ferry_wire_call ic;
+        ferry_err err = ferry_wire_peek_call(data, len, &ic);
+        call_fn fast = ic.body == FERRY__ENVELOPE__BODY_COMMAND ? k->command
+                       : ic.body == FERRY__ENVELOPE__BODY_REPLY ? k->reply
+                                                                : NULL;
+        if (err) {
+            drop(b, BROKER_DROP_DECODE, "socket=%s peer=%s what=batch_item bytes=%zu error=%s",
+                 k->name, peer_text(f, k, peer, sizeof peer), len, ferry_err_code(err));
+        } else if (!fast) {
+            drop(b, BROKER_DROP_UNEXPECTED, "socket=%s peer=%s what=batch_item body=%d", k->name,
+                 peer_text(f, k, peer, sizeof peer), (int)ic.body);
+        } else {
+            broker_item it = {.data = data, .len = len};
+            fast(b, f, &ic, &it);
+            item_done(&it);
+        }
+    }
+}
+
+/* What a failed send of a worker's batch of Commands leaves: an unreachable
+ * worker is lost (its calls re-sent or answered as for any lost worker); one
+ * whose queue is full is blocked and each call of the batch still in flight
+ * there answered `overloaded`, as a single Command's failed send would have
+ * left it to another worker or the queue. */
+static void out_failed_worker(broker *b, const uint8_t *rid, size_t rid_len, ferry_batch *batch,
+                              ferry_err err)
+{
+    broker_worker *w = broker_dispatch_worker(&b->dispatch, rid, rid_len);
+    if (!w)
+        return; /* lost meanwhile: its calls went with it */
+    if (err == FERRY_EUNREACHABLE) {
+        lose_worker(b, w, "unreachable");
+        return;
+    }
+    char id[64];
+    ferry_log_limited(&b->io_log.last_ms, &b->io_log.suppressed, FERRY_LOG_WARN,
+                      "worker_blocked", "worker=%s error=%s calls=%zu",
+                      id_text(rid, rid_len, id, sizeof id), ferry_err_code(err), batch->count);
+    broker_dispatch_block(&b->dispatch, w);
+    const uint8_t *p = batch->body, *end = p + batch->len, *data;
+    size_t len;
+    while (ferry_batch_next(&p, end, &data, &len) == 1) {
+        ferry_wire_call c;
+        broker_worker *at;
+        if (ferry_wire_peek_call(data, len, &c) != FERRY_OK)
+            continue;
+        broker_call *call = broker_dispatch_match_reply(&b->dispatch, rid, rid_len, c.engine_id,
+                                                        c.engine_id_len, c.call_id, &at);
+        if (!call)
+            continue;
+        broker_dispatch_complete(&b->dispatch, call, 1);
+        answer_call(b, call, FERRY_EOVERLOADED, "the worker's queue is full");
+        broker_dispatch_call_free(&b->dispatch, call);
+    }
+    if (w->leaving)
+        broker_dispatch_reap(&b->dispatch, w);
+}
+
+/* Sends the batches gathered during a drain, in the order they were begun.
+ * A failure may place calls again: those go alone (gathering is over). */
+static void flush_outs(broker *b)
+{
+    b->gathering = 0;
+    for (size_t i = 0; i < b->nouts; i++) {
+        broker_out *o = &b->outs[i];
+        uint8_t rid[FERRY_ROUTING_ID_MAX];
+        size_t rid_len = o->rid_len;
+        if (rid_len == 0)
+            continue; /* purged: its peer was lost */
+        memcpy(rid, o->rid, rid_len);
+        o->rid_len = 0;
+        ferry_batch *batch = &o->batch;
+        void *socket = o->worker ? b->workers : b->engines;
+        ferry_err err = ferry_batch_send(batch, socket, rid, rid_len);
+        if (err == FERRY_OK) {
+            if (!o->worker)
+                b->completed += batch->count;
+        } else if (o->worker) {
+            out_failed_worker(b, rid, rid_len, batch, err);
+        } else {
+            char eid[64];
+            id_text(rid, rid_len, eid, sizeof eid);
+            for (size_t n = 0; n < batch->count; n++)
+                drop(b, BROKER_DROP_UNDELIVERABLE, "what=reply engine=%s replies=%zu error=%s",
+                     eid, batch->count, ferry_err_code(err));
+            engine_unreachable(b, rid, rid_len, err);
+        }
+        ferry_batch_clear(&b->outs[i].batch);
+    }
+    b->nouts = 0;
+}
+
 /* Receives up to BROKER_BATCH messages from socket and hands each valid one
- * to its handler. */
+ * to its handler; then sends what the handlers gathered in batches. */
 static void drain_socket(broker *b, void *socket, const socket_kind *k)
 {
     check_stall(b);
+    b->gathering = 1;
     for (int i = 0; i < BROKER_BATCH; i++) {
         ferry_frames f;
         ferry_err err = ferry_frames_recv(socket, &f);
         if (err == FERRY_ETIMEOUT)
-            return;
+            break;
         if (err) {
             ferry_log_limited(&b->io_log.last_ms, &b->io_log.suppressed, FERRY_LOG_ERROR,
                               "recv_failed", "socket=%s error=\"%s\"", k->name,
                               zmq_strerror(zmq_errno()));
-            return;
+            break;
         }
         char peer[64];
         if (f.truncated || f.count != k->frames) {
@@ -985,13 +1257,20 @@ static void drain_socket(broker *b, void *socket, const socket_kind *k)
         call_fn fast = c.body == FERRY__ENVELOPE__BODY_COMMAND ? k->command
                        : c.body == FERRY__ENVELOPE__BODY_REPLY ? k->reply
                                                                : NULL;
-        if (err == FERRY_OK && !fast && (unsigned)c.body < BODY_SLOTS && k->handlers[c.body])
+        int batch = c.body == FERRY__ENVELOPE__BODY_BATCH && k->batches;
+        if (err == FERRY_OK && !fast && !batch && (unsigned)c.body < BODY_SLOTS &&
+            k->handlers[c.body])
             err = ferry_envelope_decode(data, len, &env);
         if (err) {
             drop(b, BROKER_DROP_DECODE, "socket=%s peer=%s bytes=%zu error=%s", k->name,
                  peer_text(&f, k, peer, sizeof peer), len, ferry_err_code(err));
         } else if (fast) {
-            fast(b, &f, &c);
+            broker_item it = {.data = data, .len = len, .f = &f, .index = body};
+            fast(b, &f, &c, &it);
+        } else if (batch) {
+            b->seq++; /* a new message: nothing of it checked yet */
+            b->checked.worker = b->checked.engine = 0;
+            on_batch(b, &f, k, &c);
         } else if (!env) {
             drop(b, BROKER_DROP_UNEXPECTED, "socket=%s peer=%s body=%d", k->name,
                  peer_text(&f, k, peer, sizeof peer), (int)c.body);
@@ -1002,6 +1281,7 @@ static void drain_socket(broker *b, void *socket, const socket_kind *k)
             ferry_envelope_free(env);
         ferry_frames_close(&f);
     }
+    flush_outs(b);
 }
 
 static void on_commands_ready(ferry_loop *loop, short revents, void *arg)
@@ -1337,6 +1617,8 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
     ferry_loop_init(&b->loop);
     ferry_timer_init(&b->sweep, on_sweep, b);
     ferry_timer_init(&b->probe, on_probe, b);
+    for (size_t i = 0; i < BROKER_OUTS; i++)
+        ferry_batch_init(&b->outs[i].batch, cfg->max_msg);
     broker_dispatch_limits dl = {
         .queue_max = (size_t)cfg->queue_max,
         .call_timeout_ms = (uint32_t)cfg->call_timeout_ms,
@@ -1496,6 +1778,8 @@ void broker_close(broker *b)
     ferry_socket_close(&b->engines);
     ferry_socket_close(&b->workers);
     broker_trust_close(&b->trust);
+    for (size_t i = 0; i < BROKER_OUTS; i++)
+        ferry_batch_fini(&b->outs[i].batch);
     if (b->zctx) {
         zmq_ctx_term(b->zctx);
         b->zctx = NULL;

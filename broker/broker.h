@@ -91,6 +91,18 @@ typedef struct {
     uint64_t suppressed;
 } broker_log_site;
 
+/* Peers one drain gathers batches for at once (more: the gathered go first). */
+#define BROKER_OUTS 16
+
+/* Envelopes for one peer gathered during one drain of a socket, sent as one
+ * message when the drain ends (protocol.md, Batches). */
+typedef struct {
+    int worker;                       /* to a worker (Commands) or an engine (Replies) */
+    uint8_t rid[FERRY_ROUTING_ID_MAX]; /* the peer's routing id */
+    size_t rid_len;
+    ferry_batch batch;
+} broker_out;
+
 typedef struct broker {
     broker_config cfg;
     void *zctx;
@@ -115,6 +127,18 @@ typedef struct broker {
     ferry_curve curve;           /* the broker's key pair, when cfg.curve_key */
     broker_trust trust;          /* allow-lists and ZAP handler, when curve.on */
     broker_budget budget;        /* bytes queued, calls and scripts together (--queue-bytes) */
+    broker_out outs[BROKER_OUTS]; /* batches being gathered, nouts of them in use */
+    size_t nouts;
+    int gathering;               /* in drain_socket: Commands and Replies may wait in outs */
+    uint64_t seq;                /* counts received Batches; 0: none */
+    struct {                     /* what the items of Batch seq passed already (keys on):
+                                  * the same connection and key sent them all */
+        uint64_t seq;            /* 0 once a peer was lost since */
+        int worker;              /* its sender is no impostor of its worker id */
+        int engine;              /* a Command under engine id eid is no forgery */
+        uint8_t eid[FERRY_ROUTING_ID_MAX];
+        size_t eid_len;
+    } checked;
 } broker;
 
 /* The defaults of every flag (endpoints included). */

@@ -145,6 +145,7 @@ struct broker_worker {
                                  * stays consumed until a stray reply or the next Ready */
     int leaving;                /* Goodbye: no new calls; freed when idle */
     int blocked;                /* a send would block: no new calls until its next reply */
+    int batches;                /* said in Ready that it takes Commands in a Batch */
     int64_t last_seen_ms;       /* last message from it: liveness */
     int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
     broker_call *calls;         /* in-flight calls (utlist DL), in the order they were sent */

@@ -66,6 +66,7 @@ struct broker_engine {
     int blocked;                /* a send would block: no scripts until its next Result */
     int leaving;                /* said Goodbye: no new scripts; its running ones finish */
     int in_ring;
+    int batches;                /* said in Hello that it takes Replies in a Batch */
     int64_t last_seen_ms;       /* last message from it: liveness */
     int64_t last_sent_ms;       /* last message to it: a heartbeat goes when this is old */
     broker_engine *prev, *next; /* s->ring while it has a free slot */

@@ -83,6 +83,9 @@ struct engine {
     uint64_t bad_log_n, late_log_n, lost_log_n, refused_log_n;
     int64_t auth_log_ms; /* the broker_refused line's rate limit */
     uint64_t auth_log_n;
+    ferry_batch out;    /* Commands of this turn of on_dealer, sent as one message at its end */
+    int in_turn;        /* on_dealer is running: Commands may wait in out until it ends */
+    int broker_batches; /* this session's broker sent a Batch: it takes ours (protocol.md) */
 };
 
 static void on_drain_timeout(ferry_timer *timer, void *arg);
@@ -372,7 +375,12 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     size_t size = ferry_envelope_packed_size(&env);
     if (size <= (size_t)e->cfg.max_msg)
         err = check_room(e, s, size, why, whylen);
-    if (!err)
+    uint8_t *at = NULL;
+    if (!err && e->in_turn && e->broker_batches && ferry_batch_fits(&e->out, size))
+        at = ferry_batch_add(&e->out, size, &err); /* NULL when full: this one goes alone */
+    if (at)
+        ferry_envelope_pack_sized(&env, size, at); /* sent at the turn's end (flush_commands) */
+    else if (!err)
         err = send_bounded_sized(e, e->push, &env, size);
     if (err) {
         HASH_DEL(e->calls, c);
@@ -530,15 +538,11 @@ static void undecodable(engine *e, const void *data, size_t len)
     on_reply(e, &env);
 }
 
-static void handle(engine *e, ferry_frames *f)
+/* One envelope; in_batch: an item of a Batch, where only Replies may be
+ * (protocol.md, Batches); each item is checked as a message of its own. */
+static void handle_envelope(engine *e, const void *data, size_t len, int in_batch)
 {
-    if (f->count != 1 || f->truncated) {
-        drop(e, "frame_count");
-        return;
-    }
     Ferry__Envelope *env;
-    const void *data = ferry_frame_data(f, 0);
-    size_t len = ferry_frame_size(f, 0);
     ferry_err err = ferry_envelope_decode(data, len, &env);
     if (err == FERRY_EPROTO) {
         undecodable(e, data, len);
@@ -549,11 +553,65 @@ static void handle(engine *e, ferry_frames *f)
         return;
     }
     size_t body = (size_t)env->body_case;
-    if (body < sizeof handlers / sizeof handlers[0] && handlers[body])
-        handlers[body](e, env);
-    else
+    if (body == FERRY__ENVELOPE__BODY_BATCH && !in_batch) {
+        e->broker_batches = 1; /* it takes ours too */
+        for (size_t i = 0; env->batch && i < env->batch->n_items; i++)
+            handle_envelope(e, env->batch->items[i].data, env->batch->items[i].len, 1);
+    } else if (in_batch && body != FERRY__ENVELOPE__BODY_REPLY) {
         drop(e, "unexpected_body");
+    } else if (body < sizeof handlers / sizeof handlers[0] && handlers[body]) {
+        handlers[body](e, env);
+    } else {
+        drop(e, "unexpected_body");
+    }
     ferry_envelope_free(env);
+}
+
+/*
+ * Sends the Commands gathered during a turn of on_dealer as one message.
+ * When that fails each of their calls fails as a single Command's failed
+ * send would have failed it (overloaded: no connection, or the queue is
+ * full), resuming its script.
+ */
+static void flush_commands(engine *e)
+{
+    if (e->out.count == 0)
+        return;
+    ferry_err err = ferry_batch_send(&e->out, e->push, NULL, 0);
+    if (err != FERRY_OK) {
+        char msg[192];
+        snprintf(msg, sizeof msg, "cannot send the call: %s",
+                 err == FERRY_EOVERLOADED
+                     ? "the broker is not connected or its command queue is full"
+                     : ferry_err_desc(err));
+        const uint8_t *p = e->out.body, *end = p + e->out.len, *data;
+        size_t len;
+        /* Nothing joins e->out now (not in a turn): resumed scripts send alone. */
+        while (ferry_batch_next(&p, end, &data, &len) == 1) {
+            ferry_wire_call w;
+            engine_call *c = NULL;
+            if (ferry_wire_peek_call(data, len, &w) == FERRY_OK)
+                HASH_FIND(hh, e->calls, &w.call_id, sizeof w.call_id, c);
+            if (!c)
+                continue; /* its script ended meanwhile */
+            engine_run *run = c->run;
+            e->stats.calls_refused++;
+            engine_script_answer a = {
+                .code = ferry_err_code(FERRY_EOVERLOADED), .message = msg, .tag = c->tag};
+            forget_call(e, c);
+            step(e, run, engine_script_resume(run->s, &a));
+        }
+    }
+    ferry_batch_clear(&e->out);
+}
+
+static void handle(engine *e, ferry_frames *f)
+{
+    if (f->count != 1 || f->truncated) {
+        drop(e, "frame_count");
+        return;
+    }
+    handle_envelope(e, ferry_frame_data(f, 0), ferry_frame_size(f, 0), 0);
 }
 
 static void send_hello(engine *e)
@@ -562,6 +620,8 @@ static void send_hello(engine *e)
     /* A draining engine that registers again (a new broker) takes no scripts. */
     hello.slots = e->draining ? 0 : (uint32_t)e->cfg.slots;
     hello.running = (uint32_t)e->running;
+    hello.batches = 1; /* we take Replies in a Batch */
+    e->broker_batches = 0; /* a new session: its broker has to show it takes them */
     Ferry__Envelope env;
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_HELLO;
@@ -774,6 +834,8 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
         maybe_hello(e);
     if (!(revents & ZMQ_POLLIN))
         return;
+    /* Commands made during this turn go together at its end (flush_commands). */
+    e->in_turn = 1;
     for (int i = 0; i < RECV_BATCH; i++) {
         ferry_frames f;
         ferry_err err = ferry_frames_recv(e->dealer, &f);
@@ -790,6 +852,8 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
         handle(e, &f);
         ferry_frames_close(&f);
     }
+    e->in_turn = 0;
+    flush_commands(e);
 }
 
 /* 62 random bits from the kernel (the clock when it has none): far from 0 and
@@ -815,6 +879,7 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
         snprintf(err, errlen, "out of memory");
         return FERRY_ENOMEM;
     }
+    ferry_batch_init(&e->out, cfg->max_msg);
     e->cfg = *cfg;
     if (e->cfg.max_msg <= 0)
         e->cfg.max_msg = FERRY_DEFAULT_MAX_MSG;
@@ -933,6 +998,7 @@ void engine_destroy(engine **ep)
                (unsigned long long)st->oversize);
     ferry_socket_close(&e->dealer);
     ferry_socket_close(&e->push);
+    ferry_batch_fini(&e->out);
     free(e);
     *ep = NULL;
 }

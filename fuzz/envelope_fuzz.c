@@ -14,6 +14,10 @@
  * duplicate or nil keys, for which equality of hash parts as sets is not
  * defined.)
  *
+ * A Batch: the broker's item walk (ferry_batch_check, ferry_batch_next)
+ * finds exactly the items protobuf-c decodes, and each item goes through
+ * all of the above as a message of its own.
+ *
  * And the hand codec against protobuf-c, both ways, on every input
  * protobuf-c's unpack accepts: ferry_envelope_decode gives the same message
  * (or refuses it for one of Ferry's own reasons: version, no body, a field
@@ -227,6 +231,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     Ferry__Value *const *values = NULL;
     size_t n = values_of(env, &values);
     check_values(values, n);
+    if (env->body_case == FERRY__ENVELOPE__BODY_BATCH && env->batch) {
+        size_t count;
+        if (ferry_batch_check(call.batch, call.batch_len, &count) != FERRY_OK ||
+            count != env->batch->n_items)
+            abort();
+        const uint8_t *p = call.batch, *end = p + call.batch_len, *item;
+        size_t item_len;
+        for (size_t i = 0; ferry_batch_next(&p, end, &item, &item_len) == 1; i++) {
+            if (item_len != env->batch->items[i].len ||
+                (item_len && memcmp(item, env->batch->items[i].data, item_len) != 0))
+                abort();
+            (void)LLVMFuzzerTestOneInput(item, item_len); /* items as messages of their own */
+        }
+    }
 
     /* What decoded packs, decodes again, and packs into the same bytes. */
     size_t len = ferry__envelope__get_packed_size(env);

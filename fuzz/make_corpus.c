@@ -193,6 +193,20 @@ int main(int argc, char **argv)
     env.stats = &st;
     rc |= write_seed(dir, &env);
 
+    /* A Batch of two Replies (a Heartbeat stands in for a bad item). */
+    static const uint8_t reply_item[] = {0x08, 0x01, 0x32, 0x05, 0x0a, 0x01, 'e', 0x10, 0x07};
+    static const uint8_t other_item[] = {0x08, 0x01, 0x22, 0x00};
+    ProtobufCBinaryData items[] = {{sizeof reply_item, (uint8_t *)reply_item},
+                                   {sizeof other_item, (uint8_t *)other_item},
+                                   {sizeof reply_item, (uint8_t *)reply_item}};
+    Ferry__Batch batch = FERRY__BATCH__INIT;
+    batch.items = items;
+    batch.n_items = 3;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_BATCH;
+    env.batch = &batch;
+    rc |= write_seed(dir, &env);
+
     ferry_value_free(vals);
     printf("make_corpus: %d seeds in %s\n", written, dir);
     return rc == 0 ? 0 : 1;

@@ -78,7 +78,8 @@ typedef Ferry__Pair codec_msg_pair;
     X(envelope, result, 8, MESSAGE, CODEC_ONEOF, &ferry__result__descriptor)                       \
     X(envelope, stats_request, 9, MESSAGE, CODEC_ONEOF, &ferry__stats_request__descriptor)         \
     X(envelope, stats, 10, MESSAGE, CODEC_ONEOF, &ferry__stats__descriptor)                        \
-    X(envelope, goodbye, 11, MESSAGE, CODEC_ONEOF, &ferry__goodbye__descriptor)
+    X(envelope, goodbye, 11, MESSAGE, CODEC_ONEOF, &ferry__goodbye__descriptor)                    \
+    X(envelope, batch, 12, MESSAGE, CODEC_ONEOF, &ferry__batch__descriptor)
 
 #define CODEC_FIELDS_COMMAND(X)                                                                    \
     X(command, engine_id, 1, BYTES, CODEC_HAND, NULL)                                              \

@@ -237,6 +237,10 @@ static inline __attribute__((always_inline)) ferry_err peek_call(const void *dat
     }
     if (out->body == FERRY__ENVELOPE__BODY__NOT_SET)
         return FERRY_EPROTO;
+    if (out->body == FERRY__ENVELOPE__BODY_BATCH) {
+        out->batch = body_data;
+        out->batch_len = (size_t)body_len;
+    }
     return FERRY_OK;
 }
 

@@ -53,6 +53,9 @@ typedef struct {
     size_t function_len;
     uint32_t timeout_ms;            /* Command.timeout_ms */
     int has_error;                  /* Reply.error is present */
+    const uint8_t *batch;           /* BATCH: the Batch body (its items unread; see
+                                     * ferry_batch_next), batch_len bytes */
+    size_t batch_len;
 } ferry_wire_call;
 
 /*
@@ -82,5 +85,35 @@ size_t ferry_envelope_pack(const Ferry__Envelope *env, uint8_t *out);
 /* ferry_envelope_pack for a caller that has size = ferry_envelope_packed_size(env)
  * already: the sizes of the body are not computed a second time. */
 size_t ferry_envelope_pack_sized(const Ferry__Envelope *env, size_t size, uint8_t *out);
+
+/*
+ * Batches (protocol.md, Batches): several whole envelopes, Commands or
+ * Replies, as the items of one Batch envelope, written and read as bytes.
+ *
+ * A sender puts in a batch only envelopes of at most FERRY_BATCH_ITEM_MAX
+ * bytes and keeps the whole under FERRY_BATCH_BYTES_MAX (and under the
+ * peer's --max-msg); a receiver takes any batch its --max-msg lets in.
+ */
+#define FERRY_BATCH_ITEM_MAX (16 * 1024)
+#define FERRY_BATCH_BYTES_MAX (64 * 1024)
+
+/* Bytes an item of len bytes takes in a Batch body (its key and length too). */
+size_t ferry_batch_item_size(size_t len);
+/* Writes the key and length of an item of len bytes at out; returns where
+ * the item's bytes go. */
+uint8_t *ferry_batch_put_item_head(uint8_t *out, size_t len);
+/* Bytes before a Batch body of body_len bytes: the version and the body's key
+ * and length. */
+size_t ferry_batch_header_size(size_t body_len);
+/* Writes them at out; returns ferry_batch_header_size(body_len). */
+size_t ferry_batch_put_header(uint8_t *out, size_t body_len);
+/*
+ * The next item of a Batch body: *p walks from the body's start to end.
+ * 1 with *item and *len (pointing into the body), 0 at the end, -1 when the
+ * body is malformed from *p on. Unknown fields are skipped.
+ */
+int ferry_batch_next(const uint8_t **p, const uint8_t *end, const uint8_t **item, size_t *len);
+/* Whether a Batch body frames (FERRY_OK with its item count) or not (FERRY_EPROTO). */
+ferry_err ferry_batch_check(const void *body, size_t len, size_t *count);
 
 #endif

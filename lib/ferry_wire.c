@@ -197,6 +197,64 @@ ferry_err ferry_wire_forward(void *socket, const void *rid, size_t rid_len, zmq_
     return FERRY_OK;
 }
 
+void ferry_batch_init(ferry_batch *b, int64_t max_msg)
+{
+    memset(b, 0, sizeof *b);
+    size_t max = max_msg > 0 ? (size_t)max_msg : FERRY_DEFAULT_MAX_MSG;
+    b->max = max < FERRY_BATCH_BYTES_MAX ? max : FERRY_BATCH_BYTES_MAX;
+}
+
+uint8_t *ferry_batch_add(ferry_batch *b, size_t len, ferry_err *err)
+{
+    assert(ferry_batch_fits(b, len));
+    *err = FERRY_OK;
+    size_t item = ferry_batch_item_size(len);
+    /* The header of the whole message is at most 8 bytes (a body under 2^35). */
+    if (b->count > 0 && b->len + item + 8 > b->max)
+        return NULL;
+    if (!b->body && !(b->body = malloc(FERRY_BATCH_BYTES_MAX))) {
+        *err = FERRY_ENOMEM;
+        return NULL;
+    }
+    uint8_t *at = ferry_batch_put_item_head(b->body + b->len, len);
+    if (b->count == 0) {
+        b->first_off = (size_t)(at - b->body);
+        b->first_len = len;
+    }
+    b->len += item;
+    b->count++;
+    return at;
+}
+
+ferry_err ferry_batch_send(ferry_batch *b, void *socket, const void *rid, size_t rid_len)
+{
+    if (b->count == 0)
+        return FERRY_OK;
+    size_t head = b->count == 1 ? 0 : ferry_batch_header_size(b->len);
+    size_t size = b->count == 1 ? b->first_len : head + b->len;
+    zmq_msg_t m;
+    if (zmq_msg_init_size(&m, size) != 0)
+        return FERRY_ENOMEM;
+    uint8_t *out = zmq_msg_data(&m);
+    if (b->count == 1) {
+        memcpy(out, b->body + b->first_off, b->first_len);
+    } else {
+        ferry_batch_put_header(out, b->len);
+        memcpy(out + head, b->body, b->len);
+    }
+    ferry_err err = ferry_wire_forward(socket, rid, rid_len, &m);
+    if (err != FERRY_OK)
+        zmq_msg_close(&m);
+    return err;
+}
+
+void ferry_batch_fini(ferry_batch *b)
+{
+    free(b->body);
+    b->body = NULL;
+    ferry_batch_clear(b);
+}
+
 void *ferry_monitor_open(void *ctx, void *socket, int events, char *err, size_t errlen)
 {
     /* The socket's address names the endpoint: unique within the context. */

@@ -144,6 +144,60 @@ ferry_err ferry_wire_send_sized(void *socket, const void *rid, size_t rid_len,
 ferry_err ferry_wire_forward(void *socket, const void *rid, size_t rid_len, zmq_msg_t *body);
 
 /*
+ * An outgoing batch (protocol.md, Batches): envelopes for one peer gathered
+ * during one loop turn and sent as one message when the turn ends. A lone
+ * envelope goes as itself, so a peer that sees one message at a time sees
+ * exactly what it would without batches.
+ *
+ * Ownership: the batch owns its buffer (allocated on first use, kept for
+ * reuse until ferry_batch_fini).
+ */
+typedef struct {
+    uint8_t *body;    /* the Batch body: items, each with its key and length */
+    size_t len;       /* bytes of body in use */
+    size_t count;     /* items in it */
+    size_t first_off; /* where the first item's bytes start, first_len of them */
+    size_t first_len;
+    size_t max;       /* the most bytes the whole message may take */
+} ferry_batch;
+
+/* An empty batch whose messages stay within max_msg (0: FERRY_DEFAULT_MAX_MSG)
+ * and FERRY_BATCH_BYTES_MAX. */
+void ferry_batch_init(ferry_batch *b, int64_t max_msg);
+
+/* Whether an envelope of len bytes may go in a batch at all. */
+static inline int ferry_batch_fits(const ferry_batch *b, size_t len)
+{
+    return len <= FERRY_BATCH_ITEM_MAX && ferry_batch_item_size(len) + 8 <= b->max;
+}
+
+/*
+ * Room for one more item of len bytes (ferry_batch_fits): where the caller
+ * writes them. NULL when the batch is too full for it (send it first) or
+ * there is no memory (FERRY_ENOMEM in *err; else FERRY_OK).
+ */
+uint8_t *ferry_batch_add(ferry_batch *b, size_t len, ferry_err *err);
+
+/*
+ * Sends what b holds, without blocking, after a routing-id frame when rid is
+ * not NULL: one item as itself, several as one Batch envelope. FERRY_OK when
+ * b is empty. Errors as ferry_wire_send. b keeps its items either way (the
+ * caller may walk them with ferry_batch_next on body, len): ferry_batch_clear
+ * it after.
+ */
+ferry_err ferry_batch_send(ferry_batch *b, void *socket, const void *rid, size_t rid_len);
+
+/* Empties b (keeps its buffer). */
+static inline void ferry_batch_clear(ferry_batch *b)
+{
+    b->len = 0;
+    b->count = 0;
+}
+
+/* Frees b's buffer. */
+void ferry_batch_fini(ferry_batch *b);
+
+/*
  * Watches the connections of socket: returns a PAIR socket (to add to the
  * loop) on which each ZMQ_EVENT_* in events arrives; read them with
  * ferry_monitor_recv. NULL with a message in err on failure. Close it with

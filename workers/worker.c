@@ -95,11 +95,55 @@ ferry_worker *worker_new_offline(const ferry_worker_config *cfg, worker_send_fn 
 
 /* ---- sending --------------------------------------------------------------- */
 
+/* Sends the Replies gathered in w->out (one message); those a failed send
+ * loses are counted as reply_lost, as a single Reply's would be. */
+static void flush_replies(ferry_worker *w)
+{
+    if (w->out.count == 0)
+        return;
+    ferry_err err = ferry_batch_send(&w->out, w->dealer, NULL, 0);
+    if (err == FERRY_OK) {
+        w->last_sent_ms = w->loop.now_ms;
+    } else {
+        w->stats.reply_lost += w->out.count;
+        ferry_log_limited(&w->lim_lost.last_ms, &w->lim_lost.suppressed, FERRY_LOG_WARN,
+                          "reply_lost", "replies=%zu error=%s", w->out.count,
+                          ferry_err_code(err));
+    }
+    ferry_batch_clear(&w->out);
+}
+
+/* A Reply sent during a turn of on_dealer to a broker that takes batches
+ * waits in w->out for the turn's end: 1 when it went there. */
+static int batch_reply(ferry_worker *w, const Ferry__Envelope *env, size_t size)
+{
+    if (!w->in_turn || !w->broker_batches || env->body_case != FERRY__ENVELOPE__BODY_REPLY)
+        return 0;
+    if (w->out.max == 0)
+        ferry_batch_init(&w->out, w->max_msg);
+    if (!ferry_batch_fits(&w->out, size))
+        return 0;
+    ferry_err err;
+    uint8_t *at = ferry_batch_add(&w->out, size, &err);
+    if (!at && err == FERRY_OK) { /* full: it goes now, this one starts the next */
+        flush_replies(w);
+        at = ferry_batch_add(&w->out, size, &err);
+    }
+    if (!at)
+        return 0;
+    ferry_envelope_pack_sized(env, size, at);
+    return 1;
+}
+
 static ferry_err send_dealer(ferry_worker *w, const Ferry__Envelope *env, size_t size, void *arg)
 {
     (void)arg;
-    ferry_err err = size ? ferry_wire_send_sized(w->dealer, NULL, 0, env, size)
-                         : ferry_wire_send(w->dealer, NULL, 0, env);
+    if (!size)
+        size = ferry_envelope_packed_size(env);
+    if (batch_reply(w, env, size))
+        return FERRY_OK;
+    flush_replies(w); /* in order: what waits goes first */
+    ferry_err err = ferry_wire_send_sized(w->dealer, NULL, 0, env, size);
     if (err == FERRY_OK)
         w->last_sent_ms = w->loop.now_ms;
     return err;
@@ -195,6 +239,7 @@ static void send_ready(ferry_worker *w)
         ready.credit = w->concurrency;
         /* After a broker restart, the calls of the old one still hold credit here. */
         ready.running = (uint32_t)w->stats.in_flight;
+        ready.batches = 1; /* we take Commands in a Batch */
         Ferry__Envelope env;
         ferry_envelope_init(&env);
         env.body_case = FERRY__ENVELOPE__BODY_READY;
@@ -256,6 +301,7 @@ static void new_identity(ferry_worker *w)
         snprintf(w->id, sizeof w->id, "%s", fresh);
     }
     w->connected = 0;
+    w->broker_batches = 0;
     ferry_timer_stop(&w->loop.timers, &w->ready_retry);
     if (zmq_disconnect(w->dealer, w->endpoint) != 0 ||
         zmq_setsockopt(w->dealer, ZMQ_ROUTING_ID, w->id, strlen(w->id)) != 0 ||
@@ -304,15 +350,17 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
     (void)loop;
     (void)revents;
     ferry_worker *w = arg;
+    /* Replies made during this turn go together at its end (batch_reply). */
+    w->in_turn = 1;
     for (int i = 0; i < RECV_BATCH; i++) {
         ferry_frames f;
         ferry_err err = ferry_frames_recv(w->dealer, &f);
         if (err == FERRY_ETIMEOUT)
-            return;
+            break;
         if (err != FERRY_OK) {
             ferry_log_limited(&w->lim_frames.last_ms, &w->lim_frames.suppressed, FERRY_LOG_WARN,
                               "recv_failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
-            return;
+            break;
         }
         size_t size = f.count == 1 ? ferry_frame_size(&f, 0) : 0;
         if (f.count != 1 || f.truncated) {
@@ -332,6 +380,8 @@ static void on_dealer(ferry_loop *loop, short revents, void *arg)
         w->last_heard_ms = w->loop.now_ms;
         ferry_frames_close(&f);
     }
+    w->in_turn = 0;
+    flush_replies(w);
 }
 
 /* Connection events of the DEALER: each new broker session needs a Ready. */
@@ -344,6 +394,7 @@ static void on_monitor(ferry_loop *loop, short revents, void *arg)
     while (ferry_monitor_recv(w->monitor, &event) == FERRY_OK) {
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             w->connected = 1;
+            w->broker_batches = 0; /* a new session: its broker has to show it takes them */
             w->ready_pending = 1;
             w->ready_backoff_ms = READY_RETRY_MIN_MS;
             ferry_info("broker_connected", "draining=%d", w->state == WORKER_DRAINING);
@@ -454,6 +505,7 @@ void ferry_worker_destroy(ferry_worker **wp)
     ferry_timer_stop(&w->loop.timers, &w->drain);
     ferry_monitor_close(w->dealer, &w->monitor);
     ferry_socket_close(&w->dealer);
+    ferry_batch_fini(&w->out);
     free(w->endpoint);
     if (w->ctx)
         zmq_ctx_term(w->ctx);

@@ -95,7 +95,24 @@ static void on_undecodable(ferry_worker *w, const void *data, size_t len, ferry_
                       flen, fn, w->id);
 }
 
+static void dispatch(ferry_worker *w, const void *data, size_t len, int in_batch);
+
+/* A Batch from the broker: each item is handled as a message of its own
+ * (a bad one dropped and counted, the others go on); only Commands may be
+ * items. The broker takes our Replies in batches from now on. */
+static void on_batch(ferry_worker *w, const Ferry__Batch *batch)
+{
+    w->broker_batches = 1;
+    for (size_t i = 0; batch && i < batch->n_items; i++)
+        dispatch(w, batch->items[i].data, batch->items[i].len, 1);
+}
+
 void worker_dispatch_frame(ferry_worker *w, const void *data, size_t len)
+{
+    dispatch(w, data, len, 0);
+}
+
+static void dispatch(ferry_worker *w, const void *data, size_t len, int in_batch)
 {
     Ferry__Envelope *env = NULL;
     ferry_err err = ferry_envelope_decode(data, len, &env);
@@ -103,10 +120,18 @@ void worker_dispatch_frame(ferry_worker *w, const void *data, size_t len)
         on_undecodable(w, data, len, err);
         return;
     }
+    if (in_batch && env->body_case != FERRY__ENVELOPE__BODY_COMMAND) {
+        drop(w, &w->lim_message, "unexpected_message", "only Commands go in a Batch");
+        ferry_envelope_free(env);
+        return;
+    }
     switch (env->body_case) {
     case FERRY__ENVELOPE__BODY_COMMAND:
         on_command(w, env);
         return;
+    case FERRY__ENVELOPE__BODY_BATCH:
+        on_batch(w, env->batch);
+        break;
     case FERRY__ENVELOPE__BODY_HEARTBEAT:
         /* Liveness of the broker is left to libzmq's reconnection and the monitor. */
         break;

@@ -142,6 +142,9 @@ struct ferry_worker {
     void *monitor; /* PAIR receiving the DEALER's connection events */
     worker_send_fn send;
     void *send_arg;
+    ferry_batch out;    /* Replies of this turn of on_dealer, sent as one message at its end */
+    int in_turn;        /* on_dealer is running: Replies may wait in out until it ends */
+    int broker_batches; /* this session's broker sent a Batch: it takes ours (protocol.md) */
     worker_function *functions;  /* uthash by name */
     worker_function *last_found; /* worker_function_find's last hit: calls come in runs */
     worker_lane lanes[WORKER_LANES];

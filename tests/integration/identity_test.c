@@ -6,7 +6,8 @@
  * connection under a live worker's or engine's routing id (learnt from
  * `ferry stats` or from a Command); Commands pushed under another engine's
  * id with its next call ids; Replies to calls another worker was given.
- * Each must take nothing over while the real peers keep serving. And a
+ * Each must take nothing over while the real peers keep serving (and the
+ * forged Command as an item of a Batch too). And a
  * peer whose route is lost (the broker gave it up) registers again within
  * liveness by itself.
  *
@@ -427,6 +428,97 @@ static void test_engine_cannot_push_under_another_id(void **state)
     stack_passed(&fx->s);
 }
 
+/* cmd packed into a malloc'd buffer (*len bytes): an item for a Batch. */
+static uint8_t *command_item(ProtobufCBinaryData engine_id, uint64_t call_id, size_t *len)
+{
+    Ferry__Command c = FERRY__COMMAND__INIT;
+    c.engine_id = engine_id;
+    c.call_id = call_id;
+    c.function = "spy";
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_COMMAND;
+    env.command = &c;
+    *len = ferry__envelope__get_packed_size(&env);
+    uint8_t *out = malloc(*len);
+    assert_non_null(out);
+    ferry__envelope__pack(&env, out);
+    return out;
+}
+
+/*
+ * The same inside a Batch (docs/protocol.md, Batches): an engine key pushes
+ * one Batch holding a Command under another engine's id between two under
+ * an id of its own. Only the forged item is dropped (forged_command); its
+ * own two are routed.
+ */
+static void test_forged_item_in_a_batch_dropped(void **state)
+{
+    fixture *fx = *state;
+    start_stack(fx);
+    void *spy = spy_worker(fx, "worker2", 2);
+    const char *src = "return ferry.call('spy')";
+    uint64_t id;
+    assert_int_equal(
+        ferry_client_submit(fx->s.client, src, strlen(src), "t.lua", NULL, 0, 10000, &id),
+        FERRY_OK);
+    Ferry__Envelope *first = stack_raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
+    assert_non_null(first);
+    Ferry__Envelope *senv;
+    uint64_t before = stats(fx, &senv)->dropped;
+    ferry_envelope_free(senv);
+
+    void *push = raw_open(fx, ZMQ_PUSH, fx->s.commands, "engine2", NULL);
+    ProtobufCBinaryData own = {.len = strlen("engine2-own"), .data = (uint8_t *)"engine2-own"};
+    ProtobufCBinaryData items[3];
+    items[0].data = command_item(own, 1, &items[0].len);
+    items[1].data = command_item(first->command->engine_id, first->command->call_id + 1,
+                                 &items[1].len);
+    items[2].data = command_item(own, 2, &items[2].len);
+    Ferry__Batch batch = FERRY__BATCH__INIT;
+    batch.items = items;
+    batch.n_items = 3;
+    Ferry__Envelope benv;
+    ferry_envelope_init(&benv);
+    benv.body_case = FERRY__ENVELOPE__BODY_BATCH;
+    benv.batch = &batch;
+    stack_raw_send(push, &benv, 5000);
+    for (int i = 0; i < 3; i++)
+        free(items[i].data);
+
+    /* Its own two arrive (the spy takes no batches: one message each), the forged one never. */
+    for (uint64_t k = 1; k <= 2; k++) {
+        Ferry__Envelope *got = stack_raw_recv(spy, 5000, FERRY__ENVELOPE__BODY_COMMAND);
+        assert_non_null(got);
+        assert_int_equal(got->command->engine_id.len, own.len);
+        assert_memory_equal(got->command->engine_id.data, own.data, own.len);
+        assert_int_equal(got->command->call_id, k);
+        ferry_envelope_free(got);
+    }
+    int64_t until = ferry_now_ms() + 5000;
+    Ferry__Stats *st;
+    while (st = stats(fx, &senv), st->dropped < before + 1) {
+        ferry_envelope_free(senv);
+        assert_true(ferry_now_ms() < until);
+        poll(NULL, 0, 10);
+    }
+    printf("# %s: a forged Command in a Batch dropped, its two neighbours routed (dropped=%llu)\n",
+           fx->keyed ? "keys" : "no keys", (unsigned long long)st->dropped);
+    ferry_envelope_free(senv);
+    assert_null(stack_raw_recv(spy, 100, FERRY__ENVELOPE__BODY_COMMAND));
+    /* The real engine's call is untouched. */
+    send_reply(spy, first->command->engine_id, first->command->call_id, "one");
+    ferry_result r;
+    assert_int_equal(ferry_client_wait(fx->s.client, 10000, &r), FERRY_OK);
+    assert_true(r.result->ok);
+    expect_str(r.result->values[0], "one");
+    ferry_result_fini(&r);
+    ferry_envelope_free(first);
+    raw_close(fx, &push);
+    raw_close(fx, &spy);
+    stack_passed(&fx->s);
+}
+
 /* Waits until the broker counts engines and workers exactly; the ms it took. */
 static int64_t wait_counts(fixture *fx, unsigned engines, unsigned workers, int timeout_ms)
 {
@@ -539,6 +631,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_worker_cannot_answer_others_calls, setup_keys,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_worker_cannot_answer_others_calls, setup_plain,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_forged_item_in_a_batch_dropped, setup_keys,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_engine_cannot_push_under_another_id, setup_keys,
                                         teardown),
