@@ -35,17 +35,17 @@ def test_sigterm_drains(stack):
     stack.engine()
     w = stack.pyworker("--label", "D")
     c = stack.wait_ready(1, 1)
-    slow = c.submit("return ferry.call('t.slow', 'slow', 600)", timeout=10)
+    slow = c.submit("return ferry.call('t.slow', 'slow', 2000)", timeout=10)
     wait_for(lambda: stack.started("slow"), 10, "the slow call running")
     w.send_signal(signal.SIGTERM)
-    # Goodbye: the broker sends it nothing new; the call in flight finishes.
-    wait_for(lambda: any(x.leaving for x in c.stats().worker_list) or w.poll() is not None, 5,
-             "the worker leaving")
-    assert slow.result(timeout=10).value == "slow done by D"
-    assert stack.stop(w, sig=0, timeout=10) == 0  # exits 0 by itself once drained
+    # Goodbye: the broker sends the worker nothing new while its call finishes.
+    wait_for(lambda: any(x.leaving for x in c.stats().worker_list), 5, "the worker leaving")
     with pytest.raises(ferry.ScriptError) as e:
         c.run(CALL, "t.echo", "anyone?", timeout=5)
     assert e.value.code == "no_worker"
+    assert not slow.done()
+    assert slow.result(timeout=10).value == "slow done by D"
+    assert stack.stop(w, sig=0, timeout=10) == 0  # exits 0 by itself once drained
 
 
 def test_drain_timeout_bounds_the_wait(stack):
@@ -96,3 +96,22 @@ def test_result_that_never_comes_times_out(stack):
         assert e.value.code == "timeout"
     finally:
         broker.send_signal(signal.SIGCONT)
+
+
+def test_worker_registers_again_after_broker_silence(stack):
+    # A broker stopped past liveness (SIGSTOP) keeps the connection but says nothing;
+    # resumed, it gives every peer up. The Python worker noticed the silence and comes
+    # back under a new routing id with a fresh Ready.
+    broker = stack.broker()
+    stack.engine()
+    w = stack.pyworker()
+    c = stack.wait_ready(1, 1)
+    first = [x.id for x in c.stats().worker_list]
+    broker.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: stack.log_has(w, "broker_silent"), 10, "the worker noticing")
+    finally:
+        broker.send_signal(signal.SIGCONT)
+    wait_for(lambda: [x.id for x in c.stats().worker_list if not x.leaving] not in ([], first),
+             10, "the worker registered under a new id")
+    assert c.run(CALL, "t.echo", "back", timeout=5).value == "back"
