@@ -5,7 +5,7 @@ They are coded here, straight between the wire bytes and Python values,
 because:
 
 - Debian's protobuf runtime (the C++ one) refuses a message nested deeper
-  than 100 levels, which is a table 32 deep; the protocol allows 64
+  than 100 levels, which is tables 33 (hash parts) to 49 (array parts) deep; the protocol allows 64
   (docs/protocol.md, "Values");
 - a Command whose arguments do not decode must still be answered
   `bad_message` from its top level (engine_id, call_id), which a whole-message
