@@ -236,3 +236,37 @@ def test_keys_roundtrip(tmp_path):
         ferry.Client("ipc:///nonexistent", curve_key=path + "_secret")  # without broker_key
     with pytest.raises(ferry.FerryError):
         ferry.load_certificate(str(tmp_path / "missing"))
+
+
+def test_worker_survives_any_frame():
+    """Whatever arrives, the worker's frame handler neither raises nor answers what it
+    cannot route; a Command it can route gets exactly one answer."""
+    w = ferry.Worker("ipc:///nonexistent")
+    w.function("t.f")(lambda *a: a)
+    w._inflight, answers, started = {}, [], []
+    w._reply = lambda call, values=(), code=None, message="": answers.append((call.call_id, code))
+    w._start = lambda fn, call, args: started.append(call.call_id)
+    env = pb.Envelope(version=1)
+    c = env.command
+    c.engine_id, c.call_id, c.function, c.timeout_ms = b"e", 1, "t.f", 100
+    c.args.add().table.hash.add().key.string = b"k"
+    good = env.SerializeToString()
+    rng = random.Random(7)
+    frames = [b"", b"\x00", b"\xff" * 20, good[:-1], good + b"\x60\x01"]
+    for _ in range(3000):
+        b = bytearray(good)
+        for _ in range(rng.randrange(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        frames.append(bytes(b))
+    for f in frames:
+        before = len(answers) + len(started)
+        w._on_frame(f)
+        assert len(answers) + len(started) - before <= 1
+    w._on_frame(good)
+    assert started[-1] == 1
+    # A Command whose argument does not decode is answered bad_message, not dropped.
+    bad = bytearray(good)
+    bad[bad.index(b"\x2a\x01k") + 1] = 0x7F  # the key string now runs past its Value
+    answers.clear()
+    w._on_frame(bytes(bad))
+    assert answers and answers[-1][1] in ("bad_message",)
