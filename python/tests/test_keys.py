@@ -51,9 +51,9 @@ def test_keyless_client_of_keyed_broker_is_refused(stack):
 
 def test_unlisted_worker_is_never_registered(stack):
     stack.use_keys()
+    os.remove(os.path.join(stack.dir, "allow-workers", "pyworker"))  # before the broker reads it
     stack.broker()
     stack.engine()
-    os.remove(os.path.join(stack.dir, "allow-workers", "pyworker"))
     w = stack.pyworker()
     stack.cworker()
     c = stack.wait_ready(1, 1)
