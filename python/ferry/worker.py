@@ -479,7 +479,10 @@ class Worker:
             if (not self._ready_pending and not self._draining
                     and now - self._last_heard > self.heartbeat_s * self.liveness):
                 self._new_identity(now)
-            if self._ready_pending and self._connected:
+            if self._ready_pending:
+                # Also without a connect event seen: with ZMQ_IMMEDIATE the send only
+                # succeeds over a connection that is up (events of an old connection
+                # may come after those of the new one).
                 self._send_ready()
             if not self._ready_pending and now >= next_beat:
                 self._send(heartbeat)

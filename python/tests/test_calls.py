@@ -1,5 +1,7 @@
 """A Python client runs scripts that call a Python worker: values both ways, plain and
 asyncio functions, errors, deadlines, many scripts in flight."""
+import threading
+
 import pytest
 
 import ferry
@@ -136,3 +138,28 @@ def test_no_broker_is_unreachable(stack):
         c.run("return 1", timeout=1)
     assert e.value.code == "unreachable"
     c.close()
+
+
+def test_worker_in_a_thread_and_stop(stack):
+    stack.broker()
+    stack.engine()
+    w = ferry.Worker(stack.workers, handle_signals=False, heartbeat_ms=200, strings="bytes")
+
+    @w.function("in.proc")
+    def where(x):
+        return threading.current_thread().name, x, type(x).__name__
+
+    t = threading.Thread(target=w.run)
+    t.start()
+    try:
+        c = stack.wait_ready(1, 1, function="in.proc")
+        name, x, kind = c.run("return ferry.call('in.proc', 'raw')", timeout=5).values
+        assert name.startswith("ferry-call-") and x == "raw" and kind == "bytes"
+        assert c.run("return ferry.call('in.proc', 'raw')", timeout=5).values[1] == "raw"
+        raw = stack.client(strings="bytes")
+        assert raw.run("return 'x', {'y'}", timeout=5).values == [b"x", [b"y"]]
+    finally:
+        w.stop()
+        t.join(10)
+    assert not t.is_alive()
+    assert w.stats["completed"] == 2
