@@ -56,7 +56,7 @@ class Pending:
         if not self.done():
             self._result, self._error = result, error
             self._client._pending.pop(self.request_id, None)
-            self._client._done.append(self)
+            self._client._done[self.request_id] = self
 
     def result(self, timeout=None):
         """The Result (ok, values, output) once it came, waiting up to timeout seconds
@@ -65,7 +65,9 @@ class Pending:
         if not self.done():
             self._client._pump_until(lambda: self.done(), timeout)
             if not self.done():
-                raise FerryError("timeout", "no result within %.3f s (still pending)" % timeout)
+                raise FerryError("timeout", "no result within %.3f s (still pending)"
+                                 % (timeout or 0))
+        self._client._done.pop(self.request_id, None)  # handed out: wait() skips it
         if self._error is not None:
             raise self._error
         if not self._result.ok:
@@ -115,7 +117,6 @@ class Client:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
         _keys.apply(self._sock, self._keys)
         self._monitor = self._sock.get_monitor_socket(_EVENTS)
         self._sock.connect(self.endpoint)
@@ -124,8 +125,8 @@ class Client:
         self._poller.register(self._monitor, zmq.POLLIN)
         self._next_id = 1
         self._pending = {}  # request_id -> Pending
-        self._done = []     # finished, not yet handed out by wait()
-        self._stats = {}    # request_id -> Stats
+        self._done = {}     # request_id -> Pending finished and not handed out yet, in order
+        self._stats = {}    # request_id -> Stats, or None while awaited
         self._refused = False
 
     # ---- lifecycle ----
@@ -158,7 +159,7 @@ class Client:
         Submit is over max_msg), usage (an argument with no Lua value)."""
         if isinstance(source, str):
             source = source.encode("utf-8")
-        timeout_ms = 0 if timeout is None else max(1, int(timeout * 1000))
+        timeout_ms = 0 if timeout is None else min(0xFFFFFFFF, max(1, int(timeout * 1000)))
         rid = self._next_id
         self._next_id += 1
         try:
@@ -187,24 +188,23 @@ class Client:
         pending."""
         if not self._done:
             self._pump_until(lambda: bool(self._done) or not self._pending, timeout)
-        return self._done.pop(0) if self._done else None
+        return self._done.pop(next(iter(self._done))) if self._done else None
 
     def results(self, pending=None, timeout=None):
         """Yields the given Pendings (default: every one submitted and not handed
         out yet) as they finish, in completion order; within timeout seconds in
         all (None: each waits for its own deadline). Stops early at the timeout."""
         if pending is None:
-            want = set(self._pending.values()) | set(self._done)
+            want = set(self._pending.values()) | set(self._done.values())
         else:
             want = set(pending)
         until = None if timeout is None else time.monotonic() + timeout
         while want:
-            ready = [p for p in self._done if p in want]
+            ready = [p for p in self._done.values() if p in want]
             ready += [p for p in want if p.done() and p not in ready]
             if ready:
                 for p in ready:
-                    if p in self._done:
-                        self._done.remove(p)
+                    self._done.pop(p.request_id, None)
                     want.discard(p)
                     yield p
                 continue
@@ -218,9 +218,14 @@ class Client:
         rid = self._next_id
         self._next_id += 1
         self._send(_wire.encode_envelope(stats_request=pb.StatsRequest(request_id=rid)))
-        self._pump_until(lambda: rid in self._stats or self._refused, timeout)
-        if rid in self._stats:
-            return self._stats.pop(rid)
+        self._stats[rid] = None
+        try:
+            self._pump_until(lambda: self._stats[rid] is not None or self._refused, timeout)
+            got = self._stats[rid]
+        finally:
+            del self._stats[rid]
+        if got is not None:
+            return got
         if self._refused:
             raise self._auth_error()
         raise FerryError("timeout", "no stats from %s within %.1f s" % (self.endpoint, timeout))
@@ -287,7 +292,8 @@ class Client:
                     p._finish(result=r)
             elif body == pb.Envelope.DESCRIPTOR.fields_by_name["stats"].number:
                 env = pb.Envelope.FromString(frame)
-                self._stats[env.stats.request_id] = env.stats
+                if self._stats.get(env.stats.request_id, 0) is None:  # awaited, not late
+                    self._stats[env.stats.request_id] = env.stats
         except Exception:  # nothing the broker sends may break the client: skipped
             return
 

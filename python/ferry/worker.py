@@ -181,6 +181,7 @@ class Worker:
         self.stats = {"completed": 0, "failed": 0, "timed_out": 0, "late": 0, "dropped": 0}
         self._loop = None
         self._stop_event = None
+        self._stop_early = False  # stop() before serve() got going
 
     # ---- registering ----
 
@@ -198,7 +199,8 @@ class Worker:
             raise ValueError("a worker serves at most %d functions" % READY_FUNCTIONS_MAX)
         f = _Function()
         f.name, f.fn, f.idempotent = name, fn, bool(idempotent)
-        f.is_async = inspect.iscoroutinefunction(fn)
+        f.is_async = (inspect.iscoroutinefunction(fn) or  # also a partial of one
+                      inspect.iscoroutinefunction(getattr(fn, "__call__", None)))
         try:
             f.signature = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -215,8 +217,11 @@ class Worker:
 
     def stop(self):
         """Drains as on SIGTERM (a second stop: at once). Thread-safe."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._drain)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._drain)
+        else:
+            self._stop_early = True
 
     async def serve(self):
         """The worker's loop, for a program that runs asyncio already."""
@@ -239,7 +244,6 @@ class Worker:
         # Unread replies are bounded by the credit (see workers/worker.c): never refuse one.
         self._sock.setsockopt(zmq.SNDHWM, 2 * self.credit + HWM_MARGIN)
         self._sock.setsockopt(zmq.RCVHWM, 2 * self.credit + HWM_MARGIN)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_msg)
         _keys.apply(self._sock, self._keys)
         monitor = self._sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED |
@@ -259,6 +263,9 @@ class Worker:
                  self.credit)
         tasks = [loop.create_task(self._recv_loop()), loop.create_task(self._monitor_loop(monitor)),
                  loop.create_task(self._tick_loop())]
+        if self._stop_early:
+            self._stop_early = False
+            self._drain()
         try:
             await self._stop_event.wait()
         finally:

@@ -122,6 +122,9 @@ def test_many_scripts_in_flight(client):
     assert first is b and first.result().value == "fast"
     assert client.wait(timeout=5) is a
     assert client.wait(timeout=0.01) is None
+    for _ in range(3):
+        client.run("return 1", timeout=5)
+    assert not client._done and not client._pending  # result() handed them out: nothing kept
 
 
 def test_submit_over_max_msg_is_refused_before_sending(stack):
@@ -143,7 +146,12 @@ def test_no_broker_is_unreachable(stack):
 def test_worker_in_a_thread_and_stop(stack):
     stack.broker()
     stack.engine()
-    w = ferry.Worker(stack.workers, handle_signals=False, heartbeat_ms=200, strings="bytes")
+    w = ferry.Worker(stack.workers, handle_signals=False, heartbeat_ms=200, strings="bytes",
+                     max_msg=4096)
+
+    @w.function("in.big")
+    def big(n):
+        return b"x" * n
 
     @w.function("in.proc")
     def where(x):
@@ -156,10 +164,14 @@ def test_worker_in_a_thread_and_stop(stack):
         name, x, kind = c.run("return ferry.call('in.proc', 'raw')", timeout=5).values
         assert name.startswith("ferry-call-") and x == "raw" and kind == "bytes"
         assert c.run("return ferry.call('in.proc', 'raw')", timeout=5).values[1] == "raw"
+        assert len(c.run("return ferry.call('in.big', 4000)", timeout=5).value) == 4000
+        with pytest.raises(ferry.ScriptError) as e:  # a Reply over max_msg: a call_error
+            c.run("return ferry.call('in.big', 5000)", timeout=5)
+        assert e.value.code == "call_error" and "over the 4096-byte message limit" in e.value.message
         raw = stack.client(strings="bytes")
         assert raw.run("return 'x', {'y'}", timeout=5).values == [b"x", [b"y"]]
     finally:
         w.stop()
         t.join(10)
     assert not t.is_alive()
-    assert w.stats["completed"] == 2
+    assert w.stats["completed"] == 3 and w.stats["failed"] == 1

@@ -30,14 +30,15 @@ def test_worker_killed_mid_call(stack):
     assert s.workers_lost == 1 and s.calls_retried == 1
 
 
-def test_sigterm_drains(stack):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains(stack, sig):
     stack.broker("--unserved-wait", "300")
     stack.engine()
     w = stack.pyworker("--label", "D")
     c = stack.wait_ready(1, 1)
     slow = c.submit("return ferry.call('t.slow', 'slow', 2000)", timeout=10)
     wait_for(lambda: stack.started("slow"), 10, "the slow call running")
-    w.send_signal(signal.SIGTERM)
+    w.send_signal(sig)
     # Goodbye: the broker sends the worker nothing new while its call finishes.
     wait_for(lambda: any(x.leaving for x in c.stats().worker_list), 5, "the worker leaving")
     with pytest.raises(ferry.ScriptError) as e:
