@@ -16,6 +16,7 @@ needs pyzmq and the protobuf runtime only (Debian: python3-zmq,
 python3-protobuf). See python/README.md.
 """
 from ._wire import PROTOCOL_VERSION, Result
+from .aio import AsyncClient
 from .client import GRACE_S, Client, Pending
 from .errors import CallError, FerryError, ScriptError
 from .keys import generate as generate_keys, load_certificate
@@ -23,6 +24,6 @@ from .worker import Call, Worker, current_call
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Pending", "Result", "Worker", "Call", "current_call", "FerryError",
+__all__ = ["Client", "AsyncClient", "Pending", "Result", "Worker", "Call", "current_call", "FerryError",
            "ScriptError", "CallError", "load_certificate", "generate_keys", "GRACE_S",
            "PROTOCOL_VERSION", "__version__"]
