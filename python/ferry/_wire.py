@@ -109,7 +109,8 @@ def encode_values(tag, values):
 
 
 def _str(field_tag, s):
-    return _len_field(field_tag, s.encode("utf-8")) if s else b""
+    """A proto3 string field: UTF-8 (what cannot be encoded, a lone surrogate, is replaced)."""
+    return _len_field(field_tag, s.encode("utf-8", "replace")) if s else b""
 
 
 def encode_reply(engine_id, call_id, values=(), code=None, message=""):

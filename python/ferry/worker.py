@@ -429,6 +429,16 @@ class Worker:
         self._maybe_drained()
 
     def _on_done(self, key, job):
+        try:
+            self._finish_call(key, job)
+        except Exception:  # a bug here must not leave the call unanswered
+            log.exception("reply_failed")
+            entry = self._inflight.pop(key, None)
+            if entry is not None:
+                self._reply(entry[0], code="call_error", message="the worker failed to reply")
+            self._maybe_drained()
+
+    def _finish_call(self, key, job):
         entry = self._inflight.get(key)
         if entry is None or entry[1] is not job:
             if not job.cancelled():

@@ -71,6 +71,11 @@ def fail(code, message):
     raise ferry.CallError(code, message)
 
 
+@w.function("t.surrogate")
+def surrogate():
+    raise ferry.CallError("odd\udcff", "a message with a lone surrogate \udcff")
+
+
 @w.function("t.boom")
 def boom():
     raise ValueError("boom")

@@ -57,7 +57,7 @@ def test_errors(client):
     r = client.run("""
         local out = {}
         for _, c in ipairs({{'t.fail', 'my_code', 'it broke'}, {'t.boom'}, {'t.add', 1},
-                            {'t.unsendable'}, {'t.nobody'}}) do
+                            {'t.unsendable'}, {'t.nobody'}, {'t.surrogate'}}) do
             local ok, e = pcall(ferry.call, table.unpack(c))
             out[#out + 1] = e.code .. ': ' .. e.message
         end
@@ -69,6 +69,7 @@ def test_errors(client):
     assert out[2].startswith("bad_argument: bad arguments to 't.add'")
     assert out[3].startswith("call_error: t.unsendable: cannot send the result")
     assert out[4].startswith("no_worker")
+    assert out[5] == "odd?: a message with a lone surrogate ?"  # answered, not lost
 
 
 def test_script_failure_raises(client):
