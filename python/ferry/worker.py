@@ -408,7 +408,7 @@ class Worker:
         ctx = contextvars.copy_context()
         ctx.run(_current.set, call)
         if fn.is_async:
-            job = loop.create_task(fn.fn(*args), context=ctx)
+            job = ctx.run(loop.create_task, fn.fn(*args))  # the task runs in a copy of ctx
         else:
             job = asyncio.wrap_future(self._pool.submit(ctx.run, fn.fn, *args), loop=loop)
         timer = None
