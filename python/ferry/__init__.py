@@ -24,6 +24,6 @@ from .worker import Call, Worker, current_call
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "AsyncClient", "Pending", "Result", "Worker", "Call", "current_call", "FerryError",
-           "ScriptError", "CallError", "load_certificate", "generate_keys", "GRACE_S",
-           "PROTOCOL_VERSION", "__version__"]
+__all__ = ["Client", "AsyncClient", "Pending", "Result", "Worker", "Call", "current_call",
+           "FerryError", "ScriptError", "CallError", "load_certificate", "generate_keys",
+           "GRACE_S", "PROTOCOL_VERSION", "__version__"]

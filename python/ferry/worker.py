@@ -167,7 +167,8 @@ class Worker:
             raise FerryError("usage", "credit is 1 to 100000")
         self.credit = credit
         self.threads = max(1, threads)
-        self.heartbeat_s = (heartbeat_ms or int(os.environ.get("FERRY_HEARTBEAT_MS") or 1000)) / 1000
+        heartbeat_ms = heartbeat_ms or int(os.environ.get("FERRY_HEARTBEAT_MS") or 1000)
+        self.heartbeat_s = heartbeat_ms / 1000
         self.liveness = liveness or int(os.environ.get("FERRY_LIVENESS") or 3)
         if self.heartbeat_s < 0.01 or self.liveness < 2:
             raise FerryError("usage", "heartbeat_ms >= 10 and liveness >= 2")
