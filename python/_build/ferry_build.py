@@ -24,7 +24,7 @@ def _metadata():
     return ("Metadata-Version: 2.1\nName: %s\nVersion: %s\n"
             "Summary: Client and worker for Ferry: Lua scripts calling async functions "
             "through a broker\nRequires-Python: >=3.9\nRequires-Dist: pyzmq\n"
-            "Requires-Dist: protobuf\nDescription-Content-Type: text/markdown\n\n%s"
+            "Requires-Dist: protobuf>=3.20\nDescription-Content-Type: text/markdown\n\n%s"
             % (NAME, VERSION, readme))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PACKAGE_ROOT
 
-pytestmark = pytest.mark.skipif(subprocess.run([sys.executable, "-m", "pip", "--version"],
+needs_pip = pytest.mark.skipif(subprocess.run([sys.executable, "-m", "pip", "--version"],
                                                capture_output=True).returncode != 0,
                                 reason="needs pip (Debian: python3-pip)")
 
@@ -35,6 +35,7 @@ def run_probe(python, where, stack, env=None):
     assert r.stdout.strip() == "42"
 
 
+@needs_pip
 def test_pip_install_target(stack, tmp_path):
     stack.broker()
     stack.engine()
@@ -44,6 +45,7 @@ def test_pip_install_target(stack, tmp_path):
     run_probe(sys.executable, target, stack, env=dict(os.environ, PYTHONPATH=target))
 
 
+@needs_pip
 def test_pip_install_venv(stack, tmp_path):
     venv = str(tmp_path / "venv")
     r = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv],
@@ -56,3 +58,22 @@ def test_pip_install_venv(stack, tmp_path):
     pip(PACKAGE_ROOT, python=python)  # its dependencies are Debian's, seen by the venv
     run_probe(python, venv, stack, env={k: v for k, v in os.environ.items()
                                         if k != "PYTHONPATH"})
+
+
+def test_backend_metadata_is_pyproject():
+    """The in-tree backend writes the metadata itself: it must say what pyproject.toml says."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(PACKAGE_ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    sys.path.insert(0, os.path.join(PACKAGE_ROOT, "_build"))
+    try:
+        import ferry_build
+    finally:
+        sys.path.pop(0)
+    import ferry
+    assert (ferry_build.NAME, ferry_build.VERSION) == (project["name"], project["version"])
+    assert ferry.__version__ == project["version"]
+    meta = ferry_build._metadata()
+    for dep in project["dependencies"]:
+        assert "Requires-Dist: %s\n" % dep in meta
+    assert "Requires-Python: %s\n" % project["requires-python"] in meta
