@@ -116,3 +116,23 @@ def test_worker_registers_again_after_broker_silence(stack):
     wait_for(lambda: [x.id for x in c.stats().worker_list if not x.leaving] not in ([], first),
              10, "the worker registered under a new id")
     assert c.run(CALL, "t.echo", "back", timeout=5).value == "back"
+
+
+def test_new_broker_counts_calls_still_running(stack):
+    # Ready.running: a call the worker still runs after a broker restart holds its one
+    # credit at the new broker, which sends the next call only once the stray Reply of
+    # the old one returned it (without it the worker would refuse it: overloaded).
+    broker = stack.broker()
+    stack.engine()
+    w = stack.pyworker("--credit", "1", "--drain-timeout", "1")
+    c = stack.wait_ready(1, 1)
+    old = c.submit("return ferry.call('t.sleep', 1500, 'old')", timeout=10)
+    wait_for(lambda: c.stats().in_flight == 1, 5, "the call at the worker")
+    broker.kill()
+    broker.wait(5)
+    with pytest.raises(ferry.FerryError):
+        old.result(timeout=5)
+    stack.broker()
+    stack.wait_ready(1, 1, function="t.echo")
+    assert stack.log_has(w, "running=1")
+    assert c.run(CALL, "t.echo", "new", timeout=5).value == "new"
