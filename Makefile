@@ -3,7 +3,8 @@
 
 PACKAGES := build-essential cmake pkg-config libzmq3-dev liblua5.4-dev libprotobuf-c-dev \
             protobuf-c-compiler libcmocka-dev uthash-dev libcurl4-openssl-dev \
-            python3 python3-zmq python3-protobuf protobuf-compiler clang libclang-rt-dev \
+            python3 python3-zmq python3-protobuf python3-pytest python3-venv \
+            python3-pip protobuf-compiler clang libclang-rt-dev \
             lua5.4
 BUILD    ?= build
 ASAN     ?= build-asan

@@ -1,4 +1,4 @@
--- use.lua: a script for the Python worker (examples/python/ferry_worker.py).
+-- use.lua: a script for the Python worker (examples/python/ferry_worker.py, on the ferry package).
 -- Needs that worker next to the broker:
 --   python3 examples/python/ferry_worker.py &
 --   python3 examples/python/ferry_client.py examples/python/use.lua Ferry

@@ -9,9 +9,9 @@
  * ferry_client.py) submits a script and prints its result; the broker's
  * stats say which worker serves what and count calls per function.
  *
- * Python: Debian's python3 with python3-zmq and python3-protobuf, and
- * protoc (protobuf-compiler), which generates ferry_pb2.py into the
- * stack's temporary folder (FERRY_PB_DIR), never into the source tree.
+ * Python: Debian's python3 with python3-zmq and python3-protobuf; both
+ * examples run on the ferry package of python/ (FERRY_PB_DIR is a leftover
+ * of when they ran protoc themselves: ignored now).
  */
 #include "harness.h"
 

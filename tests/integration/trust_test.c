@@ -338,7 +338,7 @@ static void test_custom_c_worker_with_keys(void **state)
 }
 
 /* The Python examples take the same two settings (here through FERRY_CURVE_KEY and
- * FERRY_BROKER_KEY), and pyzmq reads the certificates ferry keygen writes. */
+ * FERRY_BROKER_KEY), and the ferry package reads the certificates ferry keygen writes. */
 static void test_python_worker_and_client_with_keys(void **state)
 {
     fixture *fx = *state;
