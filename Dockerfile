@@ -55,7 +55,7 @@ RUN mkdir /keys && chown ferry:ferry /keys
 COPY examples /examples
 USER ferry
 WORKDIR /examples
-EXPOSE 5555 5556 5557 5558
+EXPOSE 5555 5556 5557 5558 9464
 # The binaries stop cleanly on SIGTERM (what `docker stop` sends) and run as
 # PID 1: no shell in between.
 CMD ["ferry", "--help"]

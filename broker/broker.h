@@ -24,6 +24,7 @@
 #include "dispatch.h"
 #include "ferry_err.h"
 #include "ferry_loop.h"
+#include "metrics.h"
 #include "scripts.h"
 #include "trust.h"
 
@@ -69,6 +70,7 @@ typedef struct {
     long slots_max;         /* a Hello's slots are cut to this */
     long credit_max;        /* a Ready's credit is cut to this */
     long ready_functions_max; /* a Ready with more functions is refused */
+    const char *metrics;    /* HOST:PORT serving GET /metrics (metrics.h); NULL or "": off */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -115,6 +117,7 @@ typedef struct broker {
     ferry_curve curve;           /* the broker's key pair, when cfg.curve_key */
     broker_trust trust;          /* allow-lists and ZAP handler, when curve.on */
     broker_budget budget;        /* bytes queued, calls and scripts together (--queue-bytes) */
+    broker_metrics metrics;      /* --metrics: series and their HTTP server */
 } broker;
 
 /* The defaults of every flag (endpoints included). */

@@ -178,7 +178,8 @@ void ferry_metrics_hist_write(ferry_metrics_writer *w, const char *name,
     cum += h->buckets[FERRY_METRICS_BUCKETS];
     snprintf(v, sizeof v, "%llu", (unsigned long long)cum);
     sample_text(w, name, "_bucket", labels, nlabels, "+Inf", v);
-    format_f64(v, sizeof v, (double)h->sum_us / 1e6);
+    snprintf(v, sizeof v, "%llu.%06llu", (unsigned long long)(h->sum_us / 1000000),
+             (unsigned long long)(h->sum_us % 1000000)); /* exact: whole microseconds */
     sample_text(w, name, "_sum", labels, nlabels, NULL, v);
     snprintf(v, sizeof v, "%llu", (unsigned long long)h->count);
     sample_text(w, name, "_count", labels, nlabels, NULL, v);

@@ -167,10 +167,10 @@ ferry_err ferry_metrics_http_open(ferry_metrics_http **out, ferry_loop *loop,
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     h->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)FERRY_METRICS_HTTP_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)FERRY_METRICS_HTTP_IDLE_S,
-        MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL, MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)FERRY_METRICS_HTTP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)FERRY_METRICS_HTTP_IDLE_S, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         snprintf(err, errlen, "metrics address '%s': cannot listen (in use, or not an address "

@@ -106,7 +106,7 @@ static void test_histogram_text(void **state)
     assert_non_null(strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"0.000128\"} 2\n"));
     assert_non_null(strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"33.554432\"} 2\n"));
     assert_non_null(strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"+Inf\"} 3\n"));
-    assert_non_null(strstr(out.data, "ferry_d_seconds_sum{function=\"echo\"} 100.00015\n"));
+    assert_non_null(strstr(out.data, "ferry_d_seconds_sum{function=\"echo\"} 100.000150\n"));
     assert_non_null(strstr(out.data, "ferry_d_seconds_count{function=\"echo\"} 3\n"));
     ferry_buf_fini(&out);
 }
