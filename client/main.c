@@ -3,6 +3,7 @@
  *
  *   ferry run [--broker EP] [--timeout S] [--json] script.lua [arg ...]
  *   ferry stats [--broker EP] [--json]
+ *   ferry top [--broker EP] [--interval S] [--once] [--json]   (top.c)
  *   ferry keygen PATH
  *
  * run and stats take --curve-key FILE (this client's secret certificate) and
@@ -18,6 +19,7 @@
 #include "ferry_opts.h"
 #include "ferry_value.h"
 #include "ferry_wire.h"
+#include "top.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -75,6 +77,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: ferry run [--broker EP] [--timeout S] [--json] script.lua [arg ...]\n"
                  "       ferry stats [--broker EP] [--json]\n"
+                 "       ferry top [--broker EP] [--interval S] [--once] [--json]\n"
                  "       ferry keygen PATH   (writes PATH and PATH_secret)\n"
                  "       ferry --help | --version\n");
 }
@@ -406,6 +409,8 @@ int main(int argc, char **argv)
         return cmd_run(argc, argv);
     if (strcmp(argv[1], "stats") == 0)
         return cmd_stats(argc, argv);
+    if (strcmp(argv[1], "top") == 0)
+        return client_top_main(argc, argv);
     if (strcmp(argv[1], "keygen") == 0)
         return cmd_keygen(argc, argv);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
