@@ -57,21 +57,6 @@ void broker_metrics_fini(broker_metrics *m)
     m->on = 0;
 }
 
-unsigned broker_metrics_outcome(const char *code)
-{
-    if (!code || !*code)
-        return FERRY_ECALL;
-    for (unsigned i = 0; i < FERRY_ERR_COUNT; i++)
-        if (strcmp(code, ferry_err_code((ferry_err)i)) == 0)
-            return i;
-    return BROKER_METRICS_OTHER;
-}
-
-static const char *outcome_name(unsigned i)
-{
-    return i < FERRY_ERR_COUNT ? ferry_err_code((ferry_err)i) : "other";
-}
-
 /* The series of fn, made on first use; NULL past the bound or out of memory. */
 static broker_fn_metrics *series(broker_metrics *m, broker_function *fn)
 {
@@ -115,7 +100,7 @@ static unsigned reply_outcome(const void *reply, size_t len)
         return FERRY_EPROTO;
     unsigned o = FERRY_ECALL;
     if (env->body_case == FERRY__ENVELOPE__BODY_REPLY && env->reply && env->reply->error)
-        o = broker_metrics_outcome(env->reply->error->code);
+        o = ferry_metrics_outcome(env->reply->error->code);
     ferry__envelope__free_unpacked(env, NULL);
     return o;
 }
@@ -179,7 +164,7 @@ void broker_metrics_script_result(broker_metrics *m, broker_script *script,
     if (m->on)
         broker_metrics_script_done(m, script,
                                    r->ok ? FERRY_OK
-                                         : broker_metrics_outcome(r->error ? r->error->code : NULL));
+                                         : ferry_metrics_outcome(r->error ? r->error->code : NULL));
 }
 
 void broker_metrics_function_stats(broker_metrics *m, broker_function *fn,
@@ -257,7 +242,7 @@ static void render_functions(broker *b, ferry_metrics_writer *w)
             /* ok always, the error codes once they happened: a bounded, sparse set. */
             if (o != FERRY_OK && x->outcomes[o] == 0)
                 continue;
-            ferry_metrics_label l[2] = {{"function", x->name}, {"outcome", outcome_name(o)}};
+            ferry_metrics_label l[2] = {{"function", x->name}, {"outcome", ferry_metrics_outcome_name(o)}};
             ferry_metrics_u64(w, "ferry_calls_total", l, 2, x->outcomes[o]);
         }
     family(w, "ferry_call_retries_total", FERRY_METRICS_COUNTER,
@@ -309,7 +294,7 @@ static void render_scripts(broker *b, ferry_metrics_writer *w)
     for (unsigned o = 0; o < BROKER_METRICS_OUTCOMES; o++) {
         if (o != FERRY_OK && m->scripts[o] == 0)
             continue;
-        ferry_metrics_label l = {"outcome", outcome_name(o)};
+        ferry_metrics_label l = {"outcome", ferry_metrics_outcome_name(o)};
         ferry_metrics_u64(w, "ferry_scripts_total", &l, 1, m->scripts[o]);
     }
     family(w, "ferry_script_duration_seconds", FERRY_METRICS_HISTOGRAM,

@@ -31,8 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BROKER_METRICS_OUTCOMES (FERRY_ERR_COUNT + 1) /* ok, each error code, other */
-#define BROKER_METRICS_OTHER FERRY_ERR_COUNT
+#define BROKER_METRICS_OUTCOMES FERRY_METRICS_OUTCOMES /* ok, each error code, other */
+#define BROKER_METRICS_OTHER FERRY_METRICS_OTHER
 #define BROKER_METRICS_DROPS 16 /* room for every broker_drop */
 
 struct broker;
@@ -78,9 +78,6 @@ void broker_metrics_fini(broker_metrics *m);
 
 /* Appends the exposition of b (its series, gauges and process_*) to out. */
 ferry_err broker_metrics_render(struct broker *b, ferry_buf *out);
-
-/* The outcome index of an error code as it travels ("timeout"; NULL or "" is call_error). */
-unsigned broker_metrics_outcome(const char *code);
 
 /* ---- hooks, one line each in the handlers ---- */
 

@@ -40,6 +40,21 @@ void ferry_metrics_hist_add(ferry_metrics_hist *into, const ferry_metrics_hist *
     into->sum_us += from->sum_us;
 }
 
+unsigned ferry_metrics_outcome(const char *code)
+{
+    if (!code || !*code)
+        return FERRY_ECALL;
+    for (unsigned i = 0; i < FERRY_ERR_COUNT; i++)
+        if (strcmp(code, ferry_err_code((ferry_err)i)) == 0)
+            return i;
+    return FERRY_METRICS_OTHER;
+}
+
+const char *ferry_metrics_outcome_name(unsigned i)
+{
+    return i < FERRY_ERR_COUNT ? ferry_err_code((ferry_err)i) : "other";
+}
+
 void ferry_metrics_writer_init(ferry_metrics_writer *w, ferry_buf *out)
 {
     w->out = out;

@@ -72,6 +72,17 @@ uint64_t ferry_metrics_hist_quantile_us(const ferry_metrics_hist *h, double q);
 /* Adds every count of from into into. */
 void ferry_metrics_hist_add(ferry_metrics_hist *into, const ferry_metrics_hist *from);
 
+/* Outcome labels: "ok" (FERRY_OK), each error code, then "other" (a code Ferry does not define). */
+#define FERRY_METRICS_OUTCOMES (FERRY_ERR_COUNT + 1)
+#define FERRY_METRICS_OTHER FERRY_ERR_COUNT
+
+/* The outcome index of an error code as it travels ("timeout"; NULL or "" is call_error,
+ * as a script sees it). */
+unsigned ferry_metrics_outcome(const char *code);
+
+/* The label of outcome i ("ok", "timeout", ..., "other"). */
+const char *ferry_metrics_outcome_name(unsigned i);
+
 typedef enum {
     FERRY_METRICS_COUNTER,
     FERRY_METRICS_GAUGE,

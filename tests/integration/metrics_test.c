@@ -1,10 +1,10 @@
 /*
  * metrics_test: --metrics on a real stack. After a known load (N scripts,
  * each making M echo calls and K calls that fail with bad_argument), the
- * broker's GET /metrics shows exactly those counts, its latency histogram
- * counts every reply, a call in flight shows as in flight, and the whole
- * exposition passes `promtool check metrics` (skipped, saying so, when
- * promtool is missing). Bad HTTP does not hurt the broker; other paths
+ * GET /metrics of the broker, the engine and the worker show exactly those
+ * counts, their latency histograms count every answer, a call in flight
+ * shows as in flight at each, and each exposition passes `promtool check
+ * metrics` (skipped, saying so, when promtool is missing). Bad HTTP does not hurt the broker; other paths
  * get 404; without --metrics nothing listens.
  */
 #include "harness.h"
@@ -54,19 +54,59 @@ static void run_load(ferry_stack *s)
     }
 }
 
+/* promtool's verdict on text, or a line saying it was skipped. */
+static void promtool_accepts(const char *text)
+{
+    int verdict = scrape_promtool(text);
+    if (verdict < 0)
+        fprintf(stderr, "# SKIP promtool check metrics: /usr/bin/promtool missing "
+                        "(Debian package prometheus)\n");
+    else
+        assert_int_equal(verdict, 1);
+}
+
 static void test_broker_series_after_known_load(void **state)
 {
     (void)state;
-    int port = scrape_free_port();
-    assert_true(port > 0);
-    char addr[64];
+    int port = scrape_free_port(), eport = scrape_free_port(), wport = scrape_free_port();
+    assert_true(port > 0 && eport > 0 && wport > 0);
+    char addr[64], eaddr[64], waddr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    snprintf(eaddr, sizeof eaddr, "127.0.0.1:%d", eport);
+    snprintf(waddr, sizeof waddr, "127.0.0.1:%d", wport);
     const char *const bargs[] = {"--metrics", addr, NULL};
+    const char *const eargs[] = {"--metrics", eaddr, NULL};
+    const char *const wargs[] = {"--metrics", waddr, NULL};
     ferry_stack s;
-    assert_int_equal(stack_start_one_each(&s, bargs, NULL, NULL, NULL), 0);
+    assert_int_equal(stack_start_one_each(&s, bargs, eargs, wargs, NULL), 0);
     run_load(&s);
 
+    /* The engine: calls as its scripts saw them. */
     char *body = NULL;
+    assert_int_equal(scrape_get(eport, "/metrics", &body, 5000), 200);
+    assert_true(scrape_value(body, "ferry_engine_calls_total{outcome=\"ok\"}") == N * M);
+    assert_true(scrape_value(body, "ferry_engine_calls_total{outcome=\"bad_argument\"}") ==
+                N * K);
+    assert_true(scrape_value(body, "ferry_engine_call_duration_seconds_count") == N * (M + K));
+    assert_true(scrape_value(body, "ferry_engine_scripts_total{outcome=\"ok\"}") == N);
+    assert_true(scrape_value(body, "ferry_engine_instructions_total") > N * 10);
+    assert_true(scrape_value(body, "ferry_engine_connected") == 1);
+    assert_true(scrape_value(body, "process_open_fds") > 0);
+    promtool_accepts(body);
+    free(body);
+    /* The worker: per function, handler latency. */
+    assert_int_equal(scrape_get(wport, "/metrics", &body, 5000), 200);
+    assert_true(scrape_value(body, "ferry_worker_calls_total{function=\"echo\",outcome=\"ok\"}") ==
+                N * M);
+    assert_true(scrape_value(body, "ferry_worker_calls_total{function=\"sleep\","
+                                   "outcome=\"bad_argument\"}") == N * K);
+    assert_true(scrape_value(body, "ferry_worker_handler_duration_seconds_count{function="
+                                   "\"echo\"}") == N * M);
+    assert_true(scrape_value(body, "ferry_worker_calls_in_flight") == 0);
+    assert_true(scrape_value(body, "ferry_worker_connected") == 1);
+    promtool_accepts(body);
+    free(body);
+
     assert_int_equal(scrape_get(port, "/metrics", &body, 5000), 200);
     assert_non_null(body);
     assert_true(scrape_value(body, "ferry_calls_total{function=\"echo\",outcome=\"ok\"}") ==
@@ -90,12 +130,7 @@ static void test_broker_series_after_known_load(void **state)
     assert_true(scrape_value(body, "process_resident_memory_bytes") > 0);
     assert_true(scrape_value(body, "process_open_fds") > 0);
     assert_true(scrape_value(body, "process_start_time_seconds") > 1e9);
-    int verdict = scrape_promtool(body);
-    if (verdict < 0)
-        fprintf(stderr, "# SKIP promtool check metrics: /usr/bin/promtool missing "
-                        "(Debian package prometheus)\n");
-    else
-        assert_int_equal(verdict, 1);
+    promtool_accepts(body);
     free(body);
 
     /* A call in flight, and a script running, show while they are. */
@@ -105,6 +140,10 @@ static void test_broker_series_after_known_load(void **state)
                      FERRY_OK);
     assert_true(scrape_wait(port, "ferry_calls_in_flight{function=\"sleep\"}", 1, 10000) == 1);
     assert_true(scrape_wait(port, "ferry_scripts_running", 1, 10000) == 1);
+    assert_true(scrape_wait(wport, "ferry_worker_calls_running{function=\"sleep\"}", 1, 10000) ==
+                1);
+    assert_true(scrape_wait(eport, "ferry_engine_calls_in_flight", 1, 10000) == 1);
+    assert_true(scrape_wait(eport, "ferry_engine_lua_memory_bytes", 1, 10000) > 1000);
 
     /* Bad requests: answered or closed, and the broker serves on. */
     assert_int_equal(scrape_get(port, "/nothing", NULL, 5000), 404);
