@@ -1358,7 +1358,7 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
         .bytes = &b->budget,
     };
     broker_scripts_init(&b->scripts, &b->loop.timers, &sl, on_script_expired, b);
-    broker_metrics_init(&b->metrics, (size_t)cfg->functions_max);
+    broker_metrics_init(&b->metrics, (size_t)cfg->functions_max, &b->loop);
 
     ferry_err e;
     b->loop.on_signal = on_signal;

@@ -2,7 +2,6 @@
 #include "metrics.h"
 
 #include "broker.h"
-#include "ferry_clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +22,11 @@ static const char *const drop_reasons[BROKER_DROP_COUNT] = {
     [BROKER_DROP_FORGED] = "forged_command",
 };
 
-void broker_metrics_init(broker_metrics *m, size_t max)
+void broker_metrics_init(broker_metrics *m, size_t max, const ferry_loop *loop)
 {
     memset(m, 0, sizeof *m);
     m->max = max;
+    m->loop = loop;
     m->start_time = ferry_metrics_wall_now();
 }
 
@@ -89,7 +89,7 @@ static void count_call(broker_metrics *m, broker_call *call, unsigned outcome)
 void broker_metrics_call_sent(broker_metrics *m, broker_call *call)
 {
     if (m->on)
-        call->sent_us = ferry_now_us();
+        call->sent_us = m->loop->now_us;
 }
 
 /* The error code of a Reply with an error (the failure path only: it decodes). */
@@ -110,22 +110,22 @@ void broker_metrics_call_replied(broker_metrics *m, broker_call *call, ferry_fra
 {
     if (!m->on)
         return;
-    unsigned o = has_error ? reply_outcome(ferry_frame_data(f, 1), ferry_frame_size(f, 1))
-                           : FERRY_OK;
+    unsigned o =
+        has_error ? reply_outcome(ferry_frame_data(f, 1), ferry_frame_size(f, 1)) : FERRY_OK;
     broker_fn_metrics *x = series(m, call->fn);
     if (!x) {
         m->unlabelled++;
         return;
     }
     x->outcomes[o]++;
-    ferry_metrics_hist_observe(&x->latency, ferry_now_us() - call->sent_us);
+    ferry_metrics_hist_observe(&x->latency, m->loop->now_us - call->sent_us);
 }
 
 void broker_metrics_call_failed(broker_metrics *m, broker_call *call, ferry_err code)
 {
     if (m->on)
-        count_call(m, call, (unsigned)code < FERRY_ERR_COUNT ? (unsigned)code
-                                                             : BROKER_METRICS_OTHER);
+        count_call(m, call,
+                   (unsigned)code < FERRY_ERR_COUNT ? (unsigned)code : BROKER_METRICS_OTHER);
 }
 
 void broker_metrics_call_retried(broker_metrics *m, broker_call *call)
@@ -140,13 +140,13 @@ void broker_metrics_call_retried(broker_metrics *m, broker_call *call)
 void broker_metrics_script_new(broker_metrics *m, broker_script *script)
 {
     if (m->on)
-        script->submitted_us = ferry_now_us();
+        script->submitted_us = m->loop->now_us;
 }
 
 void broker_metrics_script_started(broker_metrics *m, broker_script *script)
 {
     if (m->on)
-        ferry_metrics_hist_observe(&m->script_wait, ferry_now_us() - script->submitted_us);
+        ferry_metrics_hist_observe(&m->script_wait, m->loop->now_us - script->submitted_us);
 }
 
 void broker_metrics_script_done(broker_metrics *m, broker_script *script, unsigned outcome)
@@ -155,20 +155,17 @@ void broker_metrics_script_done(broker_metrics *m, broker_script *script, unsign
         return;
     m->scripts[outcome < BROKER_METRICS_OUTCOMES ? outcome : BROKER_METRICS_OTHER]++;
     if (script)
-        ferry_metrics_hist_observe(&m->script_duration, ferry_now_us() - script->submitted_us);
+        ferry_metrics_hist_observe(&m->script_duration, m->loop->now_us - script->submitted_us);
 }
 
-void broker_metrics_script_result(broker_metrics *m, broker_script *script,
-                                  const Ferry__Result *r)
+void broker_metrics_script_result(broker_metrics *m, broker_script *script, const Ferry__Result *r)
 {
     if (m->on)
-        broker_metrics_script_done(m, script,
-                                   r->ok ? FERRY_OK
-                                         : ferry_metrics_outcome(r->error ? r->error->code : NULL));
+        broker_metrics_script_done(
+            m, script, r->ok ? FERRY_OK : ferry_metrics_outcome(r->error ? r->error->code : NULL));
 }
 
-void broker_metrics_function_stats(broker_metrics *m, broker_function *fn,
-                                   Ferry__FunctionStats *fs)
+void broker_metrics_function_stats(broker_metrics *m, broker_function *fn, Ferry__FunctionStats *fs)
 {
     broker_fn_metrics *x = m->on ? series(m, fn) : NULL;
     if (!x)
@@ -242,7 +239,8 @@ static void render_functions(broker *b, ferry_metrics_writer *w)
             /* ok always, the error codes once they happened: a bounded, sparse set. */
             if (o != FERRY_OK && x->outcomes[o] == 0)
                 continue;
-            ferry_metrics_label l[2] = {{"function", x->name}, {"outcome", ferry_metrics_outcome_name(o)}};
+            ferry_metrics_label l[2] = {{"function", x->name},
+                                        {"outcome", ferry_metrics_outcome_name(o)}};
             ferry_metrics_u64(w, "ferry_calls_total", l, 2, x->outcomes[o]);
         }
     family(w, "ferry_call_retries_total", FERRY_METRICS_COUNTER,
@@ -278,8 +276,7 @@ static void render_functions(broker *b, ferry_metrics_writer *w)
             ferry_metrics_u64(w, gauges[g].name, &l, 1, v);
         }
     }
-    family(w, "ferry_function_workers", FERRY_METRICS_GAUGE,
-           "Live workers serving each function.");
+    family(w, "ferry_function_workers", FERRY_METRICS_GAUGE, "Live workers serving each function.");
     for (broker_function *fn = d->functions; fn; fn = fn->hh.next) {
         ferry_metrics_label l = {"function", fn->name};
         ferry_metrics_u64(w, "ferry_function_workers", &l, 1, fn->workers);
@@ -319,14 +316,14 @@ ferry_err broker_metrics_render(broker *b, ferry_buf *out)
     scalar(&w, "ferry_engines", FERRY_METRICS_GAUGE, "Engines registered.", b->scripts.nengines);
     scalar(&w, "ferry_workers", FERRY_METRICS_GAUGE, "Live workers registered.",
            b->dispatch.nworkers);
-    scalar(&w, "ferry_engine_slots", FERRY_METRICS_GAUGE,
-           "Script slots of live engines, in all.", c.slots);
+    scalar(&w, "ferry_engine_slots", FERRY_METRICS_GAUGE, "Script slots of live engines, in all.",
+           c.slots);
     scalar(&w, "ferry_engine_slots_free", FERRY_METRICS_GAUGE,
            "Script slots free for a new script now.", c.free_slots);
     scalar(&w, "ferry_worker_credit", FERRY_METRICS_GAUGE,
            "Credit (calls at once) of live workers, in all.", c.credit);
-    scalar(&w, "ferry_worker_credit_free", FERRY_METRICS_GAUGE,
-           "Credit free for a new call now.", c.free_credit);
+    scalar(&w, "ferry_worker_credit_free", FERRY_METRICS_GAUGE, "Credit free for a new call now.",
+           c.free_credit);
     scalar(&w, "ferry_queue_bytes", FERRY_METRICS_GAUGE,
            "Bytes of queued Commands and Submits (--queue-bytes).", b->budget.used);
     scalar(&w, "ferry_workers_lost_total", FERRY_METRICS_COUNTER,

@@ -101,8 +101,7 @@ static void render_json(ferry_buf *b, const sample *prev, const sample *cur)
             ", \"workers\": %u, \"calls_per_s\": %.3f, \"completed\": %llu, \"failed\": %llu, "
             "\"failed_per_s\": %.3f, \"queued\": %llu, \"in_flight\": %llu, \"p50_ms\": %.3f, "
             "\"p99_ms\": %.3f, \"retried\": %llu}",
-            f->workers,
-            per_s(f->completed + f->failed, g ? g->completed + g->failed : 0, dt),
+            f->workers, per_s(f->completed + f->failed, g ? g->completed + g->failed : 0, dt),
             (unsigned long long)f->completed, (unsigned long long)f->failed,
             per_s(f->failed, g ? g->failed : 0, dt), (unsigned long long)f->queued,
             (unsigned long long)f->in_flight, (double)f->p50_us / 1000, (double)f->p99_us / 1000,
@@ -116,8 +115,7 @@ static void render_json(ferry_buf *b, const sample *prev, const sample *cur)
         ferry_buf_printf(b,
                          ", \"credit\": %u, \"in_flight\": %u, \"load\": %.3f, "
                          "\"completed\": %llu, \"failed\": %llu, \"leaving\": %s}",
-                         w->credit, w->in_flight,
-                         w->credit ? (double)w->in_flight / w->credit : 0,
+                         w->credit, w->in_flight, w->credit ? (double)w->in_flight / w->credit : 0,
                          (unsigned long long)w->completed, (unsigned long long)w->failed,
                          w->leaving ? "true" : "false");
     }
@@ -147,8 +145,7 @@ static void render_text(ferry_buf *b, const top_opts *o, const sample *prev, con
                      "engines %u  slots %llu free of %llu    workers %u  credit %llu free of "
                      "%llu\n",
                      s->engines, (unsigned long long)s->free_slots, (unsigned long long)s->slots,
-                     s->workers, (unsigned long long)s->free_credit,
-                     (unsigned long long)s->credit);
+                     s->workers, (unsigned long long)s->free_credit, (unsigned long long)s->credit);
     ferry_buf_printf(b,
                      "scripts %.1f/s  queued %llu  running %llu    calls %.1f/s  queued %llu  "
                      "in flight %llu    dropped %llu\n\n",
@@ -156,19 +153,18 @@ static void render_text(ferry_buf *b, const top_opts *o, const sample *prev, con
                      (unsigned long long)s->scripts_queued, (unsigned long long)s->scripts_running,
                      per_s(s->completed, p ? p->completed : 0, dt), (unsigned long long)s->queued,
                      (unsigned long long)s->in_flight, (unsigned long long)s->dropped);
-    ferry_buf_printf(b, "%-24s %7s %9s %9s %9s %8s %8s %7s %9s\n", "FUNCTION", "WORKERS",
-                     "CALLS/S", "P50 MS", "P99 MS", "FAILED", "FAIL/S", "QUEUED", "IN FLIGHT");
+    ferry_buf_printf(b, "%-24s %7s %9s %9s %9s %8s %8s %7s %9s\n", "FUNCTION", "WORKERS", "CALLS/S",
+                     "P50 MS", "P99 MS", "FAILED", "FAIL/S", "QUEUED", "IN FLIGHT");
     for (size_t i = 0; i < s->n_functions; i++) {
         const Ferry__FunctionStats *f = s->functions[i], *g = before(p, f->name);
         char p50[24], p99[24];
         latency(p50, sizeof p50, f->p50_us, s->metrics);
         latency(p99, sizeof p99, f->p99_us, s->metrics);
-        ferry_buf_printf(b, "%-24.64s %7u %9.1f %9s %9s %8llu %8.1f %7llu %9llu\n", f->name,
-                         f->workers,
-                         per_s(f->completed + f->failed, g ? g->completed + g->failed : 0, dt),
-                         p50, p99, (unsigned long long)f->failed,
-                         per_s(f->failed, g ? g->failed : 0, dt), (unsigned long long)f->queued,
-                         (unsigned long long)f->in_flight);
+        ferry_buf_printf(
+            b, "%-24.64s %7u %9.1f %9s %9s %8llu %8.1f %7llu %9llu\n", f->name, f->workers,
+            per_s(f->completed + f->failed, g ? g->completed + g->failed : 0, dt), p50, p99,
+            (unsigned long long)f->failed, per_s(f->failed, g ? g->failed : 0, dt),
+            (unsigned long long)f->queued, (unsigned long long)f->in_flight);
     }
     if (s->n_worker_list)
         ferry_buf_printf(b, "\n%-32s %7s %9s %6s %10s %8s\n", "WORKER", "CREDIT", "IN FLIGHT",
@@ -177,8 +173,8 @@ static void render_text(ferry_buf *b, const top_opts *o, const sample *prev, con
         const Ferry__WorkerStats *w = s->worker_list[i];
         char id[64];
         id_text(&w->id, id, sizeof id);
-        ferry_buf_printf(b, "%-32s %7u %9u %5.0f%% %10llu %8llu%s\n", id, w->credit,
-                         w->in_flight, w->credit ? 100.0 * w->in_flight / w->credit : 0,
+        ferry_buf_printf(b, "%-32s %7u %9u %5.0f%% %10llu %8llu%s\n", id, w->credit, w->in_flight,
+                         w->credit ? 100.0 * w->in_flight / w->credit : 0,
                          (unsigned long long)w->completed, (unsigned long long)w->failed,
                          w->leaving ? " (leaving)" : "");
     }
@@ -195,11 +191,10 @@ static int fail(const top_opts *o, ferry_err err)
 
 int client_top_main(int argc, char **argv)
 {
-    top_opts o = {.broker = "tcp://localhost:5558", .max_msg = FERRY_DEFAULT_MAX_MSG,
-                  .interval_s = 1};
+    top_opts o = {
+        .broker = "tcp://localhost:5558", .max_msg = FERRY_DEFAULT_MAX_MSG, .interval_s = 1};
     const ferry_opt opts[] = {
-        {"broker", "FERRY_CLIENTS", FERRY_OPT_STRING, &o.broker, "broker clients endpoint", 0,
-         0},
+        {"broker", "FERRY_CLIENTS", FERRY_OPT_STRING, &o.broker, "broker clients endpoint", 0, 0},
         {"interval", NULL, FERRY_OPT_DOUBLE, &o.interval_s, "seconds between refreshes", 0.05,
          3600},
         {"once", NULL, FERRY_OPT_FLAG, &o.once,

@@ -32,8 +32,8 @@ void engine_metrics_script_done(engine_metrics *m, int64_t started_us, uint64_t 
 {
     if (!m->on)
         return;
-    unsigned o = res->ok ? FERRY_OK
-                         : ferry_metrics_outcome(res->error ? res->error->code : "script_error");
+    unsigned o =
+        res->ok ? FERRY_OK : ferry_metrics_outcome(res->error ? res->error->code : "script_error");
     m->scripts[o]++;
     m->instructions += instructions;
     ferry_metrics_hist_observe(&m->script_duration, ferry_now_us() - started_us);
@@ -72,8 +72,7 @@ ferry_err engine_metrics_render(engine_metrics *m, ferry_buf *out)
     ferry_metrics_family(&w, "ferry_engine_call_duration_seconds", FERRY_METRICS_HISTOGRAM,
                          "Time from a call's Command sent to the answer that resumes its "
                          "script.");
-    ferry_metrics_hist_write(&w, "ferry_engine_call_duration_seconds", NULL, 0,
-                             &m->call_latency);
+    ferry_metrics_hist_write(&w, "ferry_engine_call_duration_seconds", NULL, 0, &m->call_latency);
     by_outcome(&w, "ferry_engine_scripts_total", "Scripts run to their end, by outcome.",
                m->scripts);
     ferry_metrics_family(&w, "ferry_engine_script_duration_seconds", FERRY_METRICS_HISTOGRAM,
@@ -94,8 +93,8 @@ ferry_err engine_metrics_render(engine_metrics *m, ferry_buf *out)
            "Calls sent and not answered yet.", v.calls_in_flight);
     scalar(&w, "ferry_engine_inflight_bytes", FERRY_METRICS_GAUGE,
            "Bytes of the Commands of the calls in flight (--inflight-bytes).", v.inflight_bytes);
-    scalar(&w, "ferry_engine_connected", FERRY_METRICS_GAUGE,
-           "1 while registered with a broker.", v.connected != 0);
+    scalar(&w, "ferry_engine_connected", FERRY_METRICS_GAUGE, "1 while registered with a broker.",
+           v.connected != 0);
     if (v.stats) {
         scalar(&w, "ferry_engine_scripts_refused_total", FERRY_METRICS_COUNTER,
                "Scripts answered overloaded: no free slot.", v.stats->scripts_refused);

@@ -26,8 +26,8 @@ typedef struct {
     const engine_stats *stats;
     size_t running, slots;
     size_t calls_in_flight, inflight_bytes;
-    size_t lua_bytes;         /* Lua memory of the running scripts' states */
-    int connected;            /* registered with a broker (Hello sent, not lost since) */
+    size_t lua_bytes; /* Lua memory of the running scripts' states */
+    int connected;    /* registered with a broker (Hello sent, not lost since) */
 } engine_metrics_view;
 
 typedef void (*engine_metrics_view_fn)(void *arg, engine_metrics_view *v);
@@ -38,7 +38,7 @@ typedef struct {
     ferry_metrics_hist call_latency;
     uint64_t scripts[FERRY_METRICS_OUTCOMES];
     ferry_metrics_hist script_duration;
-    uint64_t instructions;    /* of finished scripts (counted when they have a limit) */
+    uint64_t instructions; /* of finished scripts (counted when they have a limit) */
     double start_time;
     engine_metrics_view_fn view;
     void *view_arg;

@@ -254,8 +254,8 @@ void ferry_metrics_process(ferry_metrics_writer *w, double start_time)
     }
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        gauge(w, "process_max_fds", FERRY_METRICS_GAUGE,
-              "Maximum number of open file descriptors.", (double)rl.rlim_cur);
+        gauge(w, "process_max_fds", FERRY_METRICS_GAUGE, "Maximum number of open file descriptors.",
+              (double)rl.rlim_cur);
     gauge(w, "process_start_time_seconds", FERRY_METRICS_GAUGE,
           "Start time of the process since unix epoch in seconds.", start_time);
 }

@@ -30,7 +30,7 @@
 
 #define FERRY_METRICS_BASE_SHIFT 6 /* the first bucket's bound: 1 << 6 = 64 us */
 #define FERRY_METRICS_BASE_US (1u << FERRY_METRICS_BASE_SHIFT)
-#define FERRY_METRICS_BUCKETS 20   /* finite bounds; one more bucket holds the rest (+Inf) */
+#define FERRY_METRICS_BUCKETS 20 /* finite bounds; one more bucket holds the rest (+Inf) */
 
 typedef struct {
     uint64_t buckets[FERRY_METRICS_BUCKETS + 1]; /* not cumulative; the last is +Inf */

@@ -13,9 +13,9 @@
 
 struct ferry_metrics_http {
     struct MHD_Daemon *daemon;
-    ferry_loop *loop;        /* borrowed */
-    int epoll_fd;            /* the daemon's: readable when a socket of it is */
-    ferry_timer timer;       /* the daemon's next timeout (idle connections) */
+    ferry_loop *loop;  /* borrowed */
+    int epoll_fd;      /* the daemon's: readable when a socket of it is */
+    ferry_timer timer; /* the daemon's next timeout (idle connections) */
     ferry_metrics_render_fn render;
     void *arg;
     int port;
@@ -37,9 +37,8 @@ static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, char *b
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     (void)upload_data;
@@ -134,9 +133,9 @@ static int split(const char *hostport, char *host, size_t hostlen, char *port, s
     return atoi(port) <= 65535;
 }
 
-ferry_err ferry_metrics_http_open(ferry_metrics_http **out, ferry_loop *loop,
-                                  const char *hostport, ferry_metrics_render_fn render,
-                                  void *arg, char *err, size_t errlen)
+ferry_err ferry_metrics_http_open(ferry_metrics_http **out, ferry_loop *loop, const char *hostport,
+                                  ferry_metrics_render_fn render, void *arg, char *err,
+                                  size_t errlen)
 {
     *out = NULL;
     char host[256], port[8];
@@ -145,7 +144,8 @@ ferry_err ferry_metrics_http_open(ferry_metrics_http **out, ferry_loop *loop,
                  hostport);
         return FERRY_EUSAGE;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     int gai = getaddrinfo(host, port, &hints, &ai);
@@ -166,15 +166,17 @@ ferry_err ferry_metrics_http_open(ferry_metrics_http **out, ferry_loop *loop,
     unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)FERRY_METRICS_HTTP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)FERRY_METRICS_HTTP_IDLE_S, MHD_OPTION_END);
+    h->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_log,
+                         NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)FERRY_METRICS_HTTP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)FERRY_METRICS_HTTP_IDLE_S, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
-        snprintf(err, errlen, "metrics address '%s': cannot listen (in use, or not an address "
-                 "of this host)", hostport);
+        snprintf(err, errlen,
+                 "metrics address '%s': cannot listen (in use, or not an address "
+                 "of this host)",
+                 hostport);
         free(h);
         return FERRY_EIO;
     }

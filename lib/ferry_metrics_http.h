@@ -39,9 +39,9 @@ typedef struct ferry_metrics_http ferry_metrics_http;
  * loop. On failure writes a line naming the address and the reason into err
  * and returns FERRY_EUSAGE (bad address) or FERRY_EIO (cannot listen).
  */
-ferry_err ferry_metrics_http_open(ferry_metrics_http **out, ferry_loop *loop,
-                                  const char *hostport, ferry_metrics_render_fn render,
-                                  void *arg, char *err, size_t errlen);
+ferry_err ferry_metrics_http_open(ferry_metrics_http **out, ferry_loop *loop, const char *hostport,
+                                  ferry_metrics_render_fn render, void *arg, char *err,
+                                  size_t errlen);
 
 /* The port it listens on (the one picked, for port 0). */
 int ferry_metrics_http_port(const ferry_metrics_http *h);

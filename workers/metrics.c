@@ -41,8 +41,7 @@ ferry_err worker_metrics_render(ferry_worker *w, ferry_buf *out)
                          "Time from a handler's start to its answer, by function.");
     for (worker_function *f = w->functions; f; f = f->hh.next) {
         ferry_metrics_label l = {"function", f->name};
-        ferry_metrics_hist_write(&wr, "ferry_worker_handler_duration_seconds", &l, 1,
-                                 &f->latency);
+        ferry_metrics_hist_write(&wr, "ferry_worker_handler_duration_seconds", &l, 1, &f->latency);
     }
     ferry_metrics_family(&wr, "ferry_worker_calls_running", FERRY_METRICS_GAUGE,
                          "Handlers started and not answered yet, by function.");
@@ -57,7 +56,7 @@ ferry_err worker_metrics_render(ferry_worker *w, ferry_buf *out)
         ferry_call *c;
         uint64_t n = 0;
         DL_FOREACH2(f->waiting, c, qnext)
-            n++;
+        n++;
         ferry_metrics_u64(&wr, "ferry_worker_calls_waiting", &l, 1, n);
     }
     const ferry_worker_stats *st = &w->stats;
@@ -67,8 +66,8 @@ ferry_err worker_metrics_render(ferry_worker *w, ferry_buf *out)
            "Calls this worker takes at once (its credit).", w->concurrency);
     scalar(&wr, "ferry_worker_zombies", FERRY_METRICS_GAUGE,
            "Calls answered timeout whose handler still owes its answer.", st->zombies);
-    scalar(&wr, "ferry_worker_connected", FERRY_METRICS_GAUGE,
-           "1 while a broker session is up.", w->connected != 0);
+    scalar(&wr, "ferry_worker_connected", FERRY_METRICS_GAUGE, "1 while a broker session is up.",
+           w->connected != 0);
     scalar(&wr, "ferry_worker_commands_received_total", FERRY_METRICS_COUNTER,
            "Commands accepted for a registered function.", st->received);
     scalar(&wr, "ferry_worker_late_answers_total", FERRY_METRICS_COUNTER,

@@ -4,8 +4,8 @@
  * GET /metrics of the broker, the engine and the worker show exactly those
  * counts, their latency histograms count every answer, a call in flight
  * shows as in flight at each, and each exposition passes `promtool check
- * metrics` (skipped, saying so, when promtool is missing). Bad HTTP does not hurt the broker; other paths
- * get 404; without --metrics nothing listens.
+ * metrics` (skipped, saying so, when promtool is missing). Bad HTTP does not hurt the broker; other
+ * paths get 404; without --metrics nothing listens.
  */
 #include "harness.h"
 #include "scrape.h"
@@ -27,13 +27,12 @@
 #define M 5  /* echo calls each */
 #define K 2  /* failing calls each */
 
-static const char load_script[] =
-    "for i = 1, 5 do assert(ferry.call('echo', i) == i) end\n"
-    "for i = 1, 2 do\n"
-    "  local ok, e = pcall(ferry.call, 'sleep', -1)\n"
-    "  assert(not ok and e.code == 'bad_argument')\n"
-    "end\n"
-    "return 'done'";
+static const char load_script[] = "for i = 1, 5 do assert(ferry.call('echo', i) == i) end\n"
+                                  "for i = 1, 2 do\n"
+                                  "  local ok, e = pcall(ferry.call, 'sleep', -1)\n"
+                                  "  assert(not ok and e.code == 'bad_argument')\n"
+                                  "end\n"
+                                  "return 'done'";
 
 /* Submits N load scripts at once and waits for all their results: every one ok. */
 static void run_load(ferry_stack *s)
@@ -85,8 +84,7 @@ static void test_broker_series_after_known_load(void **state)
     char *body = NULL;
     assert_int_equal(scrape_get(eport, "/metrics", &body, 5000), 200);
     assert_true(scrape_value(body, "ferry_engine_calls_total{outcome=\"ok\"}") == N * M);
-    assert_true(scrape_value(body, "ferry_engine_calls_total{outcome=\"bad_argument\"}") ==
-                N * K);
+    assert_true(scrape_value(body, "ferry_engine_calls_total{outcome=\"bad_argument\"}") == N * K);
     assert_true(scrape_value(body, "ferry_engine_call_duration_seconds_count") == N * (M + K));
     assert_true(scrape_value(body, "ferry_engine_scripts_total{outcome=\"ok\"}") == N);
     assert_true(scrape_value(body, "ferry_engine_instructions_total") > N * 10);
@@ -109,16 +107,15 @@ static void test_broker_series_after_known_load(void **state)
 
     assert_int_equal(scrape_get(port, "/metrics", &body, 5000), 200);
     assert_non_null(body);
-    assert_true(scrape_value(body, "ferry_calls_total{function=\"echo\",outcome=\"ok\"}") ==
-                N * M);
-    assert_true(scrape_value(body,
-                             "ferry_calls_total{function=\"sleep\",outcome=\"bad_argument\"}") ==
-                N * K);
+    assert_true(scrape_value(body, "ferry_calls_total{function=\"echo\",outcome=\"ok\"}") == N * M);
+    assert_true(
+        scrape_value(body, "ferry_calls_total{function=\"sleep\",outcome=\"bad_argument\"}") ==
+        N * K);
     assert_true(scrape_value(body, "ferry_call_duration_seconds_count{function=\"echo\"}") ==
                 N * M);
-    assert_true(scrape_value(body,
-                             "ferry_call_duration_seconds_bucket{function=\"echo\",le=\"+Inf\"}") ==
-                N * M);
+    assert_true(
+        scrape_value(body, "ferry_call_duration_seconds_bucket{function=\"echo\",le=\"+Inf\"}") ==
+        N * M);
     assert_true(scrape_value(body, "ferry_scripts_total{outcome=\"ok\"}") == N);
     assert_true(scrape_value(body, "ferry_script_duration_seconds_count") == N);
     assert_true(scrape_value(body, "ferry_script_queue_wait_seconds_count") == N);

@@ -130,8 +130,7 @@ static void test_prometheus_scrapes_the_known_load(void **state)
     snprintf(listen, sizeof listen, "--web.listen-address=127.0.0.1:%d", pport);
     snprintf(cfg_flag, sizeof cfg_flag, "--config.file=%s", cfg_path);
     snprintf(data_flag, sizeof data_flag, "--storage.tsdb.path=%s", data);
-    const char *const argv[] = {PROMETHEUS, cfg_flag, data_flag, listen, "--log.level=warn",
-                                NULL};
+    const char *const argv[] = {PROMETHEUS, cfg_flag, data_flag, listen, "--log.level=warn", NULL};
     assert_true(stack_spawn_cmd(&s, "prometheus", argv, NULL) >= 0);
     /* Up once every target was scraped at least once. */
     assert_true(query_until(pport, "count(up == 1)", 3, 30000) == 3);
@@ -166,10 +165,9 @@ static void test_prometheus_scrapes_the_known_load(void **state)
     assert_true(query_until(pport, "ferry_scripts_total{outcome=\"ok\"}", N, 30000) == N);
     assert_true(query_until(pport, "ferry_engine_calls_total{outcome=\"ok\"}", N * M, 30000) ==
                 N * M);
-    assert_true(query_until(pport, "sum(ferry_worker_calls_total{outcome=\"bad_argument\"})",
-                            N * K, 30000) == N * K);
-    assert_true(query_until(pport,
-                            "ferry_call_duration_seconds_count{function=\"sleep\"}", N * M,
+    assert_true(query_until(pport, "sum(ferry_worker_calls_total{outcome=\"bad_argument\"})", N * K,
+                            30000) == N * K);
+    assert_true(query_until(pport, "ferry_call_duration_seconds_count{function=\"sleep\"}", N * M,
                             30000) == N * M);
 
     const char *const quantiles[] = {

@@ -77,9 +77,9 @@ static void test_top_once_json_matches_the_load(void **state)
     const char *sleeper = "for i = 1, 150 do ferry.call('sleep', 10) end return true";
     for (int i = 0; i < 2; i++) {
         uint64_t id;
-        assert_int_equal(ferry_client_submit(s.client, sleeper, strlen(sleeper), "sleeper", NULL,
-                                             0, 30000, &id),
-                         FERRY_OK);
+        assert_int_equal(
+            ferry_client_submit(s.client, sleeper, strlen(sleeper), "sleeper", NULL, 0, 30000, &id),
+            FERRY_OK);
     }
     const char *const top[] = {"top", "--once", "--json", "--interval", "0.5", NULL};
     char *out = NULL, *err = NULL;

@@ -102,9 +102,12 @@ static void test_histogram_text(void **state)
     ferry_metrics_label l = {"function", "echo"};
     ferry_metrics_hist_write(&w, "ferry_d_seconds", &l, 1, &h);
     assert_int_equal(ferry_metrics_writer_err(&w), FERRY_OK);
-    assert_non_null(strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"0.000064\"} 1\n"));
-    assert_non_null(strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"0.000128\"} 2\n"));
-    assert_non_null(strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"33.554432\"} 2\n"));
+    assert_non_null(
+        strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"0.000064\"} 1\n"));
+    assert_non_null(
+        strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"0.000128\"} 2\n"));
+    assert_non_null(
+        strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"33.554432\"} 2\n"));
     assert_non_null(strstr(out.data, "ferry_d_seconds_bucket{function=\"echo\",le=\"+Inf\"} 3\n"));
     assert_non_null(strstr(out.data, "ferry_d_seconds_sum{function=\"echo\"} 100.000150\n"));
     assert_non_null(strstr(out.data, "ferry_d_seconds_count{function=\"echo\"} 3\n"));
@@ -155,10 +158,8 @@ static void test_process_and_promtool(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bucket_bounds),
-        cmocka_unit_test(test_quantile),
-        cmocka_unit_test(test_exposition_text),
-        cmocka_unit_test(test_histogram_text),
+        cmocka_unit_test(test_bucket_bounds),        cmocka_unit_test(test_quantile),
+        cmocka_unit_test(test_exposition_text),      cmocka_unit_test(test_histogram_text),
         cmocka_unit_test(test_process_and_promtool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
