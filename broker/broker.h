@@ -71,6 +71,7 @@ typedef struct {
     long credit_max;        /* a Ready's credit is cut to this */
     long ready_functions_max; /* a Ready with more functions is refused */
     const char *metrics;    /* HOST:PORT serving GET /metrics (metrics.h); NULL or "": off */
+    long metrics_peers;     /* per-peer series for at most this many engines and workers */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */

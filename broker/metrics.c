@@ -3,6 +3,7 @@
 
 #include "broker.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,7 @@ ferry_err broker_metrics_open(broker_metrics *m, broker *b, const char *hostport
     ferry_err e = ferry_metrics_http_open(&m->http, &b->loop, hostport, render, b, err, errlen);
     if (e == FERRY_OK)
         m->on = 1;
+    m->peers = (size_t)b->cfg.metrics_peers;
     return e;
 }
 
@@ -306,6 +308,99 @@ static void render_scripts(broker *b, ferry_metrics_writer *w)
            b->scripts.running);
 }
 
+/* A routing id as a label value: printable ASCII as it is, other bytes as \xNN. */
+static const char *peer_label(const uint8_t *id, size_t len, char *buf, size_t buflen)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 5 < buflen; i++) {
+        if (id[i] >= 0x20 && id[i] < 0x7f && id[i] != '\\')
+            buf[n++] = (char)id[i];
+        else
+            n += (size_t)snprintf(buf + n, buflen - n, "\\x%02x", id[i]);
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static int rid_cmp(const uint8_t *x, size_t xl, const uint8_t *y, size_t yl)
+{
+    int c = memcmp(x, y, xl < yl ? xl : yl);
+    return c ? c : (xl > yl) - (xl < yl);
+}
+
+static int by_worker_rid(const void *a, const void *b)
+{
+    const broker_worker *x = *(broker_worker *const *)a, *y = *(broker_worker *const *)b;
+    return rid_cmp(x->rid, x->rid_len, y->rid, y->rid_len);
+}
+
+static int by_engine_rid(const void *a, const void *b)
+{
+    const broker_engine *x = *(broker_engine *const *)a, *y = *(broker_engine *const *)b;
+    return rid_cmp(x->rid, x->rid_len, y->rid, y->rid_len);
+}
+
+static void render_worker_peers(broker *b, ferry_metrics_writer *w)
+{
+    size_t n = HASH_COUNT(b->dispatch.workers), i = 0;
+    broker_worker **v = n ? malloc(n * sizeof *v) : NULL;
+    if (!v)
+        return; /* none, or out of memory: the rest of the scrape goes out */
+    for (broker_worker *x = b->dispatch.workers; x; x = x->hh.next)
+        v[i++] = x;
+    qsort(v, n, sizeof *v, by_worker_rid);
+    size_t keep = n < b->metrics.peers ? n : b->metrics.peers;
+    char id[4 * FERRY_ROUTING_ID_MAX + 1];
+    ferry_metrics_family(w, "ferry_peer_worker_calls_in_flight", FERRY_METRICS_GAUGE,
+                         "Calls at this worker (--metrics-peers).");
+    for (i = 0; i < keep; i++) {
+        ferry_metrics_label l = {"worker", peer_label(v[i]->rid, v[i]->rid_len, id, sizeof id)};
+        ferry_metrics_u64(w, "ferry_peer_worker_calls_in_flight", &l, 1, v[i]->in_flight);
+    }
+    ferry_metrics_family(w, "ferry_peer_worker_credit", FERRY_METRICS_GAUGE,
+                         "Credit this worker announced (--metrics-peers).");
+    for (i = 0; i < keep; i++) {
+        ferry_metrics_label l = {"worker", peer_label(v[i]->rid, v[i]->rid_len, id, sizeof id)};
+        ferry_metrics_u64(w, "ferry_peer_worker_credit", &l, 1, v[i]->credit);
+    }
+    ferry_metrics_family(w, "ferry_peer_worker_replies_total", FERRY_METRICS_COUNTER,
+                         "Replies from this worker, by result (--metrics-peers).");
+    for (i = 0; i < keep; i++) {
+        peer_label(v[i]->rid, v[i]->rid_len, id, sizeof id);
+        ferry_metrics_label ok[2] = {{"worker", id}, {"result", "completed"}};
+        ferry_metrics_label bad[2] = {{"worker", id}, {"result", "failed"}};
+        ferry_metrics_u64(w, "ferry_peer_worker_replies_total", ok, 2, v[i]->completed);
+        ferry_metrics_u64(w, "ferry_peer_worker_replies_total", bad, 2, v[i]->failed);
+    }
+    free(v);
+}
+
+static void render_engine_peers(broker *b, ferry_metrics_writer *w)
+{
+    size_t n = HASH_COUNT(b->scripts.engines), i = 0;
+    broker_engine **v = n ? malloc(n * sizeof *v) : NULL;
+    if (!v)
+        return;
+    for (broker_engine *x = b->scripts.engines; x; x = x->hh.next)
+        v[i++] = x;
+    qsort(v, n, sizeof *v, by_engine_rid);
+    size_t keep = n < b->metrics.peers ? n : b->metrics.peers;
+    char id[4 * FERRY_ROUTING_ID_MAX + 1];
+    ferry_metrics_family(w, "ferry_peer_engine_scripts_running", FERRY_METRICS_GAUGE,
+                         "Scripts of ours running at this engine (--metrics-peers).");
+    for (i = 0; i < keep; i++) {
+        ferry_metrics_label l = {"engine", peer_label(v[i]->rid, v[i]->rid_len, id, sizeof id)};
+        ferry_metrics_u64(w, "ferry_peer_engine_scripts_running", &l, 1, v[i]->running);
+    }
+    ferry_metrics_family(w, "ferry_peer_engine_slots", FERRY_METRICS_GAUGE,
+                         "Slots this engine announced (--metrics-peers).");
+    for (i = 0; i < keep; i++) {
+        ferry_metrics_label l = {"engine", peer_label(v[i]->rid, v[i]->rid_len, id, sizeof id)};
+        ferry_metrics_u64(w, "ferry_peer_engine_slots", &l, 1, v[i]->slots);
+    }
+    free(v);
+}
+
 ferry_err broker_metrics_render(broker *b, ferry_buf *out)
 {
     ferry_metrics_writer w;
@@ -336,6 +431,10 @@ ferry_err broker_metrics_render(broker *b, ferry_buf *out)
     for (unsigned k = 0; k < BROKER_DROP_COUNT; k++) {
         ferry_metrics_label l = {"reason", drop_reasons[k]};
         ferry_metrics_u64(&w, "ferry_messages_dropped_total", &l, 1, b->metrics.dropped[k]);
+    }
+    if (b->metrics.peers) {
+        render_worker_peers(b, &w);
+        render_engine_peers(b, &w);
     }
     ferry_metrics_process(&w, b->metrics.start_time);
     return ferry_metrics_writer_err(&w);

@@ -20,7 +20,9 @@
  * functions_max of them (the broker's --functions-max; a function forgotten
  * by the tables keeps its series); calls to functions past that bound are
  * counted in ferry_calls_unlabelled_total. Outcomes are "ok", Ferry's error
- * codes and "other" (a code Ferry does not define). No per-peer series.
+ * codes and "other" (a code Ferry does not define). Per-peer series (a
+ * label per engine or worker routing id) only with --metrics-peers N, for
+ * the first N engines and N workers by routing id.
  *
  * Who may call: the broker loop's thread.
  */
@@ -58,6 +60,7 @@ typedef struct broker_fn_metrics {
 
 typedef struct {
     int on;                 /* --metrics given: the hooks count */
+    size_t peers;           /* --metrics-peers: per-peer series for this many of each */
     const ferry_loop *loop; /* borrowed: its now_us is the time of every stamp */
     size_t max;             /* function series at most */
     double start_time;      /* for process_start_time_seconds */

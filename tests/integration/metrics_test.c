@@ -127,6 +127,7 @@ static void test_broker_series_after_known_load(void **state)
     assert_true(scrape_value(body, "process_resident_memory_bytes") > 0);
     assert_true(scrape_value(body, "process_open_fds") > 0);
     assert_true(scrape_value(body, "process_start_time_seconds") > 1e9);
+    assert_null(strstr(body, "ferry_peer_")); /* per-peer series only with --metrics-peers */
     promtool_accepts(body);
     free(body);
 
@@ -153,6 +154,44 @@ static void test_broker_series_after_known_load(void **state)
     ferry_result_fini(&r);
     assert_int_equal(scrape_get(port, "/metrics", &body, 5000), 200);
     assert_true(scrape_value(body, "ferry_scripts_total{outcome=\"ok\"}") == N + 1);
+    free(body);
+    stack_passed(&s);
+    assert_int_equal(stack_stop(&s), 0);
+}
+
+/* Lines of text that start with prefix. */
+static int count_lines(const char *text, const char *prefix)
+{
+    int n = 0;
+    size_t len = strlen(prefix);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        n += strncmp(p, prefix, len) == 0;
+    return n;
+}
+
+static void test_peer_series_are_bounded(void **state)
+{
+    (void)state;
+    int port = scrape_free_port();
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *const bargs[] = {"--metrics", addr, "--metrics-peers", "1", NULL};
+    ferry_stack s;
+    assert_int_equal(stack_init(&s), 0);
+    assert_true(stack_start_broker(&s, bargs) >= 0);
+    assert_true(stack_start_engine(&s, NULL) >= 0);
+    assert_true(stack_start_worker(&s, NULL) >= 0);
+    assert_true(stack_start_worker(&s, NULL) >= 0);
+    assert_int_equal(stack_wait_ready(&s, 1, 2, 10000), 0);
+    char *body = NULL;
+    assert_int_equal(scrape_get(port, "/metrics", &body, 5000), 200);
+    /* Two workers, one series (the first by routing id). */
+    assert_int_equal(count_lines(body, "ferry_peer_worker_credit{"), 1);
+    assert_int_equal(count_lines(body, "ferry_peer_worker_credit{worker=\"worker-"), 1);
+    assert_int_equal(count_lines(body, "ferry_workers 2"), 1);
+    assert_int_equal(count_lines(body, "ferry_peer_worker_replies_total{"), 2);
+    assert_int_equal(count_lines(body, "ferry_peer_engine_slots{"), 1);
+    promtool_accepts(body);
     free(body);
     stack_passed(&s);
     assert_int_equal(stack_stop(&s), 0);
@@ -191,6 +230,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_broker_series_after_known_load),
+        cmocka_unit_test(test_peer_series_are_bounded),
         cmocka_unit_test(test_off_unless_asked),
         cmocka_unit_test(test_bad_address_is_refused),
     };
