@@ -837,7 +837,6 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     st.workers_lost = d->workers_lost;
     st.engines_lost = b->scripts.engines_lost;
     st.calls_retried = d->calls_retried;
-    broker_metrics_stats(b, &st);
 
     size_t n = d->nfunctions, used = 0;
     Ferry__FunctionStats *fs = n ? malloc(n * sizeof *fs) : NULL;
@@ -872,6 +871,7 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     } /* else out of memory: the totals still go out */
     worker_list wl;
     fill_worker_list(d, &st, &wl, BROKER_STATS_BYTES - used);
+    broker_metrics_stats(b, &st);
 
     Ferry__Envelope env;
     ferry_envelope_init(&env);

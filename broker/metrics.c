@@ -50,6 +50,11 @@ void broker_metrics_fini(broker_metrics *m)
 {
     ferry_metrics_http_destroy(&m->http);
     broker_fn_metrics *x, *tmp;
+    free(m->engine_stats);
+    free(m->engine_ptrs);
+    m->engine_stats = NULL;
+    m->engine_ptrs = NULL;
+    m->engine_cap = 0;
     HASH_ITER(hh, m->fns, x, tmp) {
         HASH_DEL(m->fns, x);
         free(x->name);
@@ -200,8 +205,59 @@ static capacity measure(broker *b)
     return c;
 }
 
+static int by_engine_stats_id(const void *a, const void *b)
+{
+    const Ferry__EngineStats *x = *(Ferry__EngineStats *const *)a;
+    const Ferry__EngineStats *y = *(Ferry__EngineStats *const *)b;
+    size_t n = x->id.len < y->id.len ? x->id.len : y->id.len;
+    int c = n ? memcmp(x->id.data, y->id.data, n) : 0;
+    return c ? c : (x->id.len > y->id.len) - (x->id.len < y->id.len);
+}
+
+/* Stats.engine_list: engines by id, cut to its bounds; empty without memory. */
+static void fill_engine_list(broker *b, Ferry__Stats *st)
+{
+    broker_metrics *m = &b->metrics;
+    size_t n = HASH_COUNT(b->scripts.engines);
+    if (n > m->engine_cap) {
+        Ferry__EngineStats *es = realloc(m->engine_stats, n * sizeof *es);
+        if (es)
+            m->engine_stats = es;
+        Ferry__EngineStats **ep = realloc(m->engine_ptrs, n * sizeof *ep);
+        if (ep)
+            m->engine_ptrs = ep;
+        if (!es || !ep)
+            return;
+        m->engine_cap = n;
+    }
+    size_t i = 0;
+    for (broker_engine *e = b->scripts.engines; e; e = e->hh.next, i++) {
+        Ferry__EngineStats *x = &m->engine_stats[i];
+        ferry__engine_stats__init(x);
+        x->id.data = e->rid;
+        x->id.len = e->rid_len;
+        x->slots = e->slots;
+        x->running = e->running;
+        x->leaving = e->leaving != 0;
+        m->engine_ptrs[i] = x;
+    }
+    qsort(m->engine_ptrs, n, sizeof *m->engine_ptrs, by_engine_stats_id);
+    size_t keep = 0, used = 0;
+    for (; keep < n && keep < BROKER_STATS_ENGINES; keep++) {
+        size_t cost = m->engine_ptrs[keep]->id.len + 20; /* the id and three fields, encoded */
+        if (used + cost > BROKER_STATS_BYTES / 4)
+            break;
+        used += cost;
+    }
+    st->engine_list = m->engine_ptrs;
+    st->n_engine_list = keep;
+    if (keep < n)
+        st->truncated = 1;
+}
+
 void broker_metrics_stats(broker *b, Ferry__Stats *st)
 {
+    fill_engine_list(b, st);
     capacity c = measure(b);
     st->slots = c.slots;
     st->free_slots = c.free_slots;

@@ -42,7 +42,8 @@
 
 #define BROKER_METRICS_OUTCOMES FERRY_METRICS_OUTCOMES /* ok, each error code, other */
 #define BROKER_METRICS_OTHER FERRY_METRICS_OTHER
-#define BROKER_METRICS_DROPS 16 /* room for every broker_drop */
+#define BROKER_METRICS_DROPS 16  /* room for every broker_drop */
+#define BROKER_STATS_ENGINES 256 /* engines listed in a Stats reply at most */
 
 struct broker;
 struct broker_call;
@@ -72,6 +73,9 @@ typedef struct {
     ferry_metrics_hist script_wait;         /* Submit in -> sent to an engine */
     uint64_t dropped[BROKER_METRICS_DROPS]; /* by broker_drop; counted whether on or not */
     ferry_metrics_http *http;               /* owned; NULL when off */
+    Ferry__EngineStats *engine_stats;       /* owned: the memory behind Stats.engine_list, reused */
+    Ferry__EngineStats **engine_ptrs;
+    size_t engine_cap;
 } broker_metrics;
 
 /* Off, empty; max bounds the function series; loop's clock (borrowed) stamps everything. */
@@ -130,7 +134,13 @@ void broker_metrics_script_result(broker_metrics *m, struct broker_script *scrip
 void broker_metrics_function_stats(broker_metrics *m, struct broker_function *fn,
                                    Ferry__FunctionStats *fs);
 
-/* Fills the totals of Stats that the tables do not hold (slots, credit). */
+/*
+ * Fills the totals of Stats that the tables do not hold (slots, credit) and
+ * its engine list (by routing id, at most BROKER_STATS_ENGINES and about
+ * BROKER_STATS_BYTES / 4 of them; truncated set past that). The list points
+ * into memory of b->metrics and into the engine table: valid until the next
+ * call or a change of the table. Call it after the other lists are filled.
+ */
 void broker_metrics_stats(struct broker *b, Ferry__Stats *st);
 
 #endif

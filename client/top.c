@@ -119,6 +119,15 @@ static void render_json(ferry_buf *b, const sample *prev, const sample *cur)
                          (unsigned long long)w->completed, (unsigned long long)w->failed,
                          w->leaving ? "true" : "false");
     }
+    ferry_buf_puts(b, "], \"engine_list\": [");
+    for (size_t i = 0; i < s->n_engine_list; i++) {
+        const Ferry__EngineStats *e = s->engine_list[i];
+        ferry_buf_puts(b, i ? ", {\"id\": " : "{\"id\": ");
+        ferry_json_string(b, e->id.data, e->id.len);
+        ferry_buf_printf(b, ", \"slots\": %u, \"running\": %u, \"load\": %.3f, \"leaving\": %s}",
+                         e->slots, e->running, e->slots ? (double)e->running / e->slots : 0,
+                         e->leaving ? "true" : "false");
+    }
     ferry_buf_printf(b, "], \"truncated\": %s}\n", s->truncated ? "true" : "false");
 }
 
@@ -177,6 +186,16 @@ static void render_text(ferry_buf *b, const top_opts *o, const sample *prev, con
                          w->credit ? 100.0 * w->in_flight / w->credit : 0,
                          (unsigned long long)w->completed, (unsigned long long)w->failed,
                          w->leaving ? " (leaving)" : "");
+    }
+    if (s->n_engine_list)
+        ferry_buf_printf(b, "\n%-32s %7s %9s %6s\n", "ENGINE", "SLOTS", "RUNNING", "LOAD");
+    for (size_t i = 0; i < s->n_engine_list; i++) {
+        const Ferry__EngineStats *e = s->engine_list[i];
+        char id[64];
+        id_text(&e->id, id, sizeof id);
+        ferry_buf_printf(b, "%-32s %7u %9u %5.0f%%%s\n", id, e->slots, e->running,
+                         e->slots ? 100.0 * e->running / e->slots : 0,
+                         e->leaving ? " (leaving)" : "");
     }
     if (s->truncated)
         ferry_buf_puts(b, "\n(lists cut to keep the broker's reply small)\n");

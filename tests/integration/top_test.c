@@ -103,6 +103,15 @@ static void test_top_once_json_matches_the_load(void **state)
     assert_true(number(out, "metrics") != 0 || strstr(out, "\"metrics\": true"));
     assert_true(number(out, "scripts_running") <= 2);
     assert_true(number(out, "slots") > 0);
+    /* The engine runs the two sleepers: its line says so, with its load. */
+    const char *eng = strstr(out, "\"engine_list\": [{\"id\": \"");
+    assert_non_null(eng);
+    unsigned slots = 0, running = 0;
+    const char *f = strstr(eng, "\"slots\": ");
+    assert_non_null(f);
+    assert_int_equal(sscanf(f, "\"slots\": %u, \"running\": %u", &slots, &running), 2);
+    assert_int_equal(slots, 256);
+    assert_int_equal(running, 2);
     free(out);
     free(err);
 
@@ -112,6 +121,7 @@ static void test_top_once_json_matches_the_load(void **state)
     assert_non_null(strstr(out, "\necho "));
     assert_non_null(strstr(out, "\nsleep "));
     assert_non_null(strstr(out, "\nworker-"));
+    assert_non_null(strstr(out, "\nENGINE "));
     free(out);
     free(err);
     for (int i = 0; i < 2; i++) {
