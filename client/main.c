@@ -317,7 +317,19 @@ static void print_stats(const Ferry__Stats *s)
         }
         ferry_buf_puts(&b, "}, ");
         json_workers(&b, s);
-        ferry_buf_printf(&b, ", \"truncated\": %s}\n", s->truncated ? "true" : "false");
+        ferry_buf_printf(&b,
+                         ", \"slots\": %llu, \"free_slots\": %llu, \"credit\": %llu, "
+                         "\"free_credit\": %llu, \"engine_list\": [",
+                         (unsigned long long)s->slots, (unsigned long long)s->free_slots,
+                         (unsigned long long)s->credit, (unsigned long long)s->free_credit);
+        for (size_t i = 0; i < s->n_engine_list; i++) {
+            const Ferry__EngineStats *e = s->engine_list[i];
+            ferry_buf_puts(&b, i ? ", {\"id\": " : "{\"id\": ");
+            ferry_json_string(&b, e->id.data, e->id.len);
+            ferry_buf_printf(&b, ", \"slots\": %u, \"running\": %u, \"leaving\": %s}",
+                             e->slots, e->running, e->leaving ? "true" : "false");
+        }
+        ferry_buf_printf(&b, "], \"truncated\": %s}\n", s->truncated ? "true" : "false");
         fwrite(b.data, 1, b.len, stdout);
         ferry_buf_fini(&b);
         return;
@@ -330,6 +342,9 @@ static void print_stats(const Ferry__Stats *s)
            (unsigned long long)s->scripts_queued, (unsigned long long)s->scripts_running,
            (unsigned long long)s->scripts_completed);
     printf("messages dropped   %llu\n", (unsigned long long)s->dropped);
+    printf("slots free         %llu of %llu\ncredit free        %llu of %llu\n",
+           (unsigned long long)s->free_slots, (unsigned long long)s->slots,
+           (unsigned long long)s->free_credit, (unsigned long long)s->credit);
     if (s->n_functions)
         printf("\n%-24s %8s %8s %10s %10s %8s\n", "function", "workers", "queued", "in_flight",
                "completed", "failed");

@@ -206,7 +206,16 @@ static void test_off_unless_asked(void **state)
     assert_int_equal(ferry_client_stats(s.client, 5000, &env), FERRY_OK);
     assert_false(env->stats->metrics);
     assert_true(env->stats->slots > 0);
+    assert_int_equal(env->stats->n_engine_list, 1);
     ferry_envelope_free(env);
+    /* ferry stats prints the capacity and the engine list too. */
+    const char *const args[] = {"stats", "--json", NULL};
+    char *out = NULL, *err = NULL;
+    assert_int_equal(stack_cli(&s, args, &out, &err, 20000), 0);
+    assert_non_null(strstr(out, "\"slots\": 256, \"free_slots\": 256, \"credit\": 1024"));
+    assert_non_null(strstr(out, "\"engine_list\": [{\"id\": \"engine-"));
+    free(out);
+    free(err);
     stack_passed(&s);
     assert_int_equal(stack_stop(&s), 0);
 }
