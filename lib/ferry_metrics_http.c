@@ -70,10 +70,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                   "text/plain; version=0.0.4; charset=utf-8");
 }
 
-/* Runs the daemon, then arms the timer for what it waits for next. */
+static unsigned connections(ferry_metrics_http *h)
+{
+    const union MHD_DaemonInfo *i =
+        MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return i ? i->num_connections : 0;
+}
+
+/*
+ * Runs the daemon, then arms the timer for what it waits for next. At its
+ * connection cap libmicrohttpd takes the listening socket out of its epoll
+ * set, and puts it back only at the start of a later run: when this run
+ * closed connections, run once more, or no new connection would ever wake
+ * the loop (seen with libmicrohttpd 0.9.75: scrapes refused for good after
+ * 16 idle connections came and went).
+ */
 static void run(ferry_metrics_http *h)
 {
+    unsigned before = connections(h);
     MHD_run(h->daemon);
+    if (connections(h) < before)
+        MHD_run(h->daemon);
     ferry_timer_stop(&h->loop->timers, &h->timer);
     MHD_UNSIGNED_LONG_LONG ms;
     if (MHD_get_timeout(h->daemon, &ms) == MHD_YES)

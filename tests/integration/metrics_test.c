@@ -12,6 +12,8 @@
 
 #include "ferry_wire.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -64,9 +68,26 @@ static void promtool_accepts(const char *text)
         assert_int_equal(verdict, 1);
 }
 
+/* Every test's stack lives in the fixture, so that teardown stops it even when an
+ * assertion ends the test early (no process outlives a failed test). */
+static int setup(void **state)
+{
+    ferry_stack *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ferry_stack *s = *state;
+    int rc = s->dir[0] ? stack_stop(s) : 0;
+    free(s);
+    return rc;
+}
+
 static void test_broker_series_after_known_load(void **state)
 {
-    (void)state;
     int port = scrape_free_port(), eport = scrape_free_port(), wport = scrape_free_port();
     assert_true(port > 0 && eport > 0 && wport > 0);
     char addr[64], eaddr[64], waddr[64];
@@ -76,9 +97,9 @@ static void test_broker_series_after_known_load(void **state)
     const char *const bargs[] = {"--metrics", addr, NULL};
     const char *const eargs[] = {"--metrics", eaddr, NULL};
     const char *const wargs[] = {"--metrics", waddr, NULL};
-    ferry_stack s;
-    assert_int_equal(stack_start_one_each(&s, bargs, eargs, wargs, NULL), 0);
-    run_load(&s);
+    ferry_stack *s = *state;
+    assert_int_equal(stack_start_one_each(s, bargs, eargs, wargs, NULL), 0);
+    run_load(s);
 
     /* The engine: calls as its scripts saw them. */
     char *body = NULL;
@@ -134,8 +155,8 @@ static void test_broker_series_after_known_load(void **state)
     /* A call in flight, and a script running, show while they are. */
     uint64_t id;
     const char *slow = "return ferry.call('sleep', 3000)";
-    assert_int_equal(ferry_client_submit(s.client, slow, strlen(slow), "slow", NULL, 0, 20000, &id),
-                     FERRY_OK);
+    assert_int_equal(
+        ferry_client_submit(s->client, slow, strlen(slow), "slow", NULL, 0, 20000, &id), FERRY_OK);
     assert_true(scrape_wait(port, "ferry_calls_in_flight{function=\"sleep\"}", 1, 10000) == 1);
     assert_true(scrape_wait(port, "ferry_scripts_running", 1, 10000) == 1);
     assert_true(scrape_wait(wport, "ferry_worker_calls_running{function=\"sleep\"}", 1, 10000) ==
@@ -149,14 +170,30 @@ static void test_broker_series_after_known_load(void **state)
     scrape_raw(port, "GET /metrics HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 2000);
     scrape_raw(port, "POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 2000);
     ferry_result r;
-    assert_int_equal(ferry_client_wait(s.client, 20000, &r), FERRY_OK);
+    assert_int_equal(ferry_client_wait(s->client, 20000, &r), FERRY_OK);
     assert_true(r.result->ok);
     ferry_result_fini(&r);
+    /* More idle connections than the server takes: the message path does not notice. */
+    int idle[24];
+    for (int i = 0; i < 24; i++) {
+        idle[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_true(idle[i] >= 0);
+        connect(idle[i], (struct sockaddr *)&a, sizeof a); /* refused past the cap: fine */
+    }
+    assert_int_equal(stack_run(s, "return ferry.call('echo', 7)", NULL, 0, 10000, &r), FERRY_OK);
+    assert_true(r.result->ok);
+    ferry_result_fini(&r);
+    for (int i = 0; i < 24; i++)
+        close(idle[i]);
+    /* Closed, their slots come free: scrapes go through again (a bounded poll). */
+    assert_true(scrape_wait(port, "ferry_scripts_total{outcome=\"ok\"}", N + 2, 15000) == N + 2);
     assert_int_equal(scrape_get(port, "/metrics", &body, 5000), 200);
-    assert_true(scrape_value(body, "ferry_scripts_total{outcome=\"ok\"}") == N + 1);
+    assert_true(scrape_value(body, "ferry_scripts_total{outcome=\"ok\"}") == N + 2);
     free(body);
-    stack_passed(&s);
-    assert_int_equal(stack_stop(&s), 0);
+    stack_passed(s);
 }
 
 /* Lines of text that start with prefix. */
@@ -171,18 +208,17 @@ static int count_lines(const char *text, const char *prefix)
 
 static void test_peer_series_are_bounded(void **state)
 {
-    (void)state;
     int port = scrape_free_port();
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     const char *const bargs[] = {"--metrics", addr, "--metrics-peers", "1", NULL};
-    ferry_stack s;
-    assert_int_equal(stack_init(&s), 0);
-    assert_true(stack_start_broker(&s, bargs) >= 0);
-    assert_true(stack_start_engine(&s, NULL) >= 0);
-    assert_true(stack_start_worker(&s, NULL) >= 0);
-    assert_true(stack_start_worker(&s, NULL) >= 0);
-    assert_int_equal(stack_wait_ready(&s, 1, 2, 10000), 0);
+    ferry_stack *s = *state;
+    assert_int_equal(stack_init(s), 0);
+    assert_true(stack_start_broker(s, bargs) >= 0);
+    assert_true(stack_start_engine(s, NULL) >= 0);
+    assert_true(stack_start_worker(s, NULL) >= 0);
+    assert_true(stack_start_worker(s, NULL) >= 0);
+    assert_int_equal(stack_wait_ready(s, 1, 2, 10000), 0);
     char *body = NULL;
     assert_int_equal(scrape_get(port, "/metrics", &body, 5000), 200);
     /* Two workers, one series (the first by routing id). */
@@ -193,17 +229,15 @@ static void test_peer_series_are_bounded(void **state)
     assert_int_equal(count_lines(body, "ferry_peer_engine_slots{"), 1);
     promtool_accepts(body);
     free(body);
-    stack_passed(&s);
-    assert_int_equal(stack_stop(&s), 0);
+    stack_passed(s);
 }
 
 static void test_off_unless_asked(void **state)
 {
-    (void)state;
-    ferry_stack s;
-    assert_int_equal(stack_start_one_each(&s, NULL, NULL, NULL, NULL), 0);
+    ferry_stack *s = *state;
+    assert_int_equal(stack_start_one_each(s, NULL, NULL, NULL, NULL), 0);
     Ferry__Envelope *env = NULL;
-    assert_int_equal(ferry_client_stats(s.client, 5000, &env), FERRY_OK);
+    assert_int_equal(ferry_client_stats(s->client, 5000, &env), FERRY_OK);
     assert_false(env->stats->metrics);
     assert_true(env->stats->slots > 0);
     assert_int_equal(env->stats->n_engine_list, 1);
@@ -211,37 +245,34 @@ static void test_off_unless_asked(void **state)
     /* ferry stats prints the capacity and the engine list too. */
     const char *const args[] = {"stats", "--json", NULL};
     char *out = NULL, *err = NULL;
-    assert_int_equal(stack_cli(&s, args, &out, &err, 20000), 0);
+    assert_int_equal(stack_cli(s, args, &out, &err, 20000), 0);
     assert_non_null(strstr(out, "\"slots\": 256, \"free_slots\": 256, \"credit\": 1024"));
     assert_non_null(strstr(out, "\"engine_list\": [{\"id\": \"engine-"));
     free(out);
     free(err);
-    stack_passed(&s);
-    assert_int_equal(stack_stop(&s), 0);
+    stack_passed(s);
 }
 
 static void test_bad_address_is_refused(void **state)
 {
-    (void)state;
-    ferry_stack s;
-    assert_int_equal(stack_init(&s), 0);
+    ferry_stack *s = *state;
+    assert_int_equal(stack_init(s), 0);
     const char *const bargs[] = {"--metrics", "nonsense", NULL};
-    int idx = stack_spawn(&s, "ferry-broker", bargs);
+    int idx = stack_spawn(s, "ferry-broker", bargs);
     assert_true(idx >= 0);
-    int status = stack_wait_exit(&s, idx, 10000);
+    int status = stack_wait_exit(s, idx, 10000);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 1);
-    stack_passed(&s);
-    stack_stop(&s);
+    stack_passed(s);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_broker_series_after_known_load),
-        cmocka_unit_test(test_peer_series_are_bounded),
-        cmocka_unit_test(test_off_unless_asked),
-        cmocka_unit_test(test_bad_address_is_refused),
+        cmocka_unit_test_setup_teardown(test_broker_series_after_known_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_peer_series_are_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_off_unless_asked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_address_is_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -94,9 +94,26 @@ static double bucket_upper(int64_t us)
     return i < FERRY_METRICS_BUCKETS ? (double)ferry_metrics_bound_us(i) / 1e6 : 1e9;
 }
 
+/* Every test's stack lives in the fixture, so that teardown stops it even when an
+ * assertion ends the test early (no process outlives a failed test). */
+static int setup(void **state)
+{
+    ferry_stack *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ferry_stack *s = *state;
+    int rc = s->dir[0] ? stack_stop(s) : 0;
+    free(s);
+    return rc;
+}
+
 static void test_prometheus_scrapes_the_known_load(void **state)
 {
-    (void)state;
     if (access(PROMETHEUS, X_OK) != 0) {
         fprintf(stderr, "# SKIP: %s missing (Debian package prometheus)\n", PROMETHEUS);
         skip();
@@ -111,8 +128,8 @@ static void test_prometheus_scrapes_the_known_load(void **state)
     const char *const bargs[] = {"--metrics", baddr, NULL};
     const char *const eargs[] = {"--metrics", eaddr, NULL};
     const char *const wargs[] = {"--metrics", waddr, NULL};
-    ferry_stack s;
-    assert_int_equal(stack_start_one_each(&s, bargs, eargs, wargs, NULL), 0);
+    ferry_stack *s = *state;
+    assert_int_equal(stack_start_one_each(s, bargs, eargs, wargs, NULL), 0);
 
     char config[1024];
     snprintf(config, sizeof config,
@@ -125,13 +142,13 @@ static void test_prometheus_scrapes_the_known_load(void **state)
              "      - targets: ['127.0.0.1:%d', '127.0.0.1:%d', '127.0.0.1:%d']\n",
              bport, eport, wport);
     char cfg_path[300], data[300], listen[64], cfg_flag[320], data_flag[320];
-    snprintf(cfg_path, sizeof cfg_path, "%s", stack_write_file(&s, "prometheus.yml", config));
-    snprintf(data, sizeof data, "%s/prometheus-data", s.dir);
+    snprintf(cfg_path, sizeof cfg_path, "%s", stack_write_file(s, "prometheus.yml", config));
+    snprintf(data, sizeof data, "%s/prometheus-data", s->dir);
     snprintf(listen, sizeof listen, "--web.listen-address=127.0.0.1:%d", pport);
     snprintf(cfg_flag, sizeof cfg_flag, "--config.file=%s", cfg_path);
     snprintf(data_flag, sizeof data_flag, "--storage.tsdb.path=%s", data);
     const char *const argv[] = {PROMETHEUS, cfg_flag, data_flag, listen, "--log.level=warn", NULL};
-    assert_true(stack_spawn_cmd(&s, "prometheus", argv, NULL) >= 0);
+    assert_true(stack_spawn_cmd(s, "prometheus", argv, NULL) >= 0);
     /* Up once every target was scraped at least once. */
     assert_true(query_until(pport, "count(up == 1)", 3, 30000) == 3);
 
@@ -148,7 +165,7 @@ static void test_prometheus_scrapes_the_known_load(void **state)
     for (int i = 0; i < N; i++) {
         int64_t t0 = ferry_now_us();
         ferry_result r;
-        assert_int_equal(stack_run(&s, script, NULL, 0, 10000, &r), FERRY_OK);
+        assert_int_equal(stack_run(s, script, NULL, 0, 10000, &r), FERRY_OK);
         int64_t took = ferry_now_us() - t0;
         assert_true(r.result->ok);
         ferry_result_fini(&r);
@@ -185,14 +202,13 @@ static void test_prometheus_scrapes_the_known_load(void **state)
                 quantiles[i], q, SLEEP_MS * 1.0, slowest_us / 1000.0, lo, hi);
         assert_true(q >= lo && q <= hi);
     }
-    stack_passed(&s);
-    assert_int_equal(stack_stop(&s), 0);
+    stack_passed(s);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prometheus_scrapes_the_known_load),
+        cmocka_unit_test_setup_teardown(test_prometheus_scrapes_the_known_load, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

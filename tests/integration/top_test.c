@@ -57,19 +57,36 @@ static double number(const char *json, const char *key)
     return p ? strtod(p + strlen(k), NULL) : -1;
 }
 
+/* Every test's stack lives in the fixture, so that teardown stops it even when an
+ * assertion ends the test early (no process outlives a failed test). */
+static int setup(void **state)
+{
+    ferry_stack *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ferry_stack *s = *state;
+    int rc = s->dir[0] ? stack_stop(s) : 0;
+    free(s);
+    return rc;
+}
+
 static void test_top_once_json_matches_the_load(void **state)
 {
-    (void)state;
     const char *const bargs[] = {"--metrics", "127.0.0.1:0", NULL};
-    ferry_stack s;
-    assert_int_equal(stack_start_one_each(&s, bargs, NULL, NULL, NULL), 0);
+    ferry_stack *s = *state;
+    assert_int_equal(stack_start_one_each(s, bargs, NULL, NULL, NULL), 0);
     const char *load = "for i = 1, 3 do ferry.call('echo', i) end\n"
                        "local ok, e = pcall(ferry.call, 'http.get', 42)\n"
                        "assert(not ok and e.code == 'bad_argument', tostring(e))\n"
                        "return true";
     for (int i = 0; i < N; i++) {
         ferry_result r;
-        assert_int_equal(stack_run(&s, load, NULL, 0, 10000, &r), FERRY_OK);
+        assert_int_equal(stack_run(s, load, NULL, 0, 10000, &r), FERRY_OK);
         assert_true(r.result->ok);
         ferry_result_fini(&r);
     }
@@ -77,13 +94,13 @@ static void test_top_once_json_matches_the_load(void **state)
     const char *sleeper = "for i = 1, 150 do ferry.call('sleep', 10) end return true";
     for (int i = 0; i < 2; i++) {
         uint64_t id;
-        assert_int_equal(
-            ferry_client_submit(s.client, sleeper, strlen(sleeper), "sleeper", NULL, 0, 30000, &id),
-            FERRY_OK);
+        assert_int_equal(ferry_client_submit(s->client, sleeper, strlen(sleeper), "sleeper", NULL,
+                                             0, 30000, &id),
+                         FERRY_OK);
     }
     const char *const top[] = {"top", "--once", "--json", "--interval", "0.5", NULL};
     char *out = NULL, *err = NULL;
-    assert_int_equal(stack_cli(&s, top, &out, &err, 15000), 0);
+    assert_int_equal(stack_cli(s, top, &out, &err, 15000), 0);
     fprintf(stderr, "# %s", out);
     fn_numbers echo, get, sl;
     assert_int_equal(function_numbers(out, "echo", &echo), 0);
@@ -116,7 +133,7 @@ static void test_top_once_json_matches_the_load(void **state)
     free(err);
 
     const char *const text[] = {"top", "--once", "--interval", "0.1", NULL};
-    assert_int_equal(stack_cli(&s, text, &out, &err, 15000), 0);
+    assert_int_equal(stack_cli(s, text, &out, &err, 15000), 0);
     assert_non_null(strstr(out, "FUNCTION"));
     assert_non_null(strstr(out, "\necho "));
     assert_non_null(strstr(out, "\nsleep "));
@@ -126,34 +143,31 @@ static void test_top_once_json_matches_the_load(void **state)
     free(err);
     for (int i = 0; i < 2; i++) {
         ferry_result r;
-        assert_int_equal(ferry_client_wait(s.client, 30000, &r), FERRY_OK);
+        assert_int_equal(ferry_client_wait(s->client, 30000, &r), FERRY_OK);
         assert_true(r.result->ok);
         ferry_result_fini(&r);
     }
-    stack_passed(&s);
-    assert_int_equal(stack_stop(&s), 0);
+    stack_passed(s);
 }
 
 static void test_top_without_a_broker(void **state)
 {
-    (void)state;
-    ferry_stack s;
-    assert_int_equal(stack_init(&s), 0);
+    ferry_stack *s = *state;
+    assert_int_equal(stack_init(s), 0);
     const char *const top[] = {"top", "--once", NULL};
     char *out = NULL, *err = NULL;
-    assert_int_equal(stack_cli(&s, top, &out, &err, 20000), 3);
+    assert_int_equal(stack_cli(s, top, &out, &err, 20000), 3);
     assert_non_null(strstr(err, "no stats from the broker"));
     free(out);
     free(err);
-    stack_passed(&s);
-    stack_stop(&s);
+    stack_passed(s);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_top_once_json_matches_the_load),
-        cmocka_unit_test(test_top_without_a_broker),
+        cmocka_unit_test_setup_teardown(test_top_once_json_matches_the_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_top_without_a_broker, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
