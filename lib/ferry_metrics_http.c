@@ -110,15 +110,20 @@ static void on_timer(ferry_timer *timer, void *arg)
     run(arg);
 }
 
+/* libmicrohttpd's messages (a malformed request, mostly): at most one line a second, as
+ * anything a peer can cause at will. */
 static void on_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
+    static int64_t last_ms;
+    static uint64_t suppressed;
     char line[256];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    ferry_warn("metrics_http", "message=\"%s\"", line);
+    ferry_log_limited(&last_ms, &suppressed, FERRY_LOG_WARN, "metrics_http", "message=\"%s\"",
+                      line);
 }
 
 /* Splits "host:port" or "[v6]:port" into host and port; 0 when malformed. */
