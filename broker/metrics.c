@@ -219,6 +219,8 @@ static void fill_engine_list(broker *b, Ferry__Stats *st)
 {
     broker_metrics *m = &b->metrics;
     size_t n = HASH_COUNT(b->scripts.engines);
+    if (n == 0)
+        return; /* no list (and no qsort of a NULL array) */
     if (n > m->engine_cap) {
         Ferry__EngineStats *es = realloc(m->engine_stats, n * sizeof *es);
         if (es)
