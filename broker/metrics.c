@@ -72,11 +72,13 @@ static broker_fn_metrics *series(broker_metrics *m, broker_function *fn)
     broker_fn_metrics *x;
     HASH_FIND(hh, m->fns, fn->name, fn->name_len, x);
     if (!x && m->nfns < m->max && (x = calloc(1, sizeof *x))) {
-        x->name = strdup(fn->name);
+        x->name = malloc(fn->name_len + 1); /* the key is name_len bytes, as in dispatch */
         if (!x->name) {
             free(x);
             return NULL;
         }
+        memcpy(x->name, fn->name, fn->name_len);
+        x->name[fn->name_len] = '\0';
         HASH_ADD_KEYPTR(hh, m->fns, x->name, fn->name_len, x);
         m->nfns++;
     }
