@@ -19,7 +19,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config libzmq3-dev liblua5.4-dev libprotobuf-c-dev \
-      protobuf-c-compiler libcmocka-dev uthash-dev libcurl4-openssl-dev \
+      protobuf-c-compiler libcmocka-dev uthash-dev libcurl4-openssl-dev libmicrohttpd-dev \
  && rm -rf /var/lib/apt/lists/*
 
 # The build context less what is not compiled: tests/CMakeLists.txt finds no
@@ -40,7 +40,7 @@ FROM debian:bookworm-slim AS runtime
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libzmq5 liblua5.4-0 libprotobuf-c1 libcurl4 ca-certificates \
+      libzmq5 liblua5.4-0 libprotobuf-c1 libcurl4 libmicrohttpd12 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 ferry \
  && useradd --uid 10001 --gid ferry --home-dir /nonexistent --no-create-home \
@@ -55,7 +55,7 @@ RUN mkdir /keys && chown ferry:ferry /keys
 COPY examples /examples
 USER ferry
 WORKDIR /examples
-EXPOSE 5555 5556 5557 5558
+EXPOSE 5555 5556 5557 5558 9464
 # The binaries stop cleanly on SIGTERM (what `docker stop` sends) and run as
 # PID 1: no shell in between.
 CMD ["ferry", "--help"]

@@ -5,7 +5,7 @@ PACKAGES := build-essential cmake pkg-config libzmq3-dev liblua5.4-dev libprotob
             protobuf-c-compiler libcmocka-dev uthash-dev libcurl4-openssl-dev \
             python3 python3-zmq python3-protobuf python3-pytest python3-venv \
             python3-pip protobuf-compiler clang libclang-rt-dev \
-            lua5.4
+            lua5.4 libmicrohttpd-dev prometheus
 BUILD    ?= build
 ASAN     ?= build-asan
 FUZZ     ?= build-fuzz

@@ -32,9 +32,16 @@
 #include "ferry_opts.h"
 #include "ferry_wire.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +55,8 @@
 #define ANSWER_MS 30000 /* no answer for this long: the measurement fails */
 #define LATENCY_WARMUP 1000
 #define TARGET_THROUGHPUT 0.8
+#define TARGET_METRICS 0.95 /* throughput with --metrics (and scrapes) over without */
+#define SCRAPE_EVERY_MS 100 /* the metrics measure's scraper: 150 times Prometheus's default */
 #define TARGET_LATENCY 1.25
 #define TARGET_MEMORY_MB 400.0
 /* The real engine's (issue "Engine speed"). */
@@ -86,7 +95,7 @@ typedef struct {
 
 static options opt = {
     .transport = "ipc",
-    .only = "latency,free,throughput,e2e,scripts,memory,sleeps",
+    .only = "latency,free,throughput,e2e,scripts,memory,sleeps,metrics",
     .log_level = "info",
     .runs = 3,
     .calls = 20000,
@@ -166,6 +175,8 @@ typedef struct {
     series lat_p50, lat_p99, lat_mean, raw_p50, raw_p99, raw_mean, lat_ratio;
     series free_p50, free_p99, raw_free_p50, raw_free_p99, free_ratio;
     series tput, raw_tput, tput_ratio;
+    series metrics_on, metrics_off, metrics_ratio; /* throughput with --metrics and without */
+    series metrics_cpu_on, metrics_cpu_off;        /* the broker's CPU per call, the same runs */
     series cpu_broker, cpu_worker, cpu_engine, raw_cpu_broker, raw_cpu_worker, raw_cpu_engine;
     series e2e_lat_us, e2e_tput, e2e_tput_ratio;
     series scripts, raw_scripts, scripts_ratio;
@@ -553,6 +564,127 @@ static void call_path(int run)
         add(&res.raw_cpu_worker, r.cpu_worker);
         add(&res.raw_cpu_engine, r.cpu_engine);
     }
+}
+
+/* ---- 2 with --metrics on and off ---- */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* A child that GETs /metrics from each port every SCRAPE_EVERY_MS until killed: the
+ * scrapes run on the broker's and the worker's loops, between their messages. */
+static pid_t start_scraper(const int *ports, int n)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the bench */
+    static char buf[1 << 16];
+    for (;;) {
+        for (int i = 0; i < n; i++) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ports[i]),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+            if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+                write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1))
+                while (read(fd, buf, sizeof buf) > 0)
+                    ;
+            if (fd >= 0)
+                close(fd);
+        }
+        poll(NULL, 0, SCRAPE_EVERY_MS);
+    }
+}
+
+/* The throughput measure on a broker and workers with --metrics (scraped) or without;
+ * also the broker's CPU time per call. */
+static int metrics_run(int on, double *rate, double *broker_cpu_us)
+{
+    bench_stack s;
+    ferry_client *c = NULL;
+    bench_path p = {0};
+    pid_t scraper = -1;
+    int rc = -1;
+    long conc = opt.concurrency ? opt.concurrency : opt.window > 1024 ? opt.window : 1024;
+    int ports[1 + 16];
+    char addrs[1 + 16][32], cbuf[32];
+    int nports = on ? 1 + (int)(opt.workers < 16 ? opt.workers : 16) : 0;
+    for (int i = 0; i < nports; i++) {
+        ports[i] = free_port();
+        snprintf(addrs[i], sizeof addrs[i], "127.0.0.1:%d", ports[i]);
+    }
+    const char *bargs[] = {"--metrics", addrs[0], NULL};
+    if (bench_stack_init(&s) != 0 ||
+        bench_stack_spawn(&s, "ferry-broker", "broker", on ? bargs : NULL) < 0)
+        goto out;
+    for (long i = 0; i < opt.workers; i++) {
+        int scraped = i + 1 < nports; /* the first 16 workers serve metrics */
+        const char *wargs[] = {"--concurrency", fmt_long(conc, cbuf, sizeof cbuf),
+                               scraped ? "--metrics" : NULL, addrs[scraped ? i + 1 : 0], NULL};
+        if (bench_stack_spawn(&s, "ferry-worker", "worker", wargs) < 0)
+            goto out;
+    }
+    c = client_new(&s);
+    if (!c || wait_ready(&s, c, 0, (unsigned)opt.workers) != 0 ||
+        open_path(&p, BENCH_PATH_FERRY, &s) != 0)
+        goto out;
+    if (on && (scraper = start_scraper(ports, nports)) < 0)
+        goto out_path;
+    long warm = opt.tput_calls / 10 < 20000 ? opt.tput_calls / 10 : 20000;
+    double ignore;
+    int64_t before[3], after[3];
+    if (measure_throughput(&p, warm, opt.window, &ignore) != 0)
+        goto out_path;
+    cpu_sample(&s, opt.workers, before);
+    if (measure_throughput(&p, opt.tput_calls, opt.window, rate) != 0 ||
+        check_errors(&p, on ? "metrics on" : "metrics off"))
+        goto out_path;
+    cpu_sample(&s, opt.workers, after);
+    *broker_cpu_us = (double)(after[0] - before[0]) / (double)opt.tput_calls / 1000.0;
+    note("metrics %-3s throughput: %.0f calls/s (%ld calls, window %ld%s); broker CPU per "
+         "call %.2f us",
+         on ? "on" : "off", *rate, opt.tput_calls, opt.window,
+         on ? ", scraped every 100 ms" : "", *broker_cpu_us);
+    rc = 0;
+out_path:
+    if (scraper > 0) {
+        kill(scraper, SIGKILL);
+        waitpid(scraper, NULL, 0);
+    }
+    bench_path_close(&p);
+out:
+    ferry_client_destroy(&c);
+    if (s.dir[0] && bench_stack_stop(&s, 0) != 0 && rc == 0)
+        note("warning: a ferry process did not stop cleanly");
+    return rc;
+}
+
+static void metrics_measure(int run)
+{
+    double on = 0, off = 0, cpu_on = 0, cpu_off = 0;
+    int err = run % 2 == 0 ? metrics_run(0, &off, &cpu_off) || metrics_run(1, &on, &cpu_on)
+                           : metrics_run(1, &on, &cpu_on) || metrics_run(0, &off, &cpu_off);
+    if (err) {
+        res.failures++;
+        return;
+    }
+    add(&res.metrics_on, on);
+    add(&res.metrics_off, off);
+    add(&res.metrics_ratio, on / off);
+    add(&res.metrics_cpu_on, cpu_on);
+    add(&res.metrics_cpu_off, cpu_off);
 }
 
 /* ---- 1, 2 and 3 with a real engine: scripts ---- */
@@ -1078,6 +1210,15 @@ static void print_table(const machine *m)
             printf("%-44s %11.2f us %11.2f us %7.2f\n", cpu[i].what, median(cpu[i].f),
                    median(cpu[i].r), median(cpu[i].f) / median(cpu[i].r));
     }
+    if (res.metrics_ratio.n) {
+        double r = median(&res.metrics_ratio);
+        printf("%-44s %12.0f/s %12.0f/s %7.2f %9s %s\n",
+               "   throughput, --metrics on / off", median(&res.metrics_on),
+               median(&res.metrics_off), r, ">= 0.95", verdict(r >= TARGET_METRICS));
+        printf("%-44s %11.2f us %11.2f us %7.2f\n", "   CPU per call: broker, --metrics on / off",
+               median(&res.metrics_cpu_on), median(&res.metrics_cpu_off),
+               median(&res.metrics_cpu_on) / median(&res.metrics_cpu_off));
+    }
     if (res.e2e_tput.n) {
         char what[64];
         snprintf(what, sizeof what, "   %ld scripts x %ld calls, one engine", opt.e2e_scripts,
@@ -1173,6 +1314,11 @@ static void print_json(const machine *m)
         {"throughput_calls_s", &res.tput},
         {"raw_throughput_calls_s", &res.raw_tput},
         {"throughput_ratio", &res.tput_ratio},
+        {"metrics_on_calls_s", &res.metrics_on},
+        {"metrics_off_calls_s", &res.metrics_off},
+        {"metrics_ratio", &res.metrics_ratio},
+        {"metrics_on_cpu_us_per_call_broker", &res.metrics_cpu_on},
+        {"metrics_off_cpu_us_per_call_broker", &res.metrics_cpu_off},
         {"cpu_us_per_call_broker", &res.cpu_broker},
         {"cpu_us_per_call_worker", &res.cpu_worker},
         {"cpu_us_per_call_engine", &res.cpu_engine},
@@ -1269,7 +1415,8 @@ int main(int argc, char **argv)
          "baseline",
          0, 0},
         {"only", NULL, FERRY_OPT_STRING, &opt.only,
-         "comma-separated measures: latency,free,throughput,e2e,scripts,memory,sleeps", 0, 0},
+         "comma-separated measures: latency,free,throughput,e2e,scripts,memory,sleeps,metrics",
+         0, 0},
         {"runs", NULL, FERRY_OPT_INT, &opt.runs, "runs of each timed measure (medians shown)", 1,
          MAX_RUNS},
         {"calls", NULL, FERRY_OPT_INT, &opt.calls, "latency: calls, one at a time", 100, 100000000},
@@ -1332,7 +1479,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry-bench: --transport: '%s' is not ipc or tcp\n", opt.transport);
         return 2;
     }
-    const char *known[] = {"latency", "free", "throughput", "e2e", "scripts", "memory", "sleeps"};
+    const char *known[] = {"latency", "free",   "throughput", "e2e",
+                           "scripts", "memory", "sleeps",     "metrics"};
     for (const char *p = opt.only; p && *p;) {
         size_t len = strcspn(p, ",");
         int ok = 0;
@@ -1363,6 +1511,8 @@ int main(int argc, char **argv)
         note("run %ld of %ld", run + 1, opt.runs);
         call_path((int)run);
         scripts_measure((int)run);
+        if (wanted("metrics"))
+            metrics_measure((int)run);
     }
     if (wanted("memory"))
         memory_measure();

@@ -77,6 +77,7 @@ static void drop(broker *b, broker_drop kind, const char *fields, ...)
 static void drop(broker *b, broker_drop kind, const char *fields, ...)
 {
     b->dropped++;
+    broker_metrics_dropped(&b->metrics, kind);
     char line[512];
     va_list ap;
     va_start(ap, fields);
@@ -135,6 +136,7 @@ static void answer_call(broker *b, broker_call *call, ferry_err code, const char
 {
     size_t eid_len;
     const uint8_t *eid = broker_call_engine(call, &eid_len);
+    broker_metrics_call_failed(&b->metrics, call, code);
     send_call_error(b, eid, eid_len, call->call_id, code, message);
 }
 
@@ -154,6 +156,7 @@ static void send_result_error(broker *b, const void *client, size_t client_len,
     ferry_envelope_init(&env);
     env.body_case = FERRY__ENVELOPE__BODY_RESULT;
     env.result = &result;
+    broker_metrics_script_done(&b->metrics, NULL, code);
     ferry_err err = ferry_wire_send(b->clients, client, client_len, &env);
     if (err) {
         char id[64];
@@ -302,6 +305,7 @@ static void lose_worker(broker *b, broker_worker *w, const char *why)
         broker_call *call = retry;
         DL_DELETE(retry, call);
         call->prev = call->next = NULL;
+        broker_metrics_call_retried(&b->metrics, call);
         place_call(b, call, NULL, 1);
     }
 }
@@ -366,6 +370,7 @@ static int send_call(broker *b, broker_call *call, broker_worker *w, broker_item
             broker_dispatch_unkeep(call); /* it went itself: nothing is kept */
         w->last_sent_ms = b->loop.now_ms;
         broker_dispatch_sent(&b->dispatch, call, w);
+        broker_metrics_call_sent(&b->metrics, call);
         return 1;
     }
     if (out == &copy)
@@ -586,6 +591,7 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r, broke
         return;
     }
     broker_dispatch_complete(&b->dispatch, call, r->has_error);
+    broker_metrics_call_replied(&b->metrics, call, f, r->has_error);
     /* The engine id lives in the frame being sent: use the call's copy after. */
     size_t eid_len;
     const uint8_t *eid_bytes = broker_call_engine(call, &eid_len);
@@ -680,6 +686,7 @@ static int send_script(broker *b, broker_script *script, broker_engine *e)
     if (err == FERRY_OK) {
         e->last_sent_ms = b->loop.now_ms;
         broker_scripts_started(&b->scripts, script, e);
+        broker_metrics_script_started(&b->metrics, script);
         return 1;
     }
     char id[64];
@@ -849,6 +856,7 @@ static void on_result(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     broker_scripts_finish(&b->scripts, script);
+    broker_metrics_script_result(&b->metrics, script, r);
     r->request_id = script->request_id;
     ferry_err err = ferry_wire_send(b->clients, script->client, script->client_len, *envp);
     if (err == FERRY_OK)
@@ -886,6 +894,7 @@ static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
         return;
     }
     *envp = NULL; /* the script owns it now */
+    broker_metrics_script_new(&b->metrics, script);
     script->bytes = ferry_frame_size(f, 1);
     place_script(b, script, 0);
 }
@@ -1008,6 +1017,7 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
             fs[i].in_flight = fn->in_flight;
             fs[i].completed = fn->completed;
             fs[i].failed = fn->failed;
+            broker_metrics_function_stats(&b->metrics, fn, &fs[i]);
             ptrs[i] = &fs[i];
         }
         assert(i == n);
@@ -1027,6 +1037,7 @@ static void on_stats_request(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     } /* else out of memory: the totals still go out */
     worker_list wl;
     fill_worker_list(d, &st, &wl, BROKER_STATS_BYTES - used);
+    broker_metrics_stats(b, &st);
 
     Ferry__Envelope env;
     ferry_envelope_init(&env);
@@ -1637,6 +1648,7 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
         .bytes = &b->budget,
     };
     broker_scripts_init(&b->scripts, &b->loop.timers, &sl, on_script_expired, b);
+    broker_metrics_init(&b->metrics, (size_t)cfg->functions_max, &b->loop);
 
     ferry_err e;
     b->loop.on_signal = on_signal;
@@ -1732,6 +1744,11 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
         broker_close(b);
         return FERRY_EIO;
     }
+    if (cfg->metrics && *cfg->metrics &&
+        (e = broker_metrics_open(&b->metrics, b, cfg->metrics, err, errlen)) != FERRY_OK) {
+        broker_close(b);
+        return e;
+    }
     return FERRY_OK;
 }
 
@@ -1768,6 +1785,7 @@ ferry_err broker_run(broker *b)
 void broker_close(broker *b)
 {
     /* Records first: their timers live in the loop's heap. */
+    broker_metrics_fini(&b->metrics);
     broker_dispatch_fini(&b->dispatch);
     broker_scripts_fini(&b->scripts);
     ferry_loop_fini(&b->loop);

@@ -24,6 +24,7 @@
 #include "dispatch.h"
 #include "ferry_err.h"
 #include "ferry_loop.h"
+#include "metrics.h"
 #include "scripts.h"
 #include "trust.h"
 
@@ -69,6 +70,8 @@ typedef struct {
     long slots_max;         /* a Hello's slots are cut to this */
     long credit_max;        /* a Ready's credit is cut to this */
     long ready_functions_max; /* a Ready with more functions is refused */
+    const char *metrics;    /* HOST:PORT serving GET /metrics (metrics.h); NULL or "": off */
+    long metrics_peers;     /* per-peer series for at most this many engines and workers */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -139,6 +142,7 @@ typedef struct broker {
         uint8_t eid[FERRY_ROUTING_ID_MAX];
         size_t eid_len;
     } checked;
+    broker_metrics metrics;      /* --metrics: series and their HTTP server */
 } broker;
 
 /* The defaults of every flag (endpoints included). */

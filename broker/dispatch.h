@@ -119,6 +119,7 @@ struct broker_call {
     int retried;               /* re-sent once after its worker was lost: never again */
     ferry_timer timer;         /* armed while queued only: deadline or unserved wait (the
                                 * backstop in flight is the worker's) */
+    int64_t sent_us;           /* when it went to its worker (metrics.h; set only when on) */
 };
 
 /* One (worker, function) pair: the worker's place in the function's credit ring. */
@@ -165,6 +166,8 @@ struct broker_function {
     uint64_t queued, in_flight, completed, failed;
     uint64_t stamp;             /* de-duplicates a Ready's function list */
     int served;                 /* some worker served it once: keep it (and its stats) */
+    struct broker_fn_metrics *metrics; /* its series (metrics.h, which owns them); NULL
+                                        * until counted */
 };
 
 /* Answers an expired call. It must not change the dispatch tables: the

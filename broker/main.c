@@ -93,6 +93,14 @@ int main(int argc, char **argv)
          "folder of the public certificates of engines let in (re-read on SIGHUP)", 0, 0},
         {"allow-workers", "FERRY_ALLOW_WORKERS", FERRY_OPT_STRING, &cfg.allow[BROKER_ROLE_WORKER],
          "folder of the public certificates of workers let in (re-read on SIGHUP)", 0, 0},
+        {"metrics", "FERRY_METRICS", FERRY_OPT_STRING, &cfg.metrics,
+         "HOST:PORT to serve Prometheus metrics on (GET /metrics, plain HTTP, no auth); off "
+         "when not given",
+         0, 0},
+        {"metrics-peers", "FERRY_METRICS_PEERS", FERRY_OPT_INT, &cfg.metrics_peers,
+         "with --metrics, series per engine and per worker for at most this many of each "
+         "(by routing id); 0: none",
+         0, 10000},
         {"insecure", "FERRY_INSECURE", FERRY_OPT_FLAG, &cfg.insecure,
          "without --curve-key, bind non-loopback endpoints anyway (anyone who reaches them "
          "owns the stack)",

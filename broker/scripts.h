@@ -53,6 +53,7 @@ struct broker_script {
     size_t client_len;
     uint8_t client[FERRY_ROUTING_ID_MAX]; /* routing id of the client on the clients ROUTER */
     size_t bytes;               /* its Submit's size, taken from lim.bytes while queued */
+    int64_t submitted_us;       /* when its Submit came (metrics.h; set only when on) */
 };
 
 struct broker_engine {

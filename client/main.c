@@ -3,6 +3,7 @@
  *
  *   ferry run [--broker EP] [--timeout S] [--json] script.lua [arg ...]
  *   ferry stats [--broker EP] [--json]
+ *   ferry top [--broker EP] [--interval S] [--once] [--json]   (top.c)
  *   ferry keygen PATH
  *
  * run and stats take --curve-key FILE (this client's secret certificate) and
@@ -18,6 +19,7 @@
 #include "ferry_opts.h"
 #include "ferry_value.h"
 #include "ferry_wire.h"
+#include "top.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -75,6 +77,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: ferry run [--broker EP] [--timeout S] [--json] script.lua [arg ...]\n"
                  "       ferry stats [--broker EP] [--json]\n"
+                 "       ferry top [--broker EP] [--interval S] [--once] [--json]\n"
                  "       ferry keygen PATH   (writes PATH and PATH_secret)\n"
                  "       ferry --help | --version\n");
 }
@@ -314,7 +317,19 @@ static void print_stats(const Ferry__Stats *s)
         }
         ferry_buf_puts(&b, "}, ");
         json_workers(&b, s);
-        ferry_buf_printf(&b, ", \"truncated\": %s}\n", s->truncated ? "true" : "false");
+        ferry_buf_printf(&b,
+                         ", \"slots\": %llu, \"free_slots\": %llu, \"credit\": %llu, "
+                         "\"free_credit\": %llu, \"engine_list\": [",
+                         (unsigned long long)s->slots, (unsigned long long)s->free_slots,
+                         (unsigned long long)s->credit, (unsigned long long)s->free_credit);
+        for (size_t i = 0; i < s->n_engine_list; i++) {
+            const Ferry__EngineStats *e = s->engine_list[i];
+            ferry_buf_puts(&b, i ? ", {\"id\": " : "{\"id\": ");
+            ferry_json_string(&b, e->id.data, e->id.len);
+            ferry_buf_printf(&b, ", \"slots\": %u, \"running\": %u, \"leaving\": %s}",
+                             e->slots, e->running, e->leaving ? "true" : "false");
+        }
+        ferry_buf_printf(&b, "], \"truncated\": %s}\n", s->truncated ? "true" : "false");
         fwrite(b.data, 1, b.len, stdout);
         ferry_buf_fini(&b);
         return;
@@ -327,6 +342,9 @@ static void print_stats(const Ferry__Stats *s)
            (unsigned long long)s->scripts_queued, (unsigned long long)s->scripts_running,
            (unsigned long long)s->scripts_completed);
     printf("messages dropped   %llu\n", (unsigned long long)s->dropped);
+    printf("slots free         %llu of %llu\ncredit free        %llu of %llu\n",
+           (unsigned long long)s->free_slots, (unsigned long long)s->slots,
+           (unsigned long long)s->free_credit, (unsigned long long)s->credit);
     if (s->n_functions)
         printf("\n%-24s %8s %8s %10s %10s %8s\n", "function", "workers", "queued", "in_flight",
                "completed", "failed");
@@ -406,6 +424,8 @@ int main(int argc, char **argv)
         return cmd_run(argc, argv);
     if (strcmp(argv[1], "stats") == 0)
         return cmd_stats(argc, argv);
+    if (strcmp(argv[1], "top") == 0)
+        return client_top_main(argc, argv);
     if (strcmp(argv[1], "keygen") == 0)
         return cmd_keygen(argc, argv);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {

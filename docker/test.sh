@@ -326,8 +326,11 @@ fi
 
 # ---------------------------------------------------------------------------
 step "stack up ($FERRY_COMPOSE -p $project up -d)"
-export FERRY_IMAGE=$image FERRY_PORT
+export FERRY_IMAGE=$image FERRY_PORT FERRY_METRICS_PORT
 FERRY_PORT=$(free_port)
+# The broker's metrics port is published too (127.0.0.1 only): a free one, not the default.
+FERRY_METRICS_PORT=$(free_port)
+while [ "$FERRY_METRICS_PORT" = "$FERRY_PORT" ]; do FERRY_METRICS_PORT=$(free_port); done
 broker=tcp://127.0.0.1:$FERRY_PORT
 stack_up=1
 if compose up -d --no-build >"$work/up.log" 2>&1; then

@@ -17,6 +17,7 @@
 #include "ferry_log.h"
 #include "ferry_value.h"
 #include "ferry_wire.h"
+#include "metrics.h"
 #include "script.h"
 
 #include <assert.h>
@@ -43,6 +44,7 @@ typedef struct engine_call {
                                       * engine.inflight_bytes until it is forgotten */
     struct engine_call *prev, *next; /* in run->calls */
     UT_hash_handle hh;               /* in engine.calls by call_id */
+    int64_t sent_us;                 /* for metrics.h; 0 when off */
 } engine_call;
 
 struct engine_run {
@@ -51,6 +53,7 @@ struct engine_run {
     ferry_timer deadline;    /* the script's deadline */
     engine_call *calls;      /* pending calls of this script (owned, also in engine.calls) */
     engine_run *prev, *next; /* in engine.runs */
+    int64_t started_us;      /* for metrics.h; 0 when off */
 };
 
 struct engine {
@@ -86,6 +89,7 @@ struct engine {
     ferry_batch out;    /* Commands of this turn of on_dealer, sent as one message at its end */
     int in_turn;        /* on_dealer is running: Commands may wait in out until it ends */
     int broker_batches; /* this session's broker sent a Batch: it takes ours (protocol.md) */
+    engine_metrics metrics; /* --metrics (metrics.h) */
 };
 
 static void on_drain_timeout(ferry_timer *timer, void *arg);
@@ -218,6 +222,7 @@ static void finish(engine *e, engine_run *run)
     forget_calls(e, run);
     ferry_timer_stop(&e->loop->timers, &run->deadline);
     engine_script_result(run->s, &res, &error);
+    engine_metrics_script_done(&e->metrics, run->started_us, run->s->instructions, &res);
     send_envelope_result(e, &res);
     DL_DELETE(e->runs, run);
     e->running--;
@@ -243,6 +248,7 @@ static void on_call_timeout(ferry_timer *timer, void *arg)
     snprintf(msg, sizeof msg, "call to '%s' timed out after %u ms", c->function,
              (unsigned)c->timeout_ms);
     e->stats.calls_timed_out++;
+    engine_metrics_call_done(&e->metrics, c->sent_us, FERRY_ETIMEOUT);
     engine_script_answer a = {
         .code = ferry_err_code(FERRY_ETIMEOUT), .message = msg, .tag = c->tag};
     forget_call(e, c);
@@ -408,7 +414,10 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     DL_APPEND(run->calls, c);
     e->ncalls++;
     e->stats.calls_sent++;
+    c->sent_us = engine_metrics_now(&e->metrics);
 out:
+    if (err)
+        engine_metrics_call_refused(&e->metrics, err);
     ferry_values_free(args, nargs);
     return err;
 }
@@ -462,6 +471,7 @@ static void on_submit(engine *e, const Ferry__Envelope *env)
     DL_APPEND(e->runs, run);
     e->running++;
     e->stats.scripts_started++;
+    run->started_us = engine_metrics_now(&e->metrics);
     step(e, run,
          engine_script_start(s, sub->source.data, sub->source.len, sub->name, sub->args,
                              sub->n_args));
@@ -488,6 +498,8 @@ static void on_reply(engine *e, const Ferry__Envelope *env)
     }
     engine_run *run = c->run;
     engine_script_answer a = {.reply = r, .tag = c->tag};
+    engine_metrics_call_done(&e->metrics, c->sent_us,
+                             r->error ? ferry_metrics_outcome(r->error->code) : FERRY_OK);
     forget_call(e, c);
     e->stats.calls_answered++;
     step(e, run, engine_script_resume(run->s, &a));
@@ -689,6 +701,7 @@ static void broker_lost(engine *e, const char *why)
                  why, c->function);
         engine_script_answer a = {
             .code = ferry_err_code(FERRY_EBROKER_LOST), .message = msg, .tag = c->tag};
+        engine_metrics_call_done(&e->metrics, c->sent_us, FERRY_EBROKER_LOST);
         forget_call(e, c);
         e->stats.calls_broker_lost++;
         failed++;
@@ -976,6 +989,7 @@ void engine_destroy(engine **ep)
         finish(e, run);
     }
     assert(!e->calls && e->running == 0);
+    engine_metrics_fini(&e->metrics);
     ferry_timer_stop(&e->loop->timers, &e->tick);
     ferry_timer_stop(&e->loop->timers, &e->drain);
     ferry_loop_remove_socket(e->loop, e->dealer);
@@ -1034,6 +1048,25 @@ void engine_drain(engine *e, int64_t drain_ms)
     }
     if (drain_ms <= 0 || ferry_loop_timer(e->loop, &e->drain, drain_ms) != FERRY_OK)
         ferry_loop_stop(e->loop);
+}
+
+/* metrics.h's view of e at a scrape. */
+static void metrics_view(void *arg, engine_metrics_view *v)
+{
+    engine *e = arg;
+    v->stats = &e->stats;
+    v->running = e->running;
+    v->slots = (size_t)e->cfg.slots;
+    v->calls_in_flight = e->ncalls;
+    v->inflight_bytes = e->inflight_bytes;
+    v->connected = e->hello_sent;
+    for (engine_run *run = e->runs; run; run = run->next)
+        v->lua_bytes += run->s->mem_used;
+}
+
+ferry_err engine_serve_metrics(engine *e, const char *hostport, char *err, size_t errlen)
+{
+    return engine_metrics_open(&e->metrics, e->loop, hostport, metrics_view, e, err, errlen);
 }
 
 const char *engine_id(const engine *e)

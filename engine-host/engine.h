@@ -101,6 +101,12 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
  */
 void engine_destroy(engine **ep);
 
+/*
+ * Serves the engine's Prometheus series on hostport (--metrics, metrics.h)
+ * from its loop until engine_destroy. On failure writes a line into err.
+ */
+ferry_err engine_serve_metrics(engine *e, const char *hostport, char *err, size_t errlen);
+
 const char *engine_id(const engine *e);
 const engine_stats *engine_get_stats(const engine *e);
 

@@ -31,7 +31,7 @@ static void on_signal(ferry_loop *loop, int signo, void *arg)
 int main(int argc, char **argv)
 {
     long watchdog_grace_ms = 2000;
-    const char *curve_key = NULL, *broker_key = NULL;
+    const char *curve_key = NULL, *broker_key = NULL, *metrics = NULL;
     long drain_ms = 10000;
     engine_config cfg = {
         .commands = "tcp://localhost:5555",
@@ -101,6 +101,10 @@ int main(int argc, char **argv)
          "this engine's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
         {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
          "the broker's public certificate (with --curve-key)", 0, 0},
+        {"metrics", "FERRY_METRICS", FERRY_OPT_STRING, &metrics,
+         "HOST:PORT to serve Prometheus metrics on (GET /metrics, plain HTTP, no auth); off "
+         "when not given",
+         0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-engine",
@@ -136,6 +140,11 @@ int main(int argc, char **argv)
     ferry_loop_init(&loop);
     engine *e = NULL;
     if (engine_new(&cfg, zctx, &loop, &e, err, sizeof err) != FERRY_OK) {
+        fprintf(stderr, "ferry-engine: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    if (metrics && *metrics && engine_serve_metrics(e, metrics, err, sizeof err) != FERRY_OK) {
         fprintf(stderr, "ferry-engine: %s\n", err);
         rc = 1;
         goto out;

@@ -6,6 +6,17 @@
  * time (UTC), level, process role, a stable event name operators can grep
  * and count, then key=value fields. FERRY_LOG_LEVEL (debug, info, warn,
  * error) sets the threshold; the default is info.
+ *
+ * FERRY_LOG_FORMAT=json prints one JSON object per line instead, for log
+ * shippers:
+ *
+ *   {"time":"2026-11-21T21:30:00.123Z","level":"INFO","role":"broker",
+ *    "event":"worker_ready","id":"w-1","functions":2}
+ *
+ * each field a member (integers as numbers, the rest as strings; a value in
+ * double quotes loses them), escaped as JSON says, bytes that are not UTF-8
+ * as U+FFFD; text that is not key=value goes into "text"; a line cut at its
+ * bound (about 4 KiB) ends with "truncated":true and stays valid.
  */
 #ifndef FERRY_LOG_H
 #define FERRY_LOG_H

@@ -56,7 +56,8 @@ void ferry_loop_init(ferry_loop *loop)
 {
     memset(loop, 0, sizeof *loop);
     ferry_timers_init(&loop->timers);
-    loop->now_ms = ferry_now_ms();
+    loop->now_us = ferry_now_us();
+    loop->now_ms = loop->now_us / 1000;
 }
 
 void ferry_loop_fini(ferry_loop *loop)
@@ -210,10 +211,12 @@ ferry_err ferry_loop_run(ferry_loop *loop)
             n++;
         }
         polls[n] = (zmq_pollitem_t){.socket = NULL, .fd = signal_pipe[0], .events = ZMQ_POLLIN};
-        loop->now_ms = ferry_now_ms();
+        loop->now_us = ferry_now_us();
+        loop->now_ms = loop->now_us / 1000;
         long timeout = kicked ? 0 : ferry_timers_timeout(&loop->timers, loop->now_ms);
         int rc = zmq_poll(polls, n + 1, timeout);
-        loop->now_ms = ferry_now_ms();
+        loop->now_us = ferry_now_us();
+        loop->now_ms = loop->now_us / 1000;
         if (rc < 0) {
             if (zmq_errno() == EINTR)
                 continue;

@@ -39,6 +39,7 @@ struct ferry_loop {
     int stopping;
     unsigned removals; /* bumped by every removal: callbacks of removed items are skipped */
     int64_t now_ms; /* cached clock, refreshed after every poll */
+    int64_t now_us; /* the same reading in microseconds (for metrics: no clock read per message) */
     ferry_signal_fn on_signal;
     void *signal_arg;
     int catch_hup; /* set before ferry_loop_run: SIGHUP is caught too, for on_signal */

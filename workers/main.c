@@ -9,6 +9,7 @@
 #include "ferry_log.h"
 #include "ferry_opts.h"
 #include "functions/functions.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +48,7 @@ int main(int argc, char **argv)
     const char *not_idempotent = "";
     const char *http_allow = "";
     const char *curve_key = NULL, *broker_key = NULL;
+    const char *metrics = NULL;
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
          "broker workers endpoint to connect to", 0, 0},
@@ -75,6 +77,10 @@ int main(int argc, char **argv)
          "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
         {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
          "the broker's public certificate (with --curve-key)", 0, 0},
+        {"metrics", "FERRY_METRICS", FERRY_OPT_STRING, &metrics,
+         "HOST:PORT to serve Prometheus metrics on (GET /metrics, plain HTTP, no auth); off "
+         "when not given",
+         0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-worker",
@@ -134,7 +140,16 @@ int main(int argc, char **argv)
     }
     ferry_info("worker_config", "endpoint=%s id=%s concurrency=%ld max_msg=%ld http_allow=\"%s\"",
                endpoint, ferry_worker_id(w), concurrency, max_msg, http_allow);
+    ferry_metrics_http *mhttp = NULL;
+    if (metrics && *metrics &&
+        worker_metrics_serve(w, metrics, &mhttp, err, sizeof err) != FERRY_OK) {
+        fprintf(stderr, "ferry-worker: %s\n", err);
+        ferry_worker_destroy(&w);
+        worker_http_destroy(&http);
+        return 1;
+    }
     ferry_err run = ferry_worker_run(w);
+    ferry_metrics_http_destroy(&mhttp); /* before the worker: it runs on the worker's loop */
     ferry_worker_destroy(&w);
     worker_http_destroy(&http); /* after the worker: its destroy cancels the transfers */
     return run == FERRY_OK ? 0 : 1;

@@ -19,6 +19,7 @@
  * may answer and still look at the call, and a second answer is caught.
  */
 #include "worker_internal.h"
+#include "worker_metrics.h"
 
 #include "ferry_clock.h"
 #include "ferry_log.h"
@@ -270,6 +271,7 @@ static void run(ferry_worker *w, ferry_call *call)
     worker_function *fn = call->fn;
     call->state = CALL_RUNNING;
     fn->running++;
+    worker_metrics_started(w, call);
     enter(call);
     if (call->listed) {
         fn->handler(call, fn->udata);
@@ -357,6 +359,7 @@ static void cut_short(ferry_call *call, ferry_err reason)
     assert(call->state == CALL_QUEUED || call->state == CALL_RUNNING);
     assert(!call->lane && !ferry_timer_active(&call->deadline));
     w->stats.in_flight--;
+    worker_metrics_cut_short(w, call, reason);
     if (reason == FERRY_ETIMEOUT) {
         w->stats.timed_out++;
         worker_send_error(w, call->cmd->engine_id, call->cmd->call_id, ferry_err_code(reason),
@@ -472,6 +475,7 @@ static ferry_err answer_values(ferry_call *call, Ferry__Value **values, size_t n
             }
         }
         w->stats.in_flight--;
+        worker_metrics_answered(w, call, error_code);
         err = worker_send_reply(w, call->cmd->engine_id, call->cmd->call_id, values, n, error_code,
                                 message);
         worker_call_done(w);

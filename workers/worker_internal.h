@@ -17,6 +17,7 @@
 #include "ferry_timer.h"
 #include "ferry_value.h"
 #include "ferry_wire.h"
+#include "ferry_metrics.h"
 
 #include <string.h>
 #include "ferry_hash.h"
@@ -46,6 +47,8 @@ typedef struct worker_function {
     ferry_timer pump;         /* starts waiting calls outside any handler's stack */
     ferry_worker *worker;
     UT_hash_handle hh;
+    uint64_t outcomes[FERRY_METRICS_OUTCOMES]; /* answers by outcome (worker_metrics.h) */
+    ferry_metrics_hist latency;                /* handler start -> answer (worker_metrics.h) */
 } worker_function;
 
 /*
@@ -104,6 +107,7 @@ struct ferry_call {
     void *cancel_arg;
     ferry_call *prev, *next;   /* worker->calls while listed; next links spare records */
     ferry_call *qprev, *qnext; /* the function's waiting queue while CALL_QUEUED */
+    int64_t started_us;        /* its handler's start (worker_metrics.h; set only when on) */
 };
 
 /* One watched fd. The loop calls through the slot (owned by the worker, never
@@ -168,6 +172,7 @@ struct ferry_worker {
     worker_limit lim_lost;
     worker_limit lim_auth;
     ferry_curve curve; /* CURVE towards the broker (on == 0: none) */
+    int metrics_on;    /* record per-function series (worker_metrics.h; ferry-worker --metrics) */
     char *endpoint;    /* owned: the broker's workers endpoint (NULL offline) */
     size_t base_id_len; /* a given id's length (new identities add to it); 0: generated */
 };
