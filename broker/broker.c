@@ -343,6 +343,7 @@ static int send_call(broker *b, broker_call *call, broker_worker *w, broker_item
                 broker_dispatch_unkeep(call); /* its bytes went: nothing is kept */
             w->last_sent_ms = b->loop.now_ms;
             broker_dispatch_sent(&b->dispatch, call, w);
+            broker_metrics_call_sent(&b->metrics, call);
             return 1;
         }
     }
@@ -591,7 +592,7 @@ static void on_reply(broker *b, ferry_frames *f, const ferry_wire_call *r, broke
         return;
     }
     broker_dispatch_complete(&b->dispatch, call, r->has_error);
-    broker_metrics_call_replied(&b->metrics, call, f, r->has_error);
+    broker_metrics_call_replied(&b->metrics, call, it->data, it->len, r->has_error);
     /* The engine id lives in the frame being sent: use the call's copy after. */
     size_t eid_len;
     const uint8_t *eid_bytes = broker_call_engine(call, &eid_len);

@@ -119,13 +119,12 @@ static unsigned reply_outcome(const void *reply, size_t len)
     return o;
 }
 
-void broker_metrics_call_replied(broker_metrics *m, broker_call *call, ferry_frames *f,
-                                 int has_error)
+void broker_metrics_call_replied(broker_metrics *m, broker_call *call, const void *reply,
+                                 size_t len, int has_error)
 {
     if (!m->on)
         return;
-    unsigned o =
-        has_error ? reply_outcome(ferry_frame_data(f, 1), ferry_frame_size(f, 1)) : FERRY_OK;
+    unsigned o = has_error ? reply_outcome(reply, len) : FERRY_OK;
     broker_fn_metrics *x = series(m, call->fn);
     if (!x) {
         m->unlabelled++;

@@ -99,9 +99,10 @@ ferry_err broker_metrics_render(struct broker *b, ferry_buf *out);
 /* The call went to its worker now. */
 void broker_metrics_call_sent(broker_metrics *m, struct broker_call *call);
 
-/* Its worker's Reply (frame 1 of f, has_error as peeked) came back for call. */
-void broker_metrics_call_replied(broker_metrics *m, struct broker_call *call, ferry_frames *f,
-                                 int has_error);
+/* Its worker's Reply (the encoded Reply envelope, alone or a Batch's item; has_error
+ * as peeked) came back for call. */
+void broker_metrics_call_replied(broker_metrics *m, struct broker_call *call, const void *reply,
+                                 size_t len, int has_error);
 
 /* The broker answered call itself with code (timeout, worker_lost, overloaded...). */
 void broker_metrics_call_failed(broker_metrics *m, struct broker_call *call, ferry_err code);
