@@ -48,7 +48,10 @@ int main(int argc, char **argv)
     const char *curve_key = NULL, *broker_key = NULL;
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
-         "broker workers endpoint to connect to", 0, 0},
+         "broker workers endpoint to connect to; several brokers: a comma-separated list "
+         "(the worker serves each, its --concurrency split among those connected, a call's "
+         "reply going back to the broker it came from)",
+         0, 0},
         {"concurrency", "FERRY_CONCURRENCY", FERRY_OPT_INT, &concurrency,
          "calls in flight at once (the credit announced to the broker)", 1,
          FERRY_WORKER_MAX_CONCURRENCY},
@@ -73,7 +76,9 @@ int main(int argc, char **argv)
         {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
          "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
         {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
-         "the broker's public certificate (with --curve-key)", 0, 0},
+         "the broker's public certificate (with --curve-key); several brokers: one for all, "
+         "or a comma-separated list in the order of --workers",
+         0, 0},
     };
     const ferry_cli cli = {
         .program = "ferry-worker",
