@@ -55,6 +55,8 @@ struct ferry_client {
     client_pending *pending; /* by request_id */
     uint64_t *lost;          /* request ids lost with their broker, oldest first */
     size_t nlost, lost_cap, lost_head;
+    size_t unreported;       /* lost since a wait last returned FERRY_EBROKER_LOST */
+    int unreported_auth;     /* and one of their brokers refused our key */
     uint64_t next_request;
     int connect_timeout_ms;
     ferry_limits limits; /* asked for by every submission */
@@ -211,6 +213,9 @@ static size_t lose_link(ferry_client *c, size_t i)
             }
         }
         c->lost[c->lost_head + c->nlost++] = p->request_id;
+        c->unreported++;
+        if (c->links[i].refused)
+            c->unreported_auth = 1;
         HASH_DEL(c->pending, p);
         free(p);
         n++;
@@ -291,6 +296,12 @@ static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env, size_
             size_t i = (c->next_link + k) % c->nlinks;
             if (c->links[i].refused)
                 continue;
+            /* A send handles the socket's pending commands only about once a
+             * millisecond; ZMQ_EVENTS handles them now, so a connection whose
+             * end the I/O thread saw already is not sent to. */
+            int events;
+            size_t elen = sizeof events;
+            (void)zmq_getsockopt(c->links[i].socket, ZMQ_EVENTS, &events, &elen);
             ferry_err err = ferry_wire_send(c->links[i].socket, NULL, 0, env);
             if (err == FERRY_EOVERLOADED)
                 continue; /* not connected (ZMQ_IMMEDIATE), or its queue is full */
@@ -403,12 +414,16 @@ static ferry_err recv_kind(ferry_client *c, int timeout_ms, Ferry__Envelope__Bod
                 return err;
         }
         unsigned dropped = 0;
-        int refused = 0;
-        size_t lost = look(c, &dropped, &refused);
+        (void)look(c, &dropped, NULL);
         if (only >= 0 && (dropped & (1u << only)))
             return c->links[only].refused ? FERRY_EAUTH : FERRY_EBROKER_LOST;
-        if (only < 0 && lost)
-            return refused ? FERRY_EAUTH : FERRY_EBROKER_LOST;
+        if (only < 0 && c->unreported) {
+            /* Lost now, or noticed by a submission since the last wait. */
+            int auth = c->unreported_auth;
+            c->unreported = 0;
+            c->unreported_auth = 0;
+            return auth ? FERRY_EAUTH : FERRY_EBROKER_LOST;
+        }
         if (all_refused(c))
             return FERRY_EAUTH;
         int64_t left = until - ferry_now_ms();

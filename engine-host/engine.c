@@ -407,6 +407,15 @@ static ferry_err host_call(void *ctx, engine_script *s, const char *function, Fe
     /* Each broker in turn while their queues are full (or their connection
      * just went): the call fails overloaded only when none takes it. */
     for (size_t tries = 0; !err && tries < e->nlinks; tries++) {
+        if (e->nlinks > 1) {
+            /* A send handles the socket's pending commands only about once a
+             * millisecond; ZMQ_EVENTS handles them now, so a connection whose
+             * end the I/O thread saw already is not sent to (another broker
+             * takes the call). */
+            int events;
+            size_t elen = sizeof events;
+            (void)zmq_getsockopt(l->push, ZMQ_EVENTS, &events, &elen);
+        }
         err = send_bounded_sized(e, l->push, &env, size);
         if (err != FERRY_EOVERLOADED)
             break;
