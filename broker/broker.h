@@ -69,6 +69,8 @@ typedef struct {
     long slots_max;         /* a Hello's slots are cut to this */
     long credit_max;        /* a Ready's credit is cut to this */
     long ready_functions_max; /* a Ready with more functions is refused */
+    long drain_ms;          /* on SIGTERM, how long the scripts and calls it holds may take to
+                             * finish; 0: stop at once */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -90,6 +92,11 @@ typedef struct {
     int64_t last_ms;
     uint64_t suppressed;
 } broker_log_site;
+
+/* A draining broker looks this often whether it holds nothing (twice in a
+ * row: it stops), and stops when nothing it held completed for the stall time. */
+#define BROKER_DRAIN_QUIET_MS 100
+#define BROKER_DRAIN_STALL_MS 1000
 
 typedef struct broker {
     broker_config cfg;
@@ -115,6 +122,12 @@ typedef struct broker {
     ferry_curve curve;           /* the broker's key pair, when cfg.curve_key */
     broker_trust trust;          /* allow-lists and ZAP handler, when curve.on */
     broker_budget budget;        /* bytes queued, calls and scripts together (--queue-bytes) */
+    int draining;                /* SIGTERM: said Goodbye; stops once it holds nothing */
+    ferry_timer drain;           /* the drain's time limit */
+    ferry_timer quiet;           /* draining: looks every BROKER_DRAIN_QUIET_MS whether to stop */
+    int drain_empty;             /* nothing was held at the last look */
+    uint64_t drain_progress;     /* completed + scripts_completed at the last change */
+    int64_t drain_progress_ms;   /* when that changed */
 } broker;
 
 /* The defaults of every flag (endpoints included). */
@@ -132,7 +145,13 @@ void broker_config_defaults(broker_config *cfg);
  */
 ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t errlen);
 
-/* Runs the loop until SIGINT/SIGTERM. */
+/*
+ * Runs the loop until SIGINT/SIGTERM. The first signal drains (several
+ * brokers, docs/protocol.md): Goodbye to every engine and to every client it
+ * holds scripts of (and to each that submits later), so that new calls and
+ * scripts go to the other brokers; the loop stops once no script and no call
+ * is left here, or after drain_ms. A second signal stops it at once.
+ */
 ferry_err broker_run(broker *b);
 
 /* Frees every record, closes the sockets and terminates the ZeroMQ context. */

@@ -14,6 +14,9 @@
  * through the broker that dropped are lost (ferry_client_take_lost names
  * them), and the others are still waited for.
  *
+ * A broker that leaves (SIGTERM) says Goodbye: the scripts it holds still
+ * come back through it, new ones go to the other brokers.
+ *
  * With CURVE keys the monitor also reports a refused handshake (the broker's
  * ZAP handler said no, or the keys do not match): a broker that refused is
  * skipped, and submissions and waits fail with FERRY_EAUTH at once when
@@ -36,6 +39,9 @@ typedef struct {
     void *socket;
     void *monitor; /* connection events of socket */
     int refused;   /* the last handshake was refused, none succeeded since */
+    int leaving;   /* the broker said Goodbye (it drains): submit elsewhere if possible */
+    int down;      /* its connection dropped, no new one is up yet: libzmq may still take
+                    * a send into the dying pipe for a moment, and lose it unannounced */
     char *endpoint; /* owned: the broker's clients endpoint, to open the socket again */
     ferry_curve curve;
 } client_link;
@@ -244,6 +250,12 @@ static int disconnected(client_link *l)
     int seen = 0;
     while (ferry_monitor_recv(l->monitor, &event) == FERRY_OK) {
         seen |= event == ZMQ_EVENT_DISCONNECTED;
+        if (event == ZMQ_EVENT_DISCONNECTED || event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            l->leaving = 0; /* whoever is there next is a new broker */
+        if (event == ZMQ_EVENT_DISCONNECTED)
+            l->down = 1;
+        else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            l->down = 0;
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
             l->refused = 0;
         else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
@@ -292,9 +304,11 @@ static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env, size_
     (void)look(c, NULL, NULL);
     int64_t until = ferry_now_ms() + c->connect_timeout_ms;
     for (;;) {
-        for (size_t k = 0; k < c->nlinks; k++) {
+        /* Brokers that are not leaving first; one that drains still runs what it gets. */
+        for (size_t k = 0; k < 2 * c->nlinks; k++) {
             size_t i = (c->next_link + k) % c->nlinks;
-            if (c->links[i].refused)
+            if (c->links[i].refused || c->links[i].down ||
+                c->links[i].leaving != (k >= c->nlinks))
                 continue;
             /* A send handles the socket's pending commands only about once a
              * millisecond; ZMQ_EVENTS handles them now, so a connection whose
@@ -369,15 +383,18 @@ ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, c
     return FERRY_OK;
 }
 
-/* The result for id came: it is pending no more. */
-static void settled(ferry_client *c, uint64_t id)
+/* The result for id came: it is pending no more. 0 when it was not pending:
+ * reported lost already (it was read after its broker's drop was seen), or
+ * never ours; such a result is not handed out a second time. */
+static int settled(ferry_client *c, uint64_t id)
 {
     client_pending *p;
     HASH_FIND(hh, c->pending, &id, sizeof id, p);
-    if (p) {
-        HASH_DEL(c->pending, p);
-        free(p);
-    }
+    if (!p)
+        return 0;
+    HASH_DEL(c->pending, p);
+    free(p);
+    return 1;
 }
 
 /*
@@ -402,9 +419,11 @@ static ferry_err recv_kind(ferry_client *c, int timeout_ms, Ferry__Envelope__Bod
                     (void)ferry_envelope_decode(ferry_frame_data(&f, 0), ferry_frame_size(&f, 0),
                                                 &env);
                 ferry_frames_close(&f);
-                if (env && env->body_case == kind) {
-                    if (kind == FERRY__ENVELOPE__BODY_RESULT && env->result)
-                        settled(c, env->result->request_id);
+                if (env && env->body_case == FERRY__ENVELOPE__BODY_GOODBYE)
+                    c->links[i].leaving = 1;
+                if (env && env->body_case == kind &&
+                    (kind != FERRY__ENVELOPE__BODY_RESULT ||
+                     (env->result && settled(c, env->result->request_id)))) {
                     *out = env;
                     return FERRY_OK;
                 }

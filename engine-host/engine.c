@@ -71,6 +71,8 @@ struct engine_link {
     char id[FERRY_ROUTING_ID_MAX + 1]; /* the DEALER's routing id, the Commands' engine_id */
     size_t id_len;
     int hello_sent;        /* registered with the broker of this session: calls may go */
+    int leaving;           /* it said Goodbye (it drains): new calls go elsewhere if they can,
+                            * and it gets no share of the slots; until its connection drops */
     int dealer_down;       /* its connection dropped and no new one is up yet */
     int push_down;         /* the same for the PUSH */
     int64_t down_ms;       /* when the last connection dropped */
@@ -323,17 +325,21 @@ static size_t host_room(void *ctx)
     return e->inflight_bytes < bound ? bound - e->inflight_bytes : 0;
 }
 
-/* The next registered broker in turn, from next_link on; NULL when none is. */
+/* The next registered broker in turn, from next_link on, one that is not
+ * leaving first; NULL when none is registered. */
 static engine_link *pick_link(engine *e)
 {
+    engine_link *leaving = NULL;
     for (size_t k = 0; k < e->nlinks; k++) {
         engine_link *l = &e->links[(e->next_link + k) % e->nlinks];
-        if (l->hello_sent) {
+        if (l->hello_sent && !l->leaving) {
             e->next_link = (l->index + 1) % e->nlinks;
             return l;
         }
+        if (l->hello_sent && !leaving)
+            leaving = l;
     }
-    return NULL;
+    return leaving; /* its calls still run while it drains */
 }
 
 /* engine_script_host.call: one ferry.call becomes one Command, through the
@@ -548,6 +554,22 @@ static void on_reply(engine *e, const Ferry__Envelope *env)
     step(e, run, engine_script_resume(run->s, &a));
 }
 
+static void rebalance(engine *e, engine_link *fresh);
+
+/* The broker leaves (SIGTERM): the scripts it sent finish through it, the
+ * new calls go to the other brokers, which get its share of the slots. */
+static void on_broker_goodbye(engine *e, const Ferry__Envelope *env)
+{
+    (void)env;
+    engine_link *l = e->cur;
+    if (l->leaving)
+        return;
+    l->leaving = 1;
+    ferry_info("broker_leaving", "broker=%u running=%zu calls=%s", l->index, l->running,
+               l->calls ? "some" : "none");
+    rebalance(e, NULL);
+}
+
 static void on_heartbeat(engine *e, const Ferry__Envelope *env)
 {
     /* Any message stamps last_heard_ms (on_dealer): nothing more to do. */
@@ -562,6 +584,7 @@ static const body_handler handlers[] = {
     [FERRY__ENVELOPE__BODY_SUBMIT] = on_submit,
     [FERRY__ENVELOPE__BODY_REPLY] = on_reply,
     [FERRY__ENVELOPE__BODY_HEARTBEAT] = on_heartbeat,
+    [FERRY__ENVELOPE__BODY_GOODBYE] = on_broker_goodbye,
 };
 
 /*
@@ -669,12 +692,12 @@ static void rebalance(engine *e, engine_link *fresh)
 {
     size_t n = 0;
     for (size_t i = 0; i < e->nlinks; i++)
-        n += e->links[i].hello_sent || &e->links[i] == fresh;
+        n += (e->links[i].hello_sent && !e->links[i].leaving) || &e->links[i] == fresh;
     for (int pass = 0; pass < 2; pass++) {
         size_t k = 0;
         for (size_t i = 0; i < e->nlinks; i++) {
             engine_link *l = &e->links[i];
-            if (!l->hello_sent && l != fresh)
+            if ((!l->hello_sent || l->leaving) && l != fresh)
                 continue;
             uint32_t want = share_of(e, k++, n);
             int shrink = l->hello_sent && want < l->slots;
@@ -727,6 +750,7 @@ static void broker_lost(engine_link *l, const char *why)
 {
     engine *e = l->e;
     l->hello_sent = 0; /* first: scripts resumed below send new calls elsewhere */
+    l->leaving = 0;    /* whoever comes next at its endpoints is a new broker */
     e->stats.broker_losses++;
     ferry_loop_set_socket(e->loop, l->dealer, ZMQ_POLLIN | ZMQ_POLLOUT);
     ferry_loop_set_socket(e->loop, l->push, ZMQ_POLLOUT);

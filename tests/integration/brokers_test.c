@@ -203,6 +203,8 @@ static Ferry__Envelope *broker_stats(fixture *fx, int i, int timeout_ms)
     return env;
 }
 
+static void restart_takes_work(fixture *fx);
+
 static void test_kill9_one_broker(void **state)
 {
     fixture *fx = *state;
@@ -239,7 +241,13 @@ static void test_kill9_one_broker(void **state)
     assert_int_equal(fx->failed_after, 0);
     assert_true(fx->done >= done_before + 200);
 
-    /* Started again: it takes work within a second. */
+    restart_takes_work(fx);
+    stack_passed(&fx->s);
+}
+
+/* Broker 0 started again takes work within a second; then everything ends. */
+static void restart_takes_work(fixture *fx)
+{
     int64_t t_start = ferry_now_ms();
     fx->brokers[0] = stack_start_broker_at(&fx->s, 0, NULL);
     assert_true(fx->brokers[0] >= 0);
@@ -260,6 +268,36 @@ static void test_kill9_one_broker(void **state)
     pump(fx, SCRIPT_MS + FERRY_CLIENT_GRACE_MS + 1000, total);
     assert_int_equal(fx->done, total);
     assert_int_equal(fx->failed_after, 0);
+}
+
+static void test_sigterm_one_broker(void **state)
+{
+    fixture *fx = *state;
+    pump(fx, 20000, 100);
+    assert_int_equal(fx->failed, 0);
+    pump(fx, 300, UINT64_MAX);
+    printf("# %llu scripts in flight at the SIGTERM\n", (unsigned long long)fx->in_flight);
+    stack_signal(&fx->s, fx->brokers[0], SIGTERM);
+    fx->t_event = ferry_now_ms();
+    fx->after_event = 1;
+    /* It drains under the load: the scripts it holds finish, new ones go to broker 1. */
+    int status = -1;
+    while (status < 0 && ferry_now_ms() - fx->t_event < 15000) {
+        pump(fx, 20, UINT64_MAX);
+        status = stack_wait_exit(&fx->s, fx->brokers[0], 0);
+    }
+    int64_t gone_ms = ferry_now_ms() - fx->t_event;
+    uint64_t done_at_exit = fx->done;
+    pump(fx, 20000, fx->done + 200);
+    printf("# SIGTERM of broker 0 under load: it exited (status %d) %lld ms later; %llu "
+           "scripts failed in all\n",
+           status, (long long)gone_ms, (unsigned long long)fx->failed);
+    assert_true(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(fx->done >= done_at_exit + 200);
+    /* Nothing was lost: no script failed, in flight at the signal or after it. */
+    assert_int_equal(fx->failed, 0);
+    restart_takes_work(fx);
+    assert_int_equal(fx->failed, 0);
     stack_passed(&fx->s);
 }
 
@@ -267,6 +305,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_kill9_one_broker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_one_broker, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
