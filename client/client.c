@@ -28,6 +28,7 @@
 #include "ferry_brokers.h"
 #include "ferry_cert.h"
 #include "ferry_clock.h"
+#include "ferry_discover.h"
 #include "ferry_wire.h"
 
 #include <stdlib.h>
@@ -44,6 +45,8 @@ typedef struct {
                     * a send into the dying pipe for a moment, and lose it unannounced */
     char *endpoint; /* owned: the broker's clients endpoint, to open the socket again */
     ferry_curve curve;
+    char addr[FERRY_DISCOVER_ADDR_MAX]; /* discovery: where it was found; "" else */
+    int retired;    /* discovery: its address is gone; disconnected, never sent to */
 } client_link;
 
 /* A submission whose result has not come yet, and the broker it went to. */
@@ -67,6 +70,9 @@ struct ferry_client {
     int connect_timeout_ms;
     ferry_limits limits; /* asked for by every submission */
     int64_t max_msg;     /* largest message sent or taken (ZMQ_MAXMSGSIZE) */
+    char *discover;      /* owned: ferry_client_new_discover's name; NULL: a fixed list */
+    char *discover_port; /* owned: the port of its endpoint */
+    int64_t resolved_ms; /* when the name was last resolved */
 };
 
 /* Opens l->socket and l->monitor on l->endpoint with c->max_msg. */
@@ -89,6 +95,59 @@ static int open_socket(ferry_client *c, client_link *l, char *err, size_t errlen
         return -1;
     }
     return 0;
+}
+
+static size_t lose_link(ferry_client *c, size_t i);
+
+/* Discovery: resolves the name again when it is older than the interval (or
+ * force): links to new addresses, gone ones retired (their submissions lost). */
+static void refresh(ferry_client *c, int force)
+{
+    int64_t now = ferry_now_ms();
+    if (!c->discover || (!force && now - c->resolved_ms < ferry_discover_interval_ms()))
+        return;
+    c->resolved_ms = now;
+    ferry_addrs found;
+    (void)ferry_discover_resolve(c->discover, &found);
+    for (size_t i = 0; i < c->nlinks; i++) {
+        client_link *l = &c->links[i];
+        if (!l->retired && !ferry_addrs_has(&found, l->addr)) {
+            l->retired = 1;
+            (void)zmq_disconnect(l->socket, l->endpoint);
+            (void)lose_link(c, i);
+        }
+    }
+    for (size_t k = 0; k < found.n; k++) {
+        size_t free_slot = c->nlinks;
+        int known = 0;
+        for (size_t i = 0; i < c->nlinks && !known; i++) {
+            known = !c->links[i].retired && strcmp(c->links[i].addr, found.addr[k]) == 0;
+            if (c->links[i].retired && free_slot == c->nlinks)
+                free_slot = i;
+        }
+        if (known || free_slot == FERRY_BROKERS_MAX)
+            continue;
+        client_link *l = &c->links[free_slot];
+        char ep[FERRY_DISCOVER_ADDR_MAX + 32], err[256];
+        snprintf(ep, sizeof ep, "tcp://%s:%s", found.addr[k], c->discover_port);
+        char *copy = strdup(ep);
+        if (!copy)
+            continue;
+        if (free_slot < c->nlinks) {
+            ferry_monitor_close(l->socket, &l->monitor);
+            ferry_socket_close(&l->socket);
+            free(l->endpoint);
+        }
+        ferry_curve curve = c->links[0].curve; /* one key for every discovered broker */
+        memset(l, 0, sizeof *l);
+        l->curve = curve;
+        l->endpoint = copy;
+        snprintf(l->addr, sizeof l->addr, "%s", found.addr[k]);
+        if (free_slot == c->nlinks)
+            c->nlinks++;
+        if (open_socket(c, l, err, sizeof err) != 0)
+            l->retired = 1; /* tried again at the next resolve */
+    }
 }
 
 static void close_sockets(ferry_client *c)
@@ -148,15 +207,51 @@ ferry_client *ferry_client_new_curve(const char *endpoint, const char *curve_key
     return c;
 }
 
+ferry_client *ferry_client_new_discover(const char *name, const char *endpoint,
+                                       const char *curve_key, const char *broker_key, char *err,
+                                       size_t errlen)
+{
+    const char *ep = endpoint ? endpoint : "tcp://localhost:5558";
+    const char *colon = strrchr(ep, ':');
+    if (!name || !*name || !colon || !colon[1] ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+        snprintf(err, errlen, "discovery needs a name and an endpoint that ends in a port");
+        return NULL;
+    }
+    ferry_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->discover = strdup(name);
+    c->discover_port = strdup(colon + 1);
+    c->ctx = zmq_ctx_new();
+    c->max_msg = FERRY_DEFAULT_MAX_MSG;
+    c->next_request = 1;
+    c->connect_timeout_ms = 3000;
+    if (!c->discover || !c->discover_port || !c->ctx ||
+        ferry_curve_client(&c->links[0].curve, curve_key, broker_key, err, errlen) != FERRY_OK) {
+        if (!c->ctx || !c->discover || !c->discover_port)
+            snprintf(err, errlen, "out of memory");
+        ferry_client_destroy(&c);
+        return NULL;
+    }
+    refresh(c, 1);
+    return c;
+}
+
 void ferry_client_destroy(ferry_client **pc)
 {
     ferry_client *c = *pc;
     if (!c)
         return;
     close_sockets(c);
-    zmq_ctx_term(c->ctx);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
     for (size_t i = 0; i < c->nlinks; i++)
         free(c->links[i].endpoint);
+    free(c->discover);
+    free(c->discover_port);
     client_pending *p, *tmp;
     HASH_ITER(hh, c->pending, p, tmp) {
         HASH_DEL(c->pending, p);
@@ -288,10 +383,15 @@ static size_t look(ferry_client *c, unsigned *dropped, int *refused)
 
 static int all_refused(const ferry_client *c)
 {
-    for (size_t i = 0; i < c->nlinks; i++)
+    size_t live = 0;
+    for (size_t i = 0; i < c->nlinks; i++) {
+        if (c->links[i].retired)
+            continue;
+        live++;
         if (!c->links[i].refused)
             return 0;
-    return 1;
+    }
+    return live > 0;
 }
 
 /* Sends env to the next broker in turn that takes it now, waiting for a
@@ -301,13 +401,14 @@ static int all_refused(const ferry_client *c)
  * FERRY_EAUTH. */
 static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env, size_t *link)
 {
+    refresh(c, 0);
     (void)look(c, NULL, NULL);
     int64_t until = ferry_now_ms() + c->connect_timeout_ms;
     for (;;) {
         /* Brokers that are not leaving first; one that drains still runs what it gets. */
         for (size_t k = 0; k < 2 * c->nlinks; k++) {
             size_t i = (c->next_link + k) % c->nlinks;
-            if (c->links[i].refused || c->links[i].down ||
+            if (c->links[i].refused || c->links[i].down || c->links[i].retired ||
                 c->links[i].leaving != (k >= c->nlinks))
                 continue;
             /* A send handles the socket's pending commands only about once a
@@ -331,6 +432,12 @@ static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env, size_
         int64_t left = until - ferry_now_ms();
         if (left <= 0)
             return FERRY_EUNREACHABLE;
+        if (c->discover) {
+            /* Brokers may appear under the name meanwhile. */
+            refresh(c, 0);
+            if (left > 100)
+                left = 100;
+        }
         zmq_pollitem_t items[2 * FERRY_BROKERS_MAX];
         for (size_t i = 0; i < c->nlinks; i++) {
             items[2 * i] = (zmq_pollitem_t){.socket = c->links[i].socket, .events = ZMQ_POLLOUT};
@@ -433,6 +540,7 @@ static ferry_err recv_kind(ferry_client *c, int timeout_ms, Ferry__Envelope__Bod
                 return err;
         }
         unsigned dropped = 0;
+        refresh(c, 0); /* a broker gone from the name loses its submissions */
         (void)look(c, &dropped, NULL);
         if (only >= 0 && (dropped & (1u << only)))
             return c->links[only].refused ? FERRY_EAUTH : FERRY_EBROKER_LOST;
@@ -448,6 +556,8 @@ static ferry_err recv_kind(ferry_client *c, int timeout_ms, Ferry__Envelope__Bod
         int64_t left = until - ferry_now_ms();
         if (left <= 0)
             return FERRY_ETIMEOUT;
+        if (c->discover && left > 100)
+            left = 100; /* the name is looked at again meanwhile */
         zmq_pollitem_t items[2 * FERRY_BROKERS_MAX];
         for (size_t i = 0; i < c->nlinks; i++) {
             items[2 * i] = (zmq_pollitem_t){.socket = c->links[i].socket, .events = ZMQ_POLLIN};

@@ -15,6 +15,7 @@
 
 #include "ferry_brokers.h"
 #include "ferry_clock.h"
+#include "ferry_discover.h"
 #include "ferry_log.h"
 #include "ferry_value.h"
 #include "ferry_wire.h"
@@ -83,6 +84,10 @@ struct engine_link {
     engine_call *calls;    /* calls in flight through it (DL through lprev/lnext) */
     int64_t auth_log_ms;   /* the broker_refused line's rate limit */
     uint64_t auth_log_n;
+    char addr[FERRY_DISCOVER_ADDR_MAX]; /* --discover: the address it was found at; "" else */
+    char commands_ep[FERRY_DISCOVER_ADDR_MAX + 32], engines_ep[FERRY_DISCOVER_ADDR_MAX + 32];
+    int retired;           /* --discover: its address is gone; disconnected, its slot reused
+                            * once its scripts ended */
 };
 
 struct engine {
@@ -93,6 +98,8 @@ struct engine {
     size_t nlinks;
     size_t next_link;      /* where the next call looks for a live broker first */
     engine_link *cur;      /* the link whose message is being handled */
+    void *zctx;            /* for the links --discover opens later */
+    ferry_timer discover;  /* --discover: resolve the name again */
     char id[FERRY_ROUTING_ID_MAX + 1]; /* links[0].id at start: for logs and engine_id */
     ferry_timer tick;      /* twice per heartbeat_ms: heartbeat out, broker liveness */
     size_t running;
@@ -725,7 +732,8 @@ static void maybe_hello(engine_link *l)
     engine *e = l->e;
     zmq_pollitem_t items[2] = {{.socket = l->dealer, .events = ZMQ_POLLOUT},
                                {.socket = l->push, .events = ZMQ_POLLOUT}};
-    if (l->hello_sent || l->dealer_down || l->push_down || zmq_poll(items, 2, 0) < 0)
+    if (l->retired || l->hello_sent || l->dealer_down || l->push_down ||
+        zmq_poll(items, 2, 0) < 0)
         return;
     int dealer_up = (items[0].revents & ZMQ_POLLOUT) != 0;
     int push_up = (items[1].revents & ZMQ_POLLOUT) != 0;
@@ -849,6 +857,8 @@ static void on_tick(ferry_timer *timer, void *arg)
     int64_t interval = e->cfg.heartbeat_ms;
     for (size_t i = 0; i < e->nlinks; i++) {
         engine_link *l = &e->links[i];
+        if (l->retired)
+            continue;
         if (l->hello_sent && now - l->last_heard_ms > interval * e->cfg.liveness &&
             !dealer_has_input(l)) {
             broker_lost(l, "silent");
@@ -1026,6 +1036,89 @@ static void link_close(engine *e, engine_link *l)
     ferry_socket_close(&l->push);
 }
 
+/* --discover found a broker at addr: a link to it, in a free or reusable slot. */
+static void discover_add(engine *e, const char *addr)
+{
+    engine_link *l = NULL;
+    for (size_t i = 0; i < e->nlinks && !l; i++)
+        if (e->links[i].retired && e->links[i].running == 0 && !e->links[i].calls)
+            l = &e->links[i];
+    if (l)
+        link_close(e, l);
+    else if (e->nlinks < FERRY_BROKERS_MAX)
+        l = &e->links[e->nlinks++];
+    else {
+        ferry_warn("discover_full", "addr=%s brokers=%d", addr, FERRY_BROKERS_MAX);
+        return;
+    }
+    unsigned index = (unsigned)(l - e->links);
+    memset(l, 0, sizeof *l);
+    l->e = e;
+    l->index = index;
+    l->curve = e->cfg.curve;
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
+    char err[256];
+    if (ferry_discover_endpoint(addr, e->cfg.commands, l->commands_ep, sizeof l->commands_ep) !=
+            FERRY_OK ||
+        ferry_discover_endpoint(addr, e->cfg.engines, l->engines_ep, sizeof l->engines_ep) !=
+            FERRY_OK) {
+        ferry_error("discover_failed", "addr=%s reason=\"no port in --commands or --engines\"",
+                    addr);
+        l->retired = 1;
+        return;
+    }
+    l->commands = l->commands_ep;
+    l->engines = l->engines_ep;
+    if (link_open(e, l, e->zctx, err, sizeof err) != FERRY_OK) {
+        ferry_error("discover_failed", "addr=%s reason=\"%s\"", addr, err);
+        link_close(e, l);
+        l->retired = 1;
+        return;
+    }
+    ferry_info("broker_discovered", "broker=%u addr=%s commands=%s engines=%s", l->index, addr,
+               l->commands, l->engines);
+}
+
+/* --discover: the broker at l's address is gone from the name. Its calls end
+ * broker_lost; its scripts run on (their Results go nowhere). */
+static void discover_drop(engine *e, engine_link *l)
+{
+    ferry_info("broker_undiscovered", "broker=%u addr=%s running=%zu", l->index, l->addr,
+               l->running);
+    l->retired = 1;
+    if (l->hello_sent)
+        broker_lost(l, "gone from discovery");
+    (void)zmq_disconnect(l->push, l->commands);
+    (void)zmq_disconnect(l->dealer, l->engines);
+    ferry_loop_set_socket(e->loop, l->dealer, ZMQ_POLLIN);
+    ferry_loop_set_socket(e->loop, l->push, 0);
+}
+
+static void discover_now(engine *e)
+{
+    ferry_addrs now;
+    (void)ferry_discover_resolve(e->cfg.discover, &now);
+    for (size_t i = 0; i < e->nlinks; i++) {
+        engine_link *l = &e->links[i];
+        if (!l->retired && !ferry_addrs_has(&now, l->addr))
+            discover_drop(e, l);
+    }
+    for (size_t k = 0; k < now.n; k++) {
+        int known = 0;
+        for (size_t i = 0; i < e->nlinks && !known; i++)
+            known = !e->links[i].retired && strcmp(e->links[i].addr, now.addr[k]) == 0;
+        if (!known)
+            discover_add(e, now.addr[k]);
+    }
+}
+
+static void on_discover(ferry_timer *timer, void *arg)
+{
+    engine *e = arg;
+    discover_now(e);
+    (void)ferry_loop_timer(e->loop, timer, e->cfg.discover_ms);
+}
+
 ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, engine **out,
                      char *err, size_t errlen)
 {
@@ -1046,7 +1139,31 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
     e->loop = loop;
     e->host =
         (engine_script_host){.call = host_call, .tick = host_tick, .room = host_room, .ctx = e};
-    ferry_err rc = ferry_list_split(cfg->commands, "--commands", &e->commands, err, errlen);
+    e->zctx = zctx;
+    if (e->cfg.discover_ms <= 0)
+        e->cfg.discover_ms = ferry_discover_interval_ms();
+    ferry_timer_init(&e->discover, on_discover, e);
+    ferry_err rc = FERRY_OK;
+    if (cfg->discover) {
+        /* Links come from the name; the endpoint flags give their ports. */
+        char probe[FERRY_DISCOVER_ADDR_MAX + 32];
+        if (ferry_discover_endpoint("x", cfg->commands, probe, sizeof probe) != FERRY_OK ||
+            ferry_discover_endpoint("x", cfg->engines, probe, sizeof probe) != FERRY_OK) {
+            snprintf(err, errlen, "--discover: --commands and --engines must end in a port");
+            free(e);
+            return FERRY_EUSAGE;
+        }
+        e->next_call_id = random_call_base();
+        ferry_make_id("engine", e->id, sizeof e->id);
+        discover_now(e);
+        rc = ferry_loop_timer(loop, &e->discover, e->cfg.discover_ms);
+        if (rc != FERRY_OK) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        goto opened;
+    }
+    rc = ferry_list_split(cfg->commands, "--commands", &e->commands, err, errlen);
     if (rc == FERRY_OK)
         rc = ferry_list_split(cfg->engines, "--engines", &e->engines, err, errlen);
     if (rc == FERRY_OK && e->commands.n != e->engines.n) {
@@ -1074,18 +1191,21 @@ ferry_err engine_new(const engine_config *cfg, void *zctx, ferry_loop *loop, eng
             goto fail;
     }
     memcpy(e->id, e->links[0].id, sizeof e->id);
+opened:
     ferry_timer_init(&e->tick, on_tick, e);
     ferry_timer_init(&e->drain, on_drain_timeout, e);
     if (cfg->heartbeat_ms > 0 && ferry_loop_timer(loop, &e->tick, cfg->heartbeat_ms) != FERRY_OK) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    ferry_info("engine_started", "id=%s brokers=%zu commands=%s engines=%s slots=%ld curve=%s",
-               e->id, e->nlinks, cfg->commands, cfg->engines, cfg->slots,
-               e->links[0].curve.on ? e->links[0].curve.own.public_key : "off");
+    ferry_info("engine_started",
+               "id=%s brokers=%zu commands=%s engines=%s discover=%s slots=%ld curve=%s", e->id,
+               e->nlinks, cfg->commands, cfg->engines, cfg->discover ? cfg->discover : "",
+               cfg->slots, cfg->curve.on ? cfg->curve.own.public_key : "off");
     *out = e;
     return FERRY_OK;
 fail:
+    ferry_timer_stop(&loop->timers, &e->discover);
     for (size_t i = 0; i < e->nlinks; i++)
         link_close(e, &e->links[i]);
     ferry_list_fini(&e->commands);
@@ -1108,6 +1228,7 @@ void engine_destroy(engine **ep)
     assert(!e->calls && e->running == 0);
     ferry_timer_stop(&e->loop->timers, &e->tick);
     ferry_timer_stop(&e->loop->timers, &e->drain);
+    ferry_timer_stop(&e->loop->timers, &e->discover);
     const engine_stats *st = &e->stats;
     ferry_info("engine_stopped",
                "id=%s scripts=%llu failed=%llu refused=%llu calls=%llu timed_out=%llu "

@@ -77,6 +77,11 @@ typedef struct {
     ferry_curve curve;      /* CURVE towards every broker (on == 0: none), unless curves */
     const ferry_curve *curves; /* borrowed for engine_new: one per broker, in list order;
                                 * NULL: curve for all */
+    const char *discover;   /* NULL, or a name whose every address is a broker, on the ports
+                             * of commands and engines (their hosts are not used); resolved
+                             * again every discover_ms: new addresses are connected to, gone
+                             * ones dropped. All take curve. */
+    long discover_ms;       /* 0: FERRY_DISCOVER_INTERVAL_MS */
 } engine_config;
 
 typedef struct {

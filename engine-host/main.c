@@ -61,6 +61,12 @@ int main(int argc, char **argv)
          "order. The slots are split among the brokers connected; a call goes through each "
          "in turn; a broker lost fails only the calls through it (broker_lost)",
          0, 0},
+        {"discover", "FERRY_DISCOVER", FERRY_OPT_STRING, &cfg.discover,
+         "a name whose every address is a broker (e.g. tasks.broker in Docker Swarm): "
+         "resolved now and every 3 s, each address connected to on the ports of --commands "
+         "and --engines (their hosts unused), addresses that are gone dropped; one "
+         "--broker-key for all",
+         0, 0},
         {"slots", "FERRY_SLOTS", FERRY_OPT_INT, &cfg.slots, "scripts run at once", 1, 1000000},
         {"script-timeout", "FERRY_SCRIPT_TIMEOUT", FERRY_OPT_INT, &cfg.script_timeout_ms,
          "default and largest script deadline in ms", 1, 86400000},
@@ -127,13 +133,19 @@ int main(int argc, char **argv)
     char err[512];
     /* One CURVE setting per broker: count them as engine_new will. */
     ferry_list brokers;
-    ferry_err ce = ferry_list_split(cfg.commands, "--commands", &brokers, err, sizeof err);
-    size_t nbrokers = brokers.n;
-    ferry_list_fini(&brokers);
+    ferry_err ce = FERRY_OK;
     static ferry_curve curves[FERRY_BROKERS_MAX];
-    if (ce == FERRY_OK)
-        ce = ferry_curve_clients(curves, nbrokers, curve_key, broker_key, err, sizeof err);
-    cfg.curves = curves;
+    if (cfg.discover && *cfg.discover) {
+        ce = ferry_curve_client(&cfg.curve, curve_key, broker_key, err, sizeof err);
+    } else {
+        cfg.discover = NULL;
+        ce = ferry_list_split(cfg.commands, "--commands", &brokers, err, sizeof err);
+        size_t nbrokers = brokers.n;
+        ferry_list_fini(&brokers);
+        if (ce == FERRY_OK)
+            ce = ferry_curve_clients(curves, nbrokers, curve_key, broker_key, err, sizeof err);
+        cfg.curves = curves;
+    }
     if (ce != FERRY_OK) {
         fprintf(stderr, "ferry-engine: %s\n", err);
         return ce == FERRY_EUSAGE ? 2 : 1;

@@ -45,7 +45,7 @@ int main(int argc, char **argv)
     long drain_ms = FERRY_WORKER_DEFAULT_DRAIN_MS;
     const char *not_idempotent = "";
     const char *http_allow = "";
-    const char *curve_key = NULL, *broker_key = NULL;
+    const char *curve_key = NULL, *broker_key = NULL, *discover = NULL;
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
          "broker workers endpoint to connect to; several brokers: a comma-separated list "
@@ -72,6 +72,11 @@ int main(int argc, char **argv)
          "comma-separated CIDR ranges http.get and http.request may connect to although they "
          "are internal (loopback, private, link-local, unique-local, ...: refused by default), "
          "e.g. 127.0.0.1/32,10.1.0.0/16,fd00::/8",
+         0, 0},
+        {"discover", "FERRY_DISCOVER", FERRY_OPT_STRING, &discover,
+         "a name whose every address is a broker (e.g. tasks.broker in Docker Swarm): "
+         "resolved now and every 3 s, each address served on the port of --workers (its "
+         "host unused), addresses that are gone dropped; one --broker-key for all",
          0, 0},
         {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
          "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
@@ -109,7 +114,8 @@ int main(int argc, char **argv)
                                .liveness = (int)liveness,
                                .drain_ms = drain_ms > 0 ? (int)drain_ms : -1,
                                .curve_key = curve_key,
-                               .broker_key = broker_key};
+                               .broker_key = broker_key,
+                               .discover = discover && *discover ? discover : NULL};
     ferry_worker *w = ferry_worker_new(&cfg, err, sizeof err);
     if (!w) {
         fprintf(stderr, "ferry-worker: %s\n", err);

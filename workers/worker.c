@@ -211,6 +211,8 @@ static unsigned credit_of(const ferry_worker *w, const worker_link *l)
  * session sends it. */
 static void send_ready(ferry_worker *w, worker_link *l)
 {
+    if (l->retired)
+        return;
     if (w->state != WORKER_RUNNING) {
         /* Leaving: a broker that does not know us yet need not learn of us. */
         l->ready_pending = 0;
@@ -342,6 +344,8 @@ static void on_heartbeat(ferry_timer *timer, void *arg)
     env.heartbeat = &hb;
     for (size_t i = 0; i < w->nlinks; i++) {
         worker_link *l = &w->links[i];
+        if (l->retired)
+            continue;
         if (!l->ready_pending && now - l->last_heard_ms > (int64_t)w->heartbeat_ms * w->liveness) {
             /* Registered, yet the broker says nothing: it restarted without our
              * connection noticing, or took us for lost. Say who we are again. */
@@ -476,6 +480,95 @@ static int link_open(ferry_worker *w, worker_link *l, char *err, size_t errlen)
     return 0;
 }
 
+/* Closes what link_open opened. */
+static void link_close(ferry_worker *w, worker_link *l)
+{
+    ferry_timer_stop(&w->loop.timers, &l->ready_retry);
+    ferry_loop_remove_socket(&w->loop, l->dealer);
+    ferry_loop_remove_socket(&w->loop, l->monitor);
+    ferry_monitor_close(l->dealer, &l->monitor);
+    ferry_socket_close(&l->dealer);
+    free(l->endpoint);
+    l->endpoint = NULL;
+}
+
+/* --discover found a broker at addr: a link to it, in a free or reusable slot. */
+static void discover_add(ferry_worker *w, const char *addr)
+{
+    worker_link *l = NULL;
+    for (size_t i = 0; i < w->nlinks && !l; i++)
+        if (w->links[i].retired && w->links[i].in_flight == 0)
+            l = &w->links[i];
+    if (l)
+        link_close(w, l);
+    else if (w->nlinks < FERRY_BROKERS_MAX)
+        l = &w->links[w->nlinks++];
+    else {
+        ferry_warn("discover_full", "addr=%s brokers=%d", addr, FERRY_BROKERS_MAX);
+        return;
+    }
+    ferry_curve curve = w->links[0].curve; /* every discovered broker takes the one key */
+    unsigned index = (unsigned)(l - w->links);
+    memset(l, 0, sizeof *l);
+    l->w = w;
+    l->index = index;
+    l->curve = curve;
+    memcpy(l->id, w->id, sizeof l->id);
+    l->ready_pending = 1;
+    l->ready_backoff_ms = READY_RETRY_MIN_MS;
+    ferry_timer_init(&l->ready_retry, on_ready_retry, l);
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
+    char ep[FERRY_DISCOVER_ADDR_MAX + 32], err[256];
+    snprintf(ep, sizeof ep, "tcp://%s:%s", addr, w->discover_port);
+    l->endpoint = strdup(ep);
+    if (!l->endpoint || link_open(w, l, err, sizeof err) != 0) {
+        ferry_error("discover_failed", "addr=%s reason=\"%s\"", addr,
+                    l->endpoint ? err : "out of memory");
+        link_close(w, l);
+        l->retired = 1;
+        return;
+    }
+    ferry_info("broker_discovered", "broker=%u addr=%s endpoint=%s", l->index, addr, ep);
+}
+
+/* --discover: the broker at l's address is gone from the name. */
+static void discover_drop(ferry_worker *w, worker_link *l)
+{
+    ferry_info("broker_undiscovered", "broker=%u addr=%s in_flight=%zu", l->index, l->addr,
+               l->in_flight);
+    l->retired = 1;
+    l->connected = 0;
+    l->ready_pending = 1; /* no heartbeats, no Goodbye */
+    ferry_timer_stop(&w->loop.timers, &l->ready_retry);
+    (void)zmq_disconnect(l->dealer, l->endpoint);
+    rebalance(w);
+}
+
+static void discover_now(ferry_worker *w)
+{
+    ferry_addrs now;
+    (void)ferry_discover_resolve(w->discover, &now);
+    for (size_t i = 0; i < w->nlinks; i++) {
+        worker_link *l = &w->links[i];
+        if (!l->retired && !ferry_addrs_has(&now, l->addr))
+            discover_drop(w, l);
+    }
+    for (size_t k = 0; k < now.n; k++) {
+        int known = 0;
+        for (size_t i = 0; i < w->nlinks && !known; i++)
+            known = !w->links[i].retired && strcmp(w->links[i].addr, now.addr[k]) == 0;
+        if (!known)
+            discover_add(w, now.addr[k]);
+    }
+}
+
+static void on_discover(ferry_timer *timer, void *arg)
+{
+    ferry_worker *w = arg;
+    discover_now(w);
+    ferry_loop_timer(&w->loop, timer, w->discover_ms);
+}
+
 ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t errlen)
 {
     ferry_worker *w = worker_alloc(cfg);
@@ -490,16 +583,44 @@ ferry_worker *ferry_worker_new(const ferry_worker_config *cfg, char *err, size_t
         snprintf(err, errlen, "worker id must be 1 to %d bytes", FERRY_ROUTING_ID_MAX);
         goto fail;
     }
-    if (ferry_list_split(endpoint, "endpoint", &eps, err, errlen) != FERRY_OK)
-        goto fail;
-    if (ferry_curve_clients(curves, eps.n, cfg ? cfg->curve_key : NULL,
-                            cfg ? cfg->broker_key : NULL, err, errlen) != FERRY_OK)
-        goto fail;
+    if (cfg && cfg->discover && *cfg->discover) {
+        const char *colon = strrchr(endpoint, ':');
+        if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+            snprintf(err, errlen, "discover: the endpoint must end in a port");
+            goto fail;
+        }
+        w->discover = strdup(cfg->discover);
+        w->discover_port = strdup(colon + 1);
+        w->discover_ms = cfg->discover_ms > 0 ? cfg->discover_ms : ferry_discover_interval_ms();
+        ferry_timer_init(&w->discover_timer, on_discover, w);
+        if (!w->discover || !w->discover_port) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (ferry_curve_client(&w->links[0].curve, cfg->curve_key, cfg->broker_key, err,
+                               errlen) != FERRY_OK)
+            goto fail;
+    } else {
+        if (ferry_list_split(endpoint, "endpoint", &eps, err, errlen) != FERRY_OK)
+            goto fail;
+        if (ferry_curve_clients(curves, eps.n, cfg ? cfg->curve_key : NULL,
+                                cfg ? cfg->broker_key : NULL, err, errlen) != FERRY_OK)
+            goto fail;
+    }
     w->send = send_dealer;
     w->ctx = zmq_ctx_new();
     if (!w->ctx) {
         snprintf(err, errlen, "cannot create a ZeroMQ context: %s", zmq_strerror(zmq_errno()));
         goto fail;
+    }
+    if (w->discover) {
+        w->nlinks = 0;
+        discover_now(w);
+        if (ferry_loop_timer(&w->loop, &w->discover_timer, w->discover_ms) != FERRY_OK) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        return w;
     }
     w->nlinks = eps.n;
     for (size_t i = 0; i < eps.n; i++) {
@@ -539,6 +660,10 @@ void ferry_worker_destroy(ferry_worker **wp)
     }
     ferry_timer_stop(&w->loop.timers, &w->heartbeat);
     ferry_timer_stop(&w->loop.timers, &w->drain);
+    if (w->discover)
+        ferry_timer_stop(&w->loop.timers, &w->discover_timer);
+    free(w->discover);
+    free(w->discover_port);
     for (size_t i = 0; i < FERRY_BROKERS_MAX; i++) {
         worker_link *l = &w->links[i];
         ferry_timer_stop(&w->loop.timers, &l->ready_retry);
@@ -651,7 +776,7 @@ ferry_err ferry_worker_run(ferry_worker *w)
 {
     w->loop.on_signal = on_signal;
     w->loop.signal_arg = w;
-    if (w->links[0].dealer) {
+    if (w->links[0].dealer || w->discover) {
         /* The monitor announces every session but one that began before it was
          * attached (connect and monitor are two calls): one late try covers that. */
         for (size_t i = 0; i < w->nlinks; i++)

@@ -12,6 +12,7 @@
 #include "ferry/worker.h"
 #include "ferry_brokers.h"
 #include "ferry_cert.h"
+#include "ferry_discover.h"
 
 #include <string.h>
 #include <uthash.h>
@@ -98,6 +99,9 @@ typedef struct worker_link {
     unsigned credit;       /* announced in the last Ready */
     size_t in_flight;      /* calls it gave us that await their reply */
     worker_limit lim_auth;
+    char addr[FERRY_DISCOVER_ADDR_MAX]; /* --discover: where it was found; "" else */
+    int retired;           /* --discover: its address is gone; disconnected, its slot reused
+                            * once its calls are answered */
 } worker_link;
 
 /*
@@ -180,7 +184,11 @@ struct ferry_worker {
     worker_limit lim_message;
     worker_limit lim_command;
     worker_limit lim_lost;
-    size_t base_id_len; /* a given id's length (new identities add to it); 0: generated */
+    size_t base_id_len;
+    char *discover;        /* owned: the --discover name, NULL: none */
+    char *discover_port;   /* owned: the endpoint's port for it */
+    int discover_ms;
+    ferry_timer discover_timer; /* a given id's length (new identities add to it); 0: generated */
 };
 
 /*

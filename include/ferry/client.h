@@ -54,6 +54,18 @@ ferry_client *ferry_client_new_curve(const char *endpoint, const char *curve_key
                                      const char *broker_key, char *err, size_t errlen);
 
 /*
+ * A client of every broker that name resolves to (every address; tests:
+ * FERRY_DISCOVER_HOSTS, lib/ferry_discover.h), on the port of endpoint (its
+ * host unused; NULL: tcp://localhost:5558), one CURVE broker_key for all
+ * (both NULL: none). The name is resolved again every 3 s while the client
+ * submits or waits: new addresses are used, the submissions through one
+ * that is gone are lost (FERRY_EBROKER_LOST). NULL with a message in err.
+ */
+ferry_client *ferry_client_new_discover(const char *name, const char *endpoint,
+                                       const char *curve_key, const char *broker_key, char *err,
+                                       size_t errlen);
+
+/*
  * Largest message this client sends or takes, in bytes (default 16 MiB, as
  * the broker's --max-msg; give it the broker's). A bigger Submit fails with
  * FERRY_ELIMIT before anything is sent: the broker would drop the connection

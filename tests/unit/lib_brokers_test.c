@@ -2,6 +2,7 @@
  * lib_brokers_test: endpoint lists and per-broker keys (lib/ferry_brokers.h).
  */
 #include "ferry_brokers.h"
+#include "ferry_discover.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +10,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void test_one_and_several(void **state)
 {
@@ -64,12 +67,51 @@ static void test_keys(void **state)
                      FERRY_EUSAGE);
 }
 
+static void test_discover(void **state)
+{
+    (void)state;
+    ferry_addrs a;
+    /* The real resolver: localhost is loopback, sorted and without duplicates. */
+    unsetenv("FERRY_DISCOVER_HOSTS");
+    assert_int_equal(ferry_discover_resolve("localhost", &a), FERRY_OK);
+    assert_true(a.n >= 1);
+    assert_true(ferry_addrs_has(&a, "127.0.0.1") || ferry_addrs_has(&a, "[::1]"));
+    assert_int_equal(ferry_discover_resolve("no-such-host.invalid", &a), FERRY_OK);
+    assert_int_equal(a.n, 0);
+    assert_int_equal(ferry_discover_resolve("", &a), FERRY_EUSAGE);
+    /* The test double answers instead, re-read each time. */
+    char path[] = "/tmp/ferry-discover-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("# comment\nsvc 10.0.0.2\nother 10.9.9.9\nsvc 10.0.0.1\nsvc 10.0.0.2\n", f);
+    fclose(f);
+    setenv("FERRY_DISCOVER_HOSTS", path, 1);
+    assert_int_equal(ferry_discover_resolve("svc", &a), FERRY_OK);
+    assert_int_equal(a.n, 2);
+    assert_string_equal(a.addr[0], "10.0.0.1");
+    assert_string_equal(a.addr[1], "10.0.0.2");
+    unlink(path);
+    assert_int_equal(ferry_discover_resolve("svc", &a), FERRY_OK);
+    assert_int_equal(a.n, 0);
+    unsetenv("FERRY_DISCOVER_HOSTS");
+    char ep[64];
+    assert_int_equal(ferry_discover_endpoint("10.0.0.1", "tcp://localhost:5555", ep, sizeof ep),
+                     FERRY_OK);
+    assert_string_equal(ep, "tcp://10.0.0.1:5555");
+    assert_int_equal(ferry_discover_endpoint("[::1]", "tcp://x:7", ep, sizeof ep), FERRY_OK);
+    assert_string_equal(ep, "tcp://[::1]:7");
+    assert_int_equal(ferry_discover_endpoint("10.0.0.1", "ipc:///tmp/x", ep, sizeof ep),
+                     FERRY_EUSAGE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_and_several),
         cmocka_unit_test(test_bad_lists),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_discover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
