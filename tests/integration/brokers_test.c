@@ -161,7 +161,7 @@ static void pump(fixture *fx, int ms, uint64_t until_done)
         ferry_err err = ferry_client_wait(fx->load, 200, &r);
         if (err == FERRY_OK) {
             if (!r.result->ok && fx->after_event)
-                printf("# after: %s: %s\n", r.result->error ? r.result->error->code : "",
+                printf("# ended after the event: %s: %s\n", r.result->error ? r.result->error->code : "",
                        r.result->error ? r.result->error->message : "");
             finish(fx, r.result->request_id, r.result->ok,
                    r.result->error ? r.result->error->code : "");
