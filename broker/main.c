@@ -2,7 +2,7 @@
  * ferry-broker: the rendezvous point of a Ferry deployment.
  *
  * Parses flags (each with an environment variable), binds the four sockets
- * and runs the loop until SIGINT or SIGTERM (SIGHUP re-reads the allow-lists
+ * and runs the loop until SIGINT or SIGTERM, draining first (SIGHUP re-reads the allow-lists
  * of --allow-clients, --allow-engines and --allow-workers). Exit status: 0 after a clean
  * stop, 1 when a socket cannot be set up, 2 for bad usage.
  */
@@ -108,7 +108,8 @@ int main(int argc, char **argv)
         .synopsis = "[options]",
         .summary = "Routes Ferry calls from engines to workers and back, and scripts from "
                    "clients to engines. Binds every endpoint; engines, workers and clients "
-                   "connect.",
+                   "connect (to several brokers at once, if they are given lists). SIGTERM "
+                   "drains (see --drain-timeout), a second one stops at once.",
         .opts = opts,
         .nopts = sizeof opts / sizeof opts[0],
     };

@@ -440,7 +440,10 @@ static ferry_err send_waiting(ferry_client *c, const Ferry__Envelope *env, size_
         }
         zmq_pollitem_t items[2 * FERRY_BROKERS_MAX];
         for (size_t i = 0; i < c->nlinks; i++) {
-            items[2 * i] = (zmq_pollitem_t){.socket = c->links[i].socket, .events = ZMQ_POLLOUT};
+            /* A broker that is down: its monitor says when it is up again (POLLOUT
+             * may hold on the dying pipe, and would spin this loop). */
+            short out = c->links[i].down || c->links[i].retired ? 0 : ZMQ_POLLOUT;
+            items[2 * i] = (zmq_pollitem_t){.socket = c->links[i].socket, .events = out};
             items[2 * i + 1] =
                 (zmq_pollitem_t){.socket = c->links[i].monitor, .events = ZMQ_POLLIN};
         }
