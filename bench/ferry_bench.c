@@ -88,6 +88,8 @@ typedef struct {
     long blocked;          /* memory: blocked scripts */
     long sleeps;           /* sleeps in one worker */
     long sleep_ms;
+    long brokers;          /* brokers: scripts/s through this many brokers against one; 0: no */
+    long broker_calls;     /* brokers: echo calls in each of those scripts */
     int json;
     int curve; /* --curve: keys on every Ferry socket */
     int verbose;
@@ -111,6 +113,7 @@ static options opt = {
     .blocked = 10000,
     .sleeps = 10000,
     .sleep_ms = 1000,
+    .broker_calls = 4,
 };
 
 static int wanted(const char *what)
@@ -181,6 +184,7 @@ typedef struct {
     series e2e_lat_us, e2e_tput, e2e_tput_ratio;
     series scripts, raw_scripts, scripts_ratio;
     series scripts_cpu_engine, scripts_cpu_broker; /* CPU us per script in the scripts/s run */
+    series brokers_one, brokers_many, brokers_ratio; /* --brokers: scripts/s */
     /* memory: one run */
     int mem_done;
     long mem_n;
@@ -833,6 +837,94 @@ out:
     return rc;
 }
 
+/* ---- several brokers ---- */
+
+/*
+ * scripts/s of a script making broker_calls echo calls, through n brokers
+ * sharing nothing (two engines and two workers serving every one of them,
+ * the client spreading its submissions over all), in *rate. Always on
+ * ipc:// paths in the stack's folder.
+ */
+static int brokers_run(long n, double *rate)
+{
+    bench_stack s;
+    ferry_client *c = NULL;
+    int rc = -1;
+    char eps[3][4][sizeof s.clients];
+    char lists[4][sizeof s.clients] = {"", "", "", ""};
+    if (bench_stack_init(&s) != 0)
+        return -1;
+    char *own[4] = {s.clients, s.commands, s.engines, s.workers};
+    static const char *const names[4] = {"clients", "commands", "engines", "workers"};
+    for (int k = 0; k < 4; k++) {
+        for (long i = 0; i < n; i++) {
+            snprintf(eps[i][k], sizeof eps[i][k], "ipc://%s/b%ld-%s", s.dir, i, names[k]);
+            size_t len = strlen(lists[k]);
+            snprintf(lists[k] + len, sizeof lists[k] - len, "%s%s", i ? "," : "", eps[i][k]);
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        for (int k = 0; k < 4; k++)
+            memcpy(own[k], eps[i][k], sizeof s.clients); /* the same size */
+        if (bench_stack_spawn(&s, "ferry-broker", "broker", NULL) < 0)
+            goto out;
+    }
+    for (int k = 0; k < 4; k++)
+        memcpy(own[k], lists[k], sizeof s.clients);
+    char slots[32];
+    const char *eargs[] = {"--slots", fmt_long(opt.slots, slots, sizeof slots), NULL};
+    for (int i = 0; i < 2; i++)
+        if (bench_stack_spawn(&s, "ferry-engine", "engine", eargs) < 0 ||
+            bench_stack_spawn(&s, "ferry-worker", "worker", NULL) < 0)
+            goto out;
+    for (long i = 0; i < n; i++) {
+        char err[256];
+        ferry_client *one = ferry_client_new(eps[i][0], err, sizeof err);
+        int ready = one && wait_ready(&s, one, 2, 2) == 0;
+        ferry_client_destroy(&one);
+        if (!ready)
+            goto out;
+    }
+    char err[256];
+    c = ferry_client_new(lists[0], err, sizeof err);
+    if (!c) {
+        note("client: %s", err);
+        goto out;
+    }
+    char src[160];
+    snprintf(src, sizeof src, "for i = 1, %ld do ferry.call('echo', i) end return 1",
+             opt.broker_calls);
+    long warm = opt.scripts / 10 < 2000 ? opt.scripts / 10 : 2000;
+    double ignore;
+    if (run_scripts(c, src, warm, opt.script_window, 30000, &ignore) != 0 ||
+        run_scripts(c, src, opt.scripts, opt.script_window, 30000, rate) != 0)
+        goto out;
+    note("%ld broker%s: %.0f scripts/s of %ld echo calls (%ld scripts, window %ld, 2 engines, "
+         "2 workers)",
+         n, n > 1 ? "s" : "", *rate, opt.broker_calls, opt.scripts, opt.script_window);
+    rc = 0;
+out:
+    ferry_client_destroy(&c);
+    if (s.dir[0])
+        bench_stack_stop(&s, 0);
+    return rc;
+}
+
+/* One broker, then opt.brokers, alternating which goes first run by run. */
+static void brokers_measure(int run)
+{
+    double one = 0, many = 0;
+    int err = run % 2 == 0 ? brokers_run(1, &one) || brokers_run(opt.brokers, &many)
+                           : brokers_run(opt.brokers, &many) || brokers_run(1, &one);
+    if (err) {
+        res.failures++;
+        return;
+    }
+    add(&res.brokers_one, one);
+    add(&res.brokers_many, many);
+    add(&res.brokers_ratio, many / one);
+}
+
 /* The size of a Submit of src as ferry_client_submit sends it. */
 static size_t submit_size(const char *src)
 {
@@ -1240,6 +1332,13 @@ static void print_table(const machine *m)
         printf("%-44s %11.2f us\n", "   CPU per script: engine", median(&res.scripts_cpu_engine));
         printf("%-44s %11.2f us\n", "   CPU per script: broker", median(&res.scripts_cpu_broker));
     }
+    if (res.brokers_many.n) {
+        char what[64];
+        snprintf(what, sizeof what, "6. scripts/s, %ld echo calls: %ld brokers / 1",
+                 opt.broker_calls, opt.brokers);
+        printf("%-44s %12.0f/s %12.0f/s %7.2f\n", what, median(&res.brokers_many),
+               median(&res.brokers_one), median(&res.brokers_ratio));
+    }
     if (res.mem_done) {
         char what[64];
         double mb = (double)res.engine_kb / 1024.0;
@@ -1332,6 +1431,9 @@ static void print_json(const machine *m)
         {"scripts_ratio", &res.scripts_ratio},
         {"scripts_cpu_engine_us", &res.scripts_cpu_engine},
         {"scripts_cpu_broker_us", &res.scripts_cpu_broker},
+        {"brokers_one_scripts_s", &res.brokers_one},
+        {"brokers_many_scripts_s", &res.brokers_many},
+        {"brokers_ratio", &res.brokers_ratio},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].s->n)
@@ -1445,6 +1547,12 @@ int main(int argc, char **argv)
          1000000},
         {"sleep-ms", NULL, FERRY_OPT_INT, &opt.sleep_ms, "length of each of those sleeps", 100,
          600000},
+        {"brokers", NULL, FERRY_OPT_INT, &opt.brokers,
+         "also measure scripts/s through this many brokers at once against one (2 or 3; "
+         "two engines and two workers serving each, ipc only); 0: not measured",
+         0, 3},
+        {"broker-calls", NULL, FERRY_OPT_INT, &opt.broker_calls,
+         "brokers: echo calls in each script", 0, 100000},
         {"log-level", NULL, FERRY_OPT_STRING, &opt.log_level,
          "FERRY_LOG_LEVEL of the processes started", 0, 0},
         {"wrap-broker", NULL, FERRY_OPT_STRING, &opt.wrap_broker,
@@ -1480,7 +1588,11 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *known[] = {"latency", "free",   "throughput", "e2e",
-                           "scripts", "memory", "sleeps",     "metrics"};
+                           "scripts", "memory", "sleeps",     "metrics", "brokers"};
+    if (opt.brokers == 1) {
+        fprintf(stderr, "ferry-bench: --brokers: 2 or 3 (one is always measured beside them)\n");
+        return 2;
+    }
     for (const char *p = opt.only; p && *p;) {
         size_t len = strcspn(p, ",");
         int ok = 0;
@@ -1513,6 +1625,8 @@ int main(int argc, char **argv)
         scripts_measure((int)run);
         if (wanted("metrics"))
             metrics_measure((int)run);
+        if (opt.brokers >= 2)
+            brokers_measure((int)run);
     }
     if (wanted("memory"))
         memory_measure();

@@ -670,6 +670,8 @@ static void on_goodbye(broker *b, ferry_frames *f, Ferry__Envelope **envp)
 
 /* ---- scripts ---- */
 
+static void send_goodbye(broker *b, void *socket, const void *rid, size_t rid_len);
+
 /*
  * Re-encodes the script's Submit with its script_id and the time it has
  * left, and sends it to e. 1 when it went; 0 when e cannot take it, after
@@ -783,6 +785,8 @@ static void on_hello(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     snprintf(e->key, sizeof e->key, "%s", sender_key(b, f));
     e->batches = h->batches;
     ferry_info("engine_ready", "engine=%s slots=%u running=%u", id, slots, h->running);
+    if (b->draining) /* leaving: it sends its next calls to another broker */
+        send_goodbye(b, b->engines, rid, rid_len);
     drain_scripts(b);
 }
 
@@ -870,6 +874,104 @@ static void on_result(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     drain_scripts(b);
 }
 
+/* ---- leaving (SIGTERM) ---- */
+
+/* Goodbye to the peer rid on socket: "send me nothing new". */
+static void send_goodbye(broker *b, void *socket, const void *rid, size_t rid_len)
+{
+    Ferry__Goodbye bye = FERRY__GOODBYE__INIT;
+    Ferry__Envelope env;
+    ferry_envelope_init(&env);
+    env.body_case = FERRY__ENVELOPE__BODY_GOODBYE;
+    env.goodbye = &bye;
+    (void)ferry_wire_send(socket, rid, rid_len, &env); /* one that is gone needs none */
+    (void)b;
+}
+
+static int has_input(void *socket)
+{
+    int events = 0;
+    size_t len = sizeof events;
+    return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}
+
+/* Nothing held here, and no Submit or Command waiting to be read. */
+static int holds_nothing(broker *b)
+{
+    return b->scripts.queued + b->scripts.running + b->dispatch.queued + b->dispatch.in_flight ==
+               0 &&
+           !has_input(b->clients) && !has_input(b->commands);
+}
+
+/*
+ * Draining, every BROKER_DRAIN_QUIET_MS: the loop stops once nothing was held
+ * here at two looks in a row (a Submit sent before its client read our
+ * Goodbye may still be on its way), or when what is held made no progress
+ * (nothing completed) for BROKER_DRAIN_STALL_MS: calls or scripts queued for
+ * a worker or an engine that is not there would only wait for drain_ms.
+ */
+static void on_quiet(ferry_timer *timer, void *arg)
+{
+    broker *b = arg;
+    int64_t now = ferry_now_ms();
+    uint64_t progress = b->completed + b->scripts_completed;
+    if (holds_nothing(b)) {
+        if (b->drain_empty) {
+            ferry_info("drained", "scripts_completed=%llu completed=%llu",
+                       (unsigned long long)b->scripts_completed, (unsigned long long)b->completed);
+            ferry_loop_stop(&b->loop);
+            return;
+        }
+        b->drain_empty = 1;
+    } else {
+        b->drain_empty = 0;
+        if (progress != b->drain_progress) {
+            b->drain_progress = progress;
+            b->drain_progress_ms = now;
+        } else if (now - b->drain_progress_ms >= BROKER_DRAIN_STALL_MS) {
+            ferry_warn("drain_stalled",
+                       "scripts_queued=%zu scripts_running=%zu queued=%zu in_flight=%zu",
+                       b->scripts.queued, b->scripts.running, b->dispatch.queued,
+                       b->dispatch.in_flight);
+            ferry_loop_stop(&b->loop);
+            return;
+        }
+    }
+    if (ferry_loop_timer(&b->loop, timer, BROKER_DRAIN_QUIET_MS) != FERRY_OK)
+        ferry_loop_stop(&b->loop);
+}
+
+static void on_drain_timeout(ferry_timer *timer, void *arg)
+{
+    (void)timer;
+    broker *b = arg;
+    ferry_warn("drain_timeout", "scripts_queued=%zu scripts_running=%zu queued=%zu in_flight=%zu",
+               b->scripts.queued, b->scripts.running, b->dispatch.queued, b->dispatch.in_flight);
+    ferry_loop_stop(&b->loop);
+}
+
+/* The first SIGTERM: Goodbye to every engine and to the clients of the
+ * scripts held here; what is held finishes, then the loop stops. */
+static void start_drain(broker *b)
+{
+    b->draining = 1;
+    size_t engines = 0, clients = 0;
+    for (broker_engine *e = b->scripts.engines; e; e = e->hh.next, engines++)
+        send_goodbye(b, b->engines, e->rid, e->rid_len);
+    for (broker_script *s = b->scripts.table; s; s = s->hh.next, clients++)
+        send_goodbye(b, b->clients, s->client, s->client_len);
+    ferry_info("draining", "engines=%zu clients=%zu scripts_queued=%zu scripts_running=%zu "
+               "queued=%zu in_flight=%zu drain_ms=%ld",
+               engines, clients, b->scripts.queued, b->scripts.running, b->dispatch.queued,
+               b->dispatch.in_flight, b->cfg.drain_ms);
+    b->drain_progress = b->completed + b->scripts_completed;
+    b->drain_progress_ms = ferry_now_ms();
+    if (b->cfg.drain_ms <= 0 ||
+        ferry_loop_timer(&b->loop, &b->drain, b->cfg.drain_ms) != FERRY_OK ||
+        ferry_loop_timer(&b->loop, &b->quiet, BROKER_DRAIN_QUIET_MS) != FERRY_OK)
+        ferry_loop_stop(&b->loop);
+}
+
 /* ---- clients ---- */
 
 static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
@@ -897,6 +999,9 @@ static void on_submit(broker *b, ferry_frames *f, Ferry__Envelope **envp)
     *envp = NULL; /* the script owns it now */
     broker_metrics_script_new(&b->metrics, script);
     script->bytes = ferry_frame_size(f, 1);
+    /* Leaving: it was on its way, so it runs; the client sends the next elsewhere. */
+    if (b->draining)
+        send_goodbye(b, b->clients, rid, rid_len);
     place_script(b, script, 0);
 }
 
@@ -1517,7 +1622,10 @@ static void on_signal(ferry_loop *loop, int signo, void *arg)
 {
     broker *b = arg;
     if (signo != SIGHUP) {
-        ferry_loop_stop(loop);
+        if (b->draining)
+            ferry_loop_stop(loop);
+        else
+            start_drain(b);
         return;
     }
     if (!b->curve.on) {
@@ -1618,6 +1726,7 @@ void broker_config_defaults(broker_config *cfg)
         .slots_max = 100000,
         .credit_max = 100000,
         .ready_functions_max = 1000,
+        .drain_ms = 10000,
     };
 }
 
@@ -1631,6 +1740,8 @@ ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t err
     ferry_timer_init(&b->probe, on_probe, b);
     for (size_t i = 0; i < BROKER_OUTS; i++)
         ferry_batch_init(&b->outs[i].batch, cfg->max_msg);
+    ferry_timer_init(&b->drain, on_drain_timeout, b);
+    ferry_timer_init(&b->quiet, on_quiet, b);
     broker_dispatch_limits dl = {
         .queue_max = (size_t)cfg->queue_max,
         .call_timeout_ms = (uint32_t)cfg->call_timeout_ms,
@@ -1771,6 +1882,8 @@ ferry_err broker_run(broker *b)
     ferry_err err = ferry_loop_run(&b->loop);
     ferry_timer_stop(&b->loop.timers, &b->sweep);
     ferry_timer_stop(&b->loop.timers, &b->probe);
+    ferry_timer_stop(&b->loop.timers, &b->drain);
+    ferry_timer_stop(&b->loop.timers, &b->quiet);
     ferry_info("broker_stopping",
                "queued=%zu in_flight=%zu scripts_queued=%zu scripts_running=%zu completed=%llu "
                "scripts_completed=%llu dropped=%llu workers_lost=%llu engines_lost=%llu "

@@ -72,6 +72,8 @@ typedef struct {
     long ready_functions_max; /* a Ready with more functions is refused */
     const char *metrics;    /* HOST:PORT serving GET /metrics (metrics.h); NULL or "": off */
     long metrics_peers;     /* per-peer series for at most this many engines and workers */
+    long drain_ms;          /* on SIGTERM, how long the scripts and calls it holds may take to
+                             * finish; 0: stop at once */
 } broker_config;
 
 /* Kinds of dropped messages, each with its own rate-limited log line. */
@@ -105,6 +107,10 @@ typedef struct {
     size_t rid_len;
     ferry_batch batch;
 } broker_out;
+/* A draining broker looks this often whether it holds nothing (twice in a
+ * row: it stops), and stops when nothing it held completed for the stall time. */
+#define BROKER_DRAIN_QUIET_MS 100
+#define BROKER_DRAIN_STALL_MS 1000
 
 typedef struct broker {
     broker_config cfg;
@@ -143,6 +149,12 @@ typedef struct broker {
         size_t eid_len;
     } checked;
     broker_metrics metrics;      /* --metrics: series and their HTTP server */
+    int draining;                /* SIGTERM: said Goodbye; stops once it holds nothing */
+    ferry_timer drain;           /* the drain's time limit */
+    ferry_timer quiet;           /* draining: looks every BROKER_DRAIN_QUIET_MS whether to stop */
+    int drain_empty;             /* nothing was held at the last look */
+    uint64_t drain_progress;     /* completed + scripts_completed at the last change */
+    int64_t drain_progress_ms;   /* when that changed */
 } broker;
 
 /* The defaults of every flag (endpoints included). */
@@ -160,7 +172,13 @@ void broker_config_defaults(broker_config *cfg);
  */
 ferry_err broker_open(broker *b, const broker_config *cfg, char *err, size_t errlen);
 
-/* Runs the loop until SIGINT/SIGTERM. */
+/*
+ * Runs the loop until SIGINT/SIGTERM. The first signal drains (several
+ * brokers, docs/protocol.md): Goodbye to every engine and to every client it
+ * holds scripts of (and to each that submits later), so that new calls and
+ * scripts go to the other brokers; the loop stops once no script and no call
+ * is left here, or after drain_ms. A second signal stops it at once.
+ */
 ferry_err broker_run(broker *b);
 
 /* Frees every record, closes the sockets and terminates the ZeroMQ context. */

@@ -2,7 +2,7 @@
  * ferry-broker: the rendezvous point of a Ferry deployment.
  *
  * Parses flags (each with an environment variable), binds the four sockets
- * and runs the loop until SIGINT or SIGTERM (SIGHUP re-reads the allow-lists
+ * and runs the loop until SIGINT or SIGTERM, draining first (SIGHUP re-reads the allow-lists
  * of --allow-clients, --allow-engines and --allow-workers). Exit status: 0 after a clean
  * stop, 1 when a socket cannot be set up, 2 for bad usage.
  */
@@ -85,6 +85,11 @@ int main(int argc, char **argv)
         {"ready-functions-max", "FERRY_READY_FUNCTIONS_MAX", FERRY_OPT_INT,
          &cfg.ready_functions_max, "functions one worker may serve; a Ready with more is refused",
          1, 10000000},
+        {"drain-timeout", "FERRY_DRAIN_TIMEOUT", FERRY_OPT_INT, &cfg.drain_ms,
+         "on SIGTERM, ms the scripts and calls held here get to finish: Goodbye tells engines "
+         "and clients to send new ones to their other brokers; 0: stop at once; a second "
+         "signal stops it too",
+         0, 86400000},
         {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &cfg.curve_key,
          "the broker's secret certificate (ferry keygen): CURVE on every socket", 0, 0},
         {"allow-clients", "FERRY_ALLOW_CLIENTS", FERRY_OPT_STRING, &cfg.allow[BROKER_ROLE_CLIENT],
@@ -111,7 +116,8 @@ int main(int argc, char **argv)
         .synopsis = "[options]",
         .summary = "Routes Ferry calls from engines to workers and back, and scripts from "
                    "clients to engines. Binds every endpoint; engines, workers and clients "
-                   "connect.",
+                   "connect (to several brokers at once, if they are given lists). SIGTERM "
+                   "drains (see --drain-timeout), a second one stops at once.",
         .opts = opts,
         .nopts = sizeof opts / sizeof opts[0],
     };

@@ -32,17 +32,26 @@ static const char *broker = "tcp://localhost:5558";
 static double timeout_s = 30;
 static int json;
 static double max_memory, max_instructions, max_output;
-static const char *curve_key, *broker_key;
+static const char *curve_key, *broker_key, *discover;
 static long max_msg = FERRY_DEFAULT_MAX_MSG;
 
 static const ferry_opt run_opts[] = {
-    {"broker", "FERRY_CLIENTS", FERRY_OPT_STRING, &broker, "broker clients endpoint", 0, 0},
+    {"broker", "FERRY_CLIENTS", FERRY_OPT_STRING, &broker,
+     "broker clients endpoint, or a comma-separated list of several brokers' (the script "
+     "goes to the first in the list that is connected, passing over one that is down)",
+     0, 0},
+    {"discover", "FERRY_DISCOVER", FERRY_OPT_STRING, &discover,
+     "a name whose every address is a broker (e.g. tasks.broker): used instead of --broker's "
+     "hosts, on its port; resolved again every 3 s",
+     0, 0},
     {"timeout", NULL, FERRY_OPT_DOUBLE, &timeout_s, "script deadline in seconds", 0.001, 86400},
     {"json", NULL, FERRY_OPT_FLAG, &json, "print one JSON object on stdout", 0, 0},
     {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
      "this client's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
     {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
-     "the broker's public certificate (with --curve-key)", 0, 0},
+     "the broker's public certificate (with --curve-key); several brokers: one for all, or a "
+     "comma-separated list in the order of --broker",
+     0, 0},
     {"max-msg", "FERRY_MAX_MSG", FERRY_OPT_INT, &max_msg,
      "largest message sent or taken in bytes (give it the broker's --max-msg)", 1, 1073741824},
     {"max-memory", NULL, FERRY_OPT_DOUBLE, &max_memory,
@@ -58,7 +67,10 @@ static const ferry_cli run_cli = {
     .synopsis = "[--broker EP] [--timeout S] [--json] [--max-msg B] [--max-memory B]\n"
                 "       [--max-instructions N] [--max-output B] script.lua [arg ...]",
     .summary = "Runs script.lua (- for standard input) on a Ferry engine and prints what it\n"
-               "printed and what it returned. The args reach the script as ferry.args.",
+               "printed and what it returned. The args reach the script as ferry.args.\n"
+               "With several brokers (--broker A,B), a broker that is unreachable is passed\n"
+               "over for the next; a script whose broker dies while it runs ends broker_lost\n"
+               "(exit 3): it may or may not have run, so it is not sent again.",
     .opts = run_opts,
     .nopts = sizeof run_opts / sizeof run_opts[0],
     .positional = 1,
@@ -68,10 +80,20 @@ static const ferry_cli stats_cli = {
     .program = "ferry stats",
     .synopsis = "[--broker EP] [--json] [--max-msg B]",
     .summary = "Prints the broker's counters: engines, workers, functions, calls queued,\n"
-               "in flight and completed, scripts.",
-    .opts = run_opts, /* --broker, --timeout (bounds the wait), --json, the keys, --max-msg */
-    .nopts = 6,
+               "in flight and completed, scripts. With several brokers, those of the first\n"
+               "one connected.",
+    .opts = run_opts, /* --broker, --discover, --timeout (bounds the wait), --json, the keys,
+                       * --max-msg */
+    .nopts = 7,
 };
+
+/* The client of --broker's list, or of --discover's name on --broker's port. */
+static ferry_client *open_client(char *err, size_t errlen)
+{
+    if (discover && *discover)
+        return ferry_client_new_discover(discover, broker, curve_key, broker_key, err, errlen);
+    return ferry_client_new_curve(broker, curve_key, broker_key, err, errlen);
+}
 
 static void usage(FILE *out)
 {
@@ -185,7 +207,7 @@ static int cmd_run(int argc, char **argv)
 
     char errbuf[512];
     int code = EXIT_UNREACHABLE;
-    ferry_client *c = ferry_client_new_curve(broker, curve_key, broker_key, errbuf, sizeof errbuf);
+    ferry_client *c = open_client(errbuf, sizeof errbuf);
     if (!c || ferry_client_set_max_msg(c, max_msg, errbuf, sizeof errbuf) != FERRY_OK) {
         code = fail(EXIT_UNREACHABLE, FERRY_EUNREACHABLE, errbuf);
         goto out;
@@ -367,7 +389,7 @@ static int cmd_stats(int argc, char **argv)
     if (rc != FERRY_OPTS_CONTINUE)
         return rc;
     char errbuf[512];
-    ferry_client *c = ferry_client_new_curve(broker, curve_key, broker_key, errbuf, sizeof errbuf);
+    ferry_client *c = open_client(errbuf, sizeof errbuf);
     if (c && ferry_client_set_max_msg(c, max_msg, errbuf, sizeof errbuf) != FERRY_OK)
         ferry_client_destroy(&c);
     if (!c)

@@ -8,7 +8,8 @@
 # running, and every one of those scripts succeeds. And the Debian package:
 # built from the host's build folder (cpack -G DEB, as `make deb`), installed
 # with apt-get into a clean debian:bookworm-slim, it runs a script through
-# its own ferry-broker, ferry-engine and ferry-worker.
+# its own ferry-broker, ferry-engine and ferry-worker. Last, the Swarm part:
+# docker/swarm-test.sh (two brokers, docker-stack.yml) with the same image.
 #
 # Steps, each timed: install docker.io and docker-compose when missing; start
 # dockerd when it is not running (and stop it at the end); make the base
@@ -549,4 +550,12 @@ if [ -n "$ids" ] && ! awk '$2 != 0 { bad = 1 } END { exit !bad }' <<<"$codes"; t
   ok "every container exited 0 on SIGTERM"
 else
   bad "a container did not exit 0 on SIGTERM (137 = killed after the grace period)"
+fi
+
+step "Docker Swarm: two brokers, docker-stack.yml (docker/swarm-test.sh)"
+if FERRY_IMAGE=$image docker/swarm-test.sh "$bin" >"$work/swarm.log" 2>&1; then
+  ok "swarm: $(tail -n 1 "$work/swarm.log")"
+else
+  bad "swarm: $(grep FAIL "$work/swarm.log" | head -3 | tr '\n' ' ')"
+  sed 's/^/    /' "$work/swarm.log"
 fi

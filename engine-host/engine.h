@@ -8,6 +8,15 @@
  * call_id in O(1). Every call and every script has a timer, so each call gets
  * exactly one answer and no script waits forever.
  *
+ * Several brokers: position i of the commands and engines lists is broker
+ * i. The engine holds one PUSH and one DEALER (with its own routing id) per
+ * broker, and everything below holds per broker: its liveness, its Hello,
+ * its calls in flight. A script's Result goes back through the broker that
+ * sent it; each call goes through the next live broker in turn. The slots
+ * are split among the live brokers (Hello again whenever that set changes),
+ * so that together they never hand out more than --slots; one that does gets
+ * the script refused `overloaded` as before.
+ *
  * Liveness of the broker: the engine sends a Heartbeat on the DEALER when it
  * sent nothing else for an interval (looking twice per interval) and treats
  * any message from the broker as one. When the DEALER's connection drops, or the broker is silent
@@ -45,8 +54,10 @@
 #define ENGINE_DEFAULT_INFLIGHT_BYTES (256L * 1024 * 1024)
 
 typedef struct {
-    const char *commands;   /* broker's commands endpoint (PUSH connects) */
-    const char *engines;    /* broker's engines endpoint (DEALER connects) */
+    const char *commands;   /* brokers' commands endpoints, comma-separated: broker i at
+                             * position i (a PUSH connects to each) */
+    const char *engines;    /* brokers' engines endpoints, as many in the same order (a
+                             * DEALER connects to each) */
     long slots;             /* scripts run at once */
     long script_timeout_ms; /* default and largest script deadline */
     long call_timeout_ms;   /* largest timeout of one call */
@@ -63,7 +74,14 @@ typedef struct {
                              * 0: FERRY_DEFAULT_MAX_MSG; else at least ENGINE_MIN_MAX_MSG */
     long inflight_bytes;    /* bytes of Commands in flight at once, all scripts together;
                              * 0: ENGINE_DEFAULT_INFLIGHT_BYTES */
-    ferry_curve curve;      /* CURVE towards the broker (on == 0: none) */
+    ferry_curve curve;      /* CURVE towards every broker (on == 0: none), unless curves */
+    const ferry_curve *curves; /* borrowed for engine_new: one per broker, in list order;
+                                * NULL: curve for all */
+    const char *discover;   /* NULL, or a name whose every address is a broker, on the ports
+                             * of commands and engines (their hosts are not used); resolved
+                             * again every discover_ms: new addresses are connected to, gone
+                             * ones dropped. All take curve. */
+    long discover_ms;       /* 0: FERRY_DISCOVER_INTERVAL_MS */
 } engine_config;
 
 typedef struct {
@@ -109,6 +127,10 @@ ferry_err engine_serve_metrics(engine *e, const char *hostport, char *err, size_
 
 const char *engine_id(const engine *e);
 const engine_stats *engine_get_stats(const engine *e);
+
+/* Brokers in the lists, and how many are registered (Hello sent) now. */
+size_t engine_brokers(const engine *e);
+size_t engine_brokers_live(const engine *e);
 
 /* Scripts running now. */
 size_t engine_running(const engine *e);

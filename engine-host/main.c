@@ -9,6 +9,7 @@
 #include "state_pool.h"
 #include "watchdog.h"
 
+#include "ferry_brokers.h"
 #include "ferry_log.h"
 #include "ferry_loop.h"
 #include "ferry_opts.h"
@@ -52,9 +53,20 @@ int main(int argc, char **argv)
     };
     const ferry_opt opts[] = {
         {"commands", "FERRY_COMMANDS", FERRY_OPT_STRING, &cfg.commands,
-         "broker endpoint for commands (PUSH connects)", 0, 0},
+         "broker endpoint for commands (PUSH connects); several brokers: a comma-separated "
+         "list, broker i at position i of this list and of --engines",
+         0, 0},
         {"engines", "FERRY_ENGINES", FERRY_OPT_STRING, &cfg.engines,
-         "broker endpoint for engines (DEALER connects)", 0, 0},
+         "broker endpoint for engines (DEALER connects); a list as --commands, in the same "
+         "order. The slots are split among the brokers connected; a call goes through each "
+         "in turn; a broker lost fails only the calls through it (broker_lost)",
+         0, 0},
+        {"discover", "FERRY_DISCOVER", FERRY_OPT_STRING, &cfg.discover,
+         "a name whose every address is a broker (e.g. tasks.broker in Docker Swarm): "
+         "resolved now and every 3 s, each address connected to on the ports of --commands "
+         "and --engines (their hosts unused), addresses that are gone dropped; one "
+         "--broker-key for all",
+         0, 0},
         {"slots", "FERRY_SLOTS", FERRY_OPT_INT, &cfg.slots, "scripts run at once", 1, 1000000},
         {"script-timeout", "FERRY_SCRIPT_TIMEOUT", FERRY_OPT_INT, &cfg.script_timeout_ms,
          "default and largest script deadline in ms", 1, 86400000},
@@ -100,7 +112,9 @@ int main(int argc, char **argv)
         {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
          "this engine's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
         {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
-         "the broker's public certificate (with --curve-key)", 0, 0},
+         "the broker's public certificate (with --curve-key); several brokers: one for all, "
+         "or a comma-separated list in the order of --commands",
+         0, 0},
         {"metrics", "FERRY_METRICS", FERRY_OPT_STRING, &metrics,
          "HOST:PORT to serve Prometheus metrics on (GET /metrics, plain HTTP, no auth); off "
          "when not given",
@@ -121,7 +135,21 @@ int main(int argc, char **argv)
 
     ferry_log_init("engine");
     char err[512];
-    ferry_err ce = ferry_curve_client(&cfg.curve, curve_key, broker_key, err, sizeof err);
+    /* One CURVE setting per broker: count them as engine_new will. */
+    ferry_list brokers;
+    ferry_err ce = FERRY_OK;
+    static ferry_curve curves[FERRY_BROKERS_MAX];
+    if (cfg.discover && *cfg.discover) {
+        ce = ferry_curve_client(&cfg.curve, curve_key, broker_key, err, sizeof err);
+    } else {
+        cfg.discover = NULL;
+        ce = ferry_list_split(cfg.commands, "--commands", &brokers, err, sizeof err);
+        size_t nbrokers = brokers.n;
+        ferry_list_fini(&brokers);
+        if (ce == FERRY_OK)
+            ce = ferry_curve_clients(curves, nbrokers, curve_key, broker_key, err, sizeof err);
+        cfg.curves = curves;
+    }
     if (ce != FERRY_OK) {
         fprintf(stderr, "ferry-engine: %s\n", err);
         return ce == FERRY_EUSAGE ? 2 : 1;

@@ -93,8 +93,8 @@ ferry_err engine_metrics_render(engine_metrics *m, ferry_buf *out)
            "Calls sent and not answered yet.", v.calls_in_flight);
     scalar(&w, "ferry_engine_inflight_bytes", FERRY_METRICS_GAUGE,
            "Bytes of the Commands of the calls in flight (--inflight-bytes).", v.inflight_bytes);
-    scalar(&w, "ferry_engine_connected", FERRY_METRICS_GAUGE, "1 while registered with a broker.",
-           v.connected != 0);
+    scalar(&w, "ferry_engine_connected", FERRY_METRICS_GAUGE,
+           "Brokers this engine is registered with.", (uint64_t)v.connected);
     if (v.stats) {
         scalar(&w, "ferry_engine_scripts_refused_total", FERRY_METRICS_COUNTER,
                "Scripts answered overloaded: no free slot.", v.stats->scripts_refused);

@@ -27,7 +27,7 @@ typedef struct {
     size_t running, slots;
     size_t calls_in_flight, inflight_bytes;
     size_t lua_bytes; /* Lua memory of the running scripts' states */
-    int connected;    /* registered with a broker (Hello sent, not lost since) */
+    int connected;    /* brokers registered with (Hello sent, not lost since) */
 } engine_metrics_view;
 
 typedef void (*engine_metrics_view_fn)(void *arg, engine_metrics_view *v);

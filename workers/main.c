@@ -47,11 +47,14 @@ int main(int argc, char **argv)
     long drain_ms = FERRY_WORKER_DEFAULT_DRAIN_MS;
     const char *not_idempotent = "";
     const char *http_allow = "";
-    const char *curve_key = NULL, *broker_key = NULL;
+    const char *curve_key = NULL, *broker_key = NULL, *discover = NULL;
     const char *metrics = NULL;
     const ferry_opt opts[] = {
         {"workers", "FERRY_WORKERS", FERRY_OPT_STRING, &endpoint,
-         "broker workers endpoint to connect to", 0, 0},
+         "broker workers endpoint to connect to; several brokers: a comma-separated list "
+         "(the worker serves each, its --concurrency split among those connected, a call's "
+         "reply going back to the broker it came from)",
+         0, 0},
         {"concurrency", "FERRY_CONCURRENCY", FERRY_OPT_INT, &concurrency,
          "calls in flight at once (the credit announced to the broker)", 1,
          FERRY_WORKER_MAX_CONCURRENCY},
@@ -73,10 +76,17 @@ int main(int argc, char **argv)
          "are internal (loopback, private, link-local, unique-local, ...: refused by default), "
          "e.g. 127.0.0.1/32,10.1.0.0/16,fd00::/8",
          0, 0},
+        {"discover", "FERRY_DISCOVER", FERRY_OPT_STRING, &discover,
+         "a name whose every address is a broker (e.g. tasks.broker in Docker Swarm): "
+         "resolved now and every 3 s, each address served on the port of --workers (its "
+         "host unused), addresses that are gone dropped; one --broker-key for all",
+         0, 0},
         {"curve-key", "FERRY_CURVE_KEY", FERRY_OPT_STRING, &curve_key,
          "this worker's secret certificate (ferry keygen): CURVE towards the broker", 0, 0},
         {"broker-key", "FERRY_BROKER_KEY", FERRY_OPT_STRING, &broker_key,
-         "the broker's public certificate (with --curve-key)", 0, 0},
+         "the broker's public certificate (with --curve-key); several brokers: one for all, "
+         "or a comma-separated list in the order of --workers",
+         0, 0},
         {"metrics", "FERRY_METRICS", FERRY_OPT_STRING, &metrics,
          "HOST:PORT to serve Prometheus metrics on (GET /metrics, plain HTTP, no auth); off "
          "when not given",
@@ -111,7 +121,8 @@ int main(int argc, char **argv)
                                .liveness = (int)liveness,
                                .drain_ms = drain_ms > 0 ? (int)drain_ms : -1,
                                .curve_key = curve_key,
-                               .broker_key = broker_key};
+                               .broker_key = broker_key,
+                               .discover = discover && *discover ? discover : NULL};
     ferry_worker *w = ferry_worker_new(&cfg, err, sizeof err);
     if (!w) {
         fprintf(stderr, "ferry-worker: %s\n", err);

@@ -66,8 +66,11 @@ ferry_err worker_metrics_render(ferry_worker *w, ferry_buf *out)
            "Calls this worker takes at once (its credit).", w->concurrency);
     scalar(&wr, "ferry_worker_zombies", FERRY_METRICS_GAUGE,
            "Calls answered timeout whose handler still owes its answer.", st->zombies);
-    scalar(&wr, "ferry_worker_connected", FERRY_METRICS_GAUGE, "1 while a broker session is up.",
-           w->connected != 0);
+    unsigned connected = 0;
+    for (size_t i = 0; i < FERRY_BROKERS_MAX; i++)
+        connected += w->links[i].connected != 0;
+    scalar(&wr, "ferry_worker_connected", FERRY_METRICS_GAUGE,
+           "Brokers with which a session is up.", connected);
     scalar(&wr, "ferry_worker_commands_received_total", FERRY_METRICS_COUNTER,
            "Commands accepted for a registered function.", st->received);
     scalar(&wr, "ferry_worker_late_answers_total", FERRY_METRICS_COUNTER,

@@ -311,6 +311,7 @@ void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *en
     call->deadline_ms = 0;
     call->cancel_fn = NULL;
     call->data = NULL;
+    call->link = w->in;
     if (fn->max_concurrency && fn->running >= fn->max_concurrency) {
         /* Its deadline runs while it waits. */
         call->state = CALL_QUEUED;
@@ -327,13 +328,13 @@ void worker_call_start(ferry_worker *w, worker_function *fn, Ferry__Envelope *en
         DL_APPEND(w->calls, call);
         call->listed = 1;
         w->stats.received++;
-        w->stats.in_flight++;
+        worker_in_flight(w, call, 1);
         DL_APPEND2(fn->waiting, call, qprev, qnext);
         w->stats.queued++;
         return;
     }
     w->stats.received++;
-    w->stats.in_flight++;
+    worker_in_flight(w, call, 1);
     run(w, call);
 }
 
@@ -358,10 +359,11 @@ static void cut_short(ferry_call *call, ferry_err reason)
     ferry_worker *w = call->worker;
     assert(call->state == CALL_QUEUED || call->state == CALL_RUNNING);
     assert(!call->lane && !ferry_timer_active(&call->deadline));
-    w->stats.in_flight--;
+    worker_in_flight(w, call, -1);
     worker_metrics_cut_short(w, call, reason);
     if (reason == FERRY_ETIMEOUT) {
         w->stats.timed_out++;
+        w->out = call->link;
         worker_send_error(w, call->cmd->engine_id, call->cmd->call_id, ferry_err_code(reason),
                           call->state == CALL_QUEUED
                               ? "'%s' did not get a slot within %u ms at %s (max_concurrency)"
@@ -370,6 +372,7 @@ static void cut_short(ferry_call *call, ferry_err reason)
         ferry_debug("call_timeout", "function=%s call_id=%llu queued=%d", call->fn->name,
                     (unsigned long long)call->cmd->call_id, call->state == CALL_QUEUED);
     } else {
+        w->out = call->link;
         worker_send_error(w, call->cmd->engine_id, call->cmd->call_id, ferry_err_code(reason),
                           "worker %s is out of memory (the deadline of '%s')", w->id,
                           call->fn->name);
@@ -418,13 +421,13 @@ void worker_call_cancel_all(ferry_worker *w)
         if (call->state == CALL_QUEUED) {
             DL_DELETE2(call->fn->waiting, call, qprev, qnext);
             w->stats.queued--;
-            w->stats.in_flight--;
+            worker_in_flight(w, call, -1);
             deadline_stop(call);
             call_free(call);
             continue;
         }
         if (call->state == CALL_RUNNING)
-            w->stats.in_flight--;
+            worker_in_flight(w, call, -1);
         else if (call->state == CALL_TIMED_OUT)
             w->stats.zombies--;
         call->state = CALL_CANCELLED;
@@ -474,8 +477,9 @@ static ferry_err answer_values(ferry_call *call, Ferry__Value **values, size_t n
                 message = oom;
             }
         }
-        w->stats.in_flight--;
+        worker_in_flight(w, call, -1);
         worker_metrics_answered(w, call, error_code);
+        w->out = call->link;
         err = worker_send_reply(w, call->cmd->engine_id, call->cmd->call_id, values, n, error_code,
                                 message);
         worker_call_done(w);

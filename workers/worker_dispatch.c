@@ -102,7 +102,7 @@ static void dispatch(ferry_worker *w, const void *data, size_t len, int in_batch
  * items. The broker takes our Replies in batches from now on. */
 static void on_batch(ferry_worker *w, const Ferry__Batch *batch)
 {
-    w->broker_batches = 1;
+    w->in->broker_batches = 1; /* the broker it came from */
     for (size_t i = 0; batch && i < batch->n_items; i++)
         dispatch(w, batch->items[i].data, batch->items[i].len, 1);
 }

@@ -11,6 +11,7 @@
 
 #include "ferry.pb-c.h"
 #include "ferry/worker.h"
+#include "ferry_brokers.h"
 #include "ferry_cert.h"
 #include "ferry_err.h"
 #include "ferry_loop.h"
@@ -18,6 +19,7 @@
 #include "ferry_value.h"
 #include "ferry_wire.h"
 #include "ferry_metrics.h"
+#include "ferry_discover.h"
 
 #include <string.h>
 #include "ferry_hash.h"
@@ -78,6 +80,41 @@ typedef struct {
     ferry_worker *worker;
 } worker_lane;
 
+typedef struct {
+    int64_t last_ms;
+    uint64_t suppressed;
+} worker_limit;
+
+/*
+ * One broker of the endpoint list and everything the worker holds towards
+ * it. Offline (tests) there is one, without sockets. The credit is split
+ * among the connected brokers (worker.c), so that together they never send
+ * more than the concurrency.
+ */
+typedef struct worker_link {
+    ferry_worker *w;
+    unsigned index;    /* position in the list */
+    void *dealer;
+    void *monitor;     /* PAIR receiving the DEALER's connection events */
+    char *endpoint;    /* owned: the broker's workers endpoint (NULL offline) */
+    ferry_curve curve; /* CURVE towards it (on == 0: none) */
+    char id[FERRY_ROUTING_ID_MAX + 1]; /* the DEALER's routing id */
+    int connected;     /* a session with this broker is up: Ready can go */
+    int ready_pending; /* Ready must be (re)sent */
+    int ready_backoff_ms;
+    ferry_timer ready_retry;
+    int64_t last_heard_ms; /* last message from the broker */
+    int64_t last_sent_ms;  /* last message to it */
+    unsigned credit;       /* announced in the last Ready */
+    size_t in_flight;      /* calls it gave us that await their reply */
+    worker_limit lim_auth;
+    char addr[FERRY_DISCOVER_ADDR_MAX]; /* --discover: where it was found; "" else */
+    int retired;           /* --discover: its address is gone; disconnected, its slot reused
+                            * once its calls are answered */
+    ferry_batch batch;     /* Replies of this turn of on_dealer, sent as one message at its end */
+    int broker_batches;    /* this session's broker sent a Batch: it takes ours (protocol.md) */
+} worker_link;
+
 /*
  * A call record. Records are reused (worker->spare_calls); a spare one keeps
  * worker and holds depth 0, listed 0, lane NULL and both timers idle, which
@@ -95,6 +132,7 @@ struct ferry_call {
     void *data;                /* ferry_call_set_data */
 
     ferry_worker *worker;
+    worker_link *link;         /* the broker it came from: its Reply goes back there */
     int depth;                 /* library callbacks of this call on the stack; free waits */
     int listed;                /* in worker->calls: from when it is queued or its handler
                                 * returned without answering, until it is freed */
@@ -119,11 +157,6 @@ typedef struct {
     void *arg;
 } worker_watch;
 
-typedef struct {
-    int64_t last_ms;
-    uint64_t suppressed;
-} worker_limit;
-
 /* Where replies and Ready go: the DEALER, or a test's capture. size is
  * ferry__envelope__get_packed_size(env) when the caller computed it, else 0. */
 typedef ferry_err (*worker_send_fn)(ferry_worker *w, const Ferry__Envelope *env, size_t size,
@@ -138,17 +171,15 @@ struct ferry_worker {
     int heartbeat_ms;
     int liveness;
     int drain_ms;
-    int64_t last_heard_ms; /* last message from the broker */
-    int64_t last_sent_ms;  /* last message to it */
     ferry_timer drain;     /* the drain's time limit */
     void *ctx;             /* NULL when offline */
-    void *dealer;
-    void *monitor; /* PAIR receiving the DEALER's connection events */
+    worker_link links[FERRY_BROKERS_MAX];
+    size_t nlinks;         /* at least 1 */
+    worker_link *in;       /* the link whose message is being handled */
+    worker_link *out;      /* where the next w->send goes (send_dealer) */
     worker_send_fn send;
     void *send_arg;
-    ferry_batch out;    /* Replies of this turn of on_dealer, sent as one message at its end */
-    int in_turn;        /* on_dealer is running: Replies may wait in out until it ends */
-    int broker_batches; /* this session's broker sent a Batch: it takes ours (protocol.md) */
+    int in_turn;        /* on_dealer is running: Replies may wait in their link's batch */
     worker_function *functions;  /* uthash by name */
     worker_function *last_found; /* worker_function_find's last hit: calls come in runs */
     worker_lane lanes[WORKER_LANES];
@@ -159,10 +190,6 @@ struct ferry_worker {
     ferry_call *spare_calls; /* freed call records kept for reuse (through next) */
     unsigned fail_arms;      /* tests: the next this many deadlines fail to arm (ENOMEM) */
     size_t nspare_calls;
-    int connected;     /* a broker session is up: Ready can go */
-    int ready_pending; /* Ready must be (re)sent */
-    int ready_backoff_ms;
-    ferry_timer ready_retry;
     ferry_timer heartbeat;
     worker_watch watches[FERRY_LOOP_MAX_ITEMS];
     ferry_worker_stats stats;
@@ -170,11 +197,12 @@ struct ferry_worker {
     worker_limit lim_message;
     worker_limit lim_command;
     worker_limit lim_lost;
-    worker_limit lim_auth;
-    ferry_curve curve; /* CURVE towards the broker (on == 0: none) */
     int metrics_on;    /* record per-function series (worker_metrics.h; ferry-worker --metrics) */
-    char *endpoint;    /* owned: the broker's workers endpoint (NULL offline) */
     size_t base_id_len; /* a given id's length (new identities add to it); 0: generated */
+    char *discover;        /* owned: the --discover name, NULL: none */
+    char *discover_port;   /* owned: the endpoint's port for it */
+    int discover_ms;
+    ferry_timer discover_timer; /* resolves the name again */
 };
 
 /*
@@ -183,6 +211,13 @@ struct ferry_worker {
  * and embedding. cfg may be NULL. NULL when memory runs out.
  */
 ferry_worker *worker_new_offline(const ferry_worker_config *cfg, worker_send_fn send, void *arg);
+
+/* A call's share of the calls in flight, of the worker and of its broker. */
+static inline void worker_in_flight(ferry_worker *w, ferry_call *call, int delta)
+{
+    w->stats.in_flight = (size_t)((long)w->stats.in_flight + delta);
+    call->link->in_flight = (size_t)((long)call->link->in_flight + delta);
+}
 
 /* worker_function_find past its one-entry cache. */
 worker_function *worker_function_lookup(ferry_worker *w, const char *name);

@@ -10,9 +10,17 @@
  *   }
  *   ferry_client_destroy(&c);
  *
- * One client is one DEALER socket; it may have many scripts in flight at
- * once (ferry_client_submit, then ferry_client_wait for each result as it
- * arrives). A client is not thread-safe: use one per thread.
+ * One client is one DEALER socket per broker; it may have many scripts in
+ * flight at once (ferry_client_submit, then ferry_client_wait for each
+ * result as it arrives). A client is not thread-safe: use one per thread.
+ *
+ * Several brokers: the endpoint may be a comma-separated list of the
+ * brokers' clients endpoints. Submissions go to each in turn; one that is
+ * not connected (down, not there yet) is passed over for the next, so a
+ * script goes to a broker that is up without waiting. A broker that drops
+ * while scripts submitted through it run loses them: the wait fails
+ * FERRY_EBROKER_LOST and ferry_client_take_lost names them; the scripts
+ * through the other brokers are not affected.
  */
 #ifndef FERRY_CLIENT_H
 #define FERRY_CLIENT_H
@@ -55,18 +63,32 @@ const char *ferry_result_output(const ferry_result *r, size_t *len);
 const char *ferry_result_error_code(const ferry_result *r);
 const char *ferry_result_error_message(const ferry_result *r);
 
-/* Connects to the broker's clients endpoint. NULL with a message in err on failure. */
+/* Connects to the broker's clients endpoint, or to each of a comma-separated
+ * list of them (at most 16). NULL with a message in err on failure. */
 ferry_client *ferry_client_new(const char *endpoint, char *err, size_t errlen);
 
 /*
  * ferry_client_new with CURVE: curve_key is this client's secret certificate
  * file, broker_key the broker's public certificate file (czmq zcert files, as
- * `ferry keygen` and zmakecert write them); both NULL: no CURVE. A broker
- * that refuses the key makes submissions and waits fail with FERRY_EAUTH at
- * once.
+ * `ferry keygen` and zmakecert write them), or, with several brokers, one
+ * for all or a comma-separated list in the order of the endpoints; both
+ * NULL: no CURVE. A broker that refuses the key is passed over; when every
+ * broker refuses it, submissions and waits fail with FERRY_EAUTH at once.
  */
 ferry_client *ferry_client_new_curve(const char *endpoint, const char *curve_key,
                                      const char *broker_key, char *err, size_t errlen);
+
+/*
+ * A client of every broker that name resolves to (every address; tests:
+ * FERRY_DISCOVER_HOSTS, lib/ferry_discover.h), on the port of endpoint (its
+ * host unused; NULL: tcp://localhost:5558), one CURVE broker_key for all
+ * (both NULL: none). The name is resolved again every 3 s while the client
+ * submits or waits: new addresses are used, the submissions through one
+ * that is gone are lost (FERRY_EBROKER_LOST). NULL with a message in err.
+ */
+ferry_client *ferry_client_new_discover(const char *name, const char *endpoint,
+                                       const char *curve_key, const char *broker_key, char *err,
+                                       size_t errlen);
 
 /*
  * Largest message this client sends or takes, in bytes (default 16 MiB, as
@@ -96,22 +118,33 @@ ferry_err ferry_client_submit(ferry_client *c, const void *source, size_t len, c
 /*
  * Waits up to timeout_ms for the next result of any submitted script.
  * FERRY_ETIMEOUT when none arrives in time; FERRY_EBROKER_LOST at once when
- * the connection to the broker drops (every pending result is lost then).
- * Messages that are not results are skipped.
+ * the connection to a broker drops while results are pending through it
+ * (those are lost then: ferry_client_take_lost gives their request ids; the
+ * results through other brokers still come). Messages that are not results
+ * are skipped.
  */
 ferry_err ferry_client_wait(ferry_client *c, int timeout_ms, ferry_result *out);
 
+/* The next request id lost with its broker (oldest first): 1 and *request_id,
+ * or 0 when none is left. */
+int ferry_client_take_lost(ferry_client *c, uint64_t *request_id);
+
+/* Brokers in the endpoint list. */
+size_t ferry_client_brokers(const ferry_client *c);
+
 /*
  * Submits and waits for that script's result: up to its deadline plus a
- * grace period (or 30 s with timeout_ms 0 plus the grace).
+ * grace period (or 30 s with timeout_ms 0 plus the grace). FERRY_EBROKER_LOST
+ * only when this script's broker dropped while it ran.
  */
 ferry_err ferry_client_run(ferry_client *c, const void *source, size_t len, const char *name,
                            Ferry__Value *const *args, size_t nargs, uint32_t timeout_ms,
                            ferry_result *out);
 
-/* Asks the broker for its counters; *out is owned by the caller (ferry_envelope_free).
- * Reading the Stats message needs the generated protobuf header: meant for
- * Ferry's own tools (ferry stats); others read `ferry stats --json`. */
+/* Asks a broker (the next in turn that is connected) for its counters; *out
+ * is owned by the caller (ferry_envelope_free). Reading the Stats message
+ * needs the generated protobuf header: meant for Ferry's own tools (ferry
+ * stats); others read `ferry stats --json`. */
 ferry_err ferry_client_stats(ferry_client *c, int timeout_ms, Ferry__Envelope **out);
 
 /* Frees an envelope ferry_client_stats gave (NULL-safe). */

@@ -118,7 +118,9 @@ typedef void (*ferry_cancel_fn)(ferry_call *call, ferry_err reason, void *arg);
 typedef void (*ferry_fd_fn)(ferry_worker *w, int fd, short revents, void *arg);
 
 typedef struct {
-    const char *endpoint; /* broker workers socket; NULL: FERRY_WORKER_DEFAULT_ENDPOINT */
+    const char *endpoint; /* broker workers socket, or a comma-separated list of several
+                             brokers' (docs/protocol.md#several-brokers); NULL:
+                             FERRY_WORKER_DEFAULT_ENDPOINT */
     const char *id;       /* routing id, at most 255 bytes; NULL: ferry_make_id("worker") */
     unsigned concurrency; /* calls at once, announced as credit; 0: default; capped at max */
     int64_t max_msg;      /* largest Command or Reply, bytes; 0: FERRY_WORKER_DEFAULT_MAX_MSG */
@@ -129,7 +131,12 @@ typedef struct {
                              0: default (10000), < 0: no drain, stop at once */
     const char *curve_key;  /* this worker's secret certificate file (ferry keygen, zmakecert);
                                with broker_key: CURVE towards the broker. NULL: none */
-    const char *broker_key; /* the broker's public certificate file */
+    const char *broker_key; /* the broker's public certificate file; several brokers: one for
+                               all, or a comma-separated list in the order of endpoint */
+    const char *discover;   /* NULL, or a name whose every address is a broker, connected to
+                               on endpoint's port (its host unused), resolved again every
+                               discover_ms: new addresses are served, gone ones dropped */
+    int discover_ms;        /* 0: every 3000 ms */
     const char *log_role;   /* the role named in the library's log lines (on stderr;
                                FERRY_LOG_LEVEL sets the level); NULL: "ferry" */
 } ferry_worker_config;

@@ -42,6 +42,35 @@ int stack_init(ferry_stack *s)
     return 0;
 }
 
+int stack_init_brokers(ferry_stack *s, int n)
+{
+    if (n < 2 || n > STACK_MAX_BROKERS || stack_init(s) != 0)
+        return -1;
+    static const char *const names[4] = {"clients", "commands", "engines", "workers"};
+    char *lists[4] = {s->clients, s->commands, s->engines, s->workers};
+    for (int k = 0; k < 4; k++) {
+        lists[k][0] = '\0';
+        for (int i = 0; i < n; i++) {
+            snprintf(s->broker_eps[i][k], sizeof s->broker_eps[i][k], "ipc://%s/%s-%d", s->dir,
+                     names[k], i);
+            size_t len = strlen(lists[k]);
+            snprintf(lists[k] + len, sizeof s->clients - len, "%s%s", i ? "," : "",
+                     s->broker_eps[i][k]);
+        }
+    }
+    s->nbrokers = n;
+    return 0;
+}
+
+ferry_client *stack_broker_client(ferry_stack *s, int i)
+{
+    char err[512];
+    ferry_client *c = ferry_client_new(s->broker_eps[i][0], err, sizeof err);
+    if (!c)
+        fprintf(stderr, "harness: client of broker %d: %s\n", i, err);
+    return c;
+}
+
 int stack_init_tcp(ferry_stack *s)
 {
     if (stack_init(s) != 0)
@@ -141,7 +170,30 @@ static int launch(ferry_stack *s, const char *name, const char *const *argv, cha
     return idx;
 }
 
+/* stack_spawn; a broker binds eps (its clients, commands, engines, workers). */
+static int spawn_at(ferry_stack *s, const char *binary, const char *const *extra,
+                    const char *const eps[4]);
+
 int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra)
+{
+    const char *const eps[4] = {s->clients, s->commands, s->engines, s->workers};
+    return spawn_at(s, binary, extra, eps);
+}
+
+int stack_start_broker_at(ferry_stack *s, int i, const char *const *extra)
+{
+    if (i < 0 || i >= s->nbrokers)
+        return -1;
+    const char *const eps[4] = {s->broker_eps[i][0], s->broker_eps[i][1], s->broker_eps[i][2],
+                                s->broker_eps[i][3]};
+    int idx = spawn_at(s, "ferry-broker", extra, eps);
+    if (idx >= 0 && !s->client)
+        s->client = stack_client(s, NULL, NULL);
+    return idx;
+}
+
+static int spawn_at(ferry_stack *s, const char *binary, const char *const *extra,
+                    const char *const eps[4])
 {
     if (s->nprocs == STACK_MAX_PROCS)
         return -1;
@@ -168,13 +220,13 @@ int stack_spawn(ferry_stack *s, const char *binary, const char *const *extra)
     }
     if (strcmp(binary, "ferry-broker") == 0) {
         argv[n++] = "--clients";
-        argv[n++] = s->clients;
+        argv[n++] = eps[0];
         argv[n++] = "--commands";
-        argv[n++] = s->commands;
+        argv[n++] = eps[1];
         argv[n++] = "--engines";
-        argv[n++] = s->engines;
+        argv[n++] = eps[2];
         argv[n++] = "--workers";
-        argv[n++] = s->workers;
+        argv[n++] = eps[3];
     } else if (strcmp(binary, "ferry-engine") == 0) {
         argv[n++] = "--commands";
         argv[n++] = s->commands;

@@ -17,10 +17,16 @@
 #include <sys/types.h>
 
 #define STACK_MAX_PROCS 16
+#define STACK_MAX_BROKERS 4
 
 typedef struct {
     char dir[128];
+    /* The endpoints engines, workers and the client connect to: one broker's,
+     * or with stack_init_brokers the comma-separated lists of all of them. */
     char clients[200], commands[200], engines[200], workers[200];
+    int nbrokers; /* with stack_init_brokers: how many; 0: one broker on the endpoints above */
+    char broker_eps[STACK_MAX_BROKERS][4][160]; /* broker i's clients, commands, engines,
+                                                * workers */
     ferry_proc procs[STACK_MAX_PROCS]; /* brokers (stop_last) stop after the rest */
     int nprocs;
     int passed;
@@ -30,6 +36,21 @@ typedef struct {
 
 /* Makes the temporary folder and endpoints. Returns 0 or -1. */
 int stack_init(ferry_stack *s);
+
+/*
+ * stack_init for n brokers (2 to STACK_MAX_BROKERS) sharing nothing: broker i
+ * binds ipc://<dir>/<socket>-<i> (stack_start_broker_at), and the stack's
+ * endpoints are the lists of all n, so engines, workers and the stack's
+ * client serve every broker. 0 or -1.
+ */
+int stack_init_brokers(ferry_stack *s, int n);
+
+/* Starts broker i of stack_init_brokers (again, after it stopped: same endpoints).
+ * The stack's client is made with the first broker. Index of the process, or -1. */
+int stack_start_broker_at(ferry_stack *s, int i, const char *const *extra);
+
+/* A client of broker i of stack_init_brokers alone (no CURVE), for its stats. */
+ferry_client *stack_broker_client(ferry_stack *s, int i);
 
 /* stack_init with tcp://127.0.0.1 endpoints on free ports instead of ipc://. */
 int stack_init_tcp(ferry_stack *s);
