@@ -42,7 +42,7 @@
 
 typedef void (*msg_fn)(broker *b, ferry_frames *f, Ferry__Envelope **env);
 
-static const char *const drop_events[BROKER_DROP_COUNT] = {
+static const char *const drop_names[BROKER_DROP_COUNT] = {
     [BROKER_DROP_FRAMES] = "bad_frames",
     [BROKER_DROP_DECODE] = "bad_message",
     [BROKER_DROP_UNEXPECTED] = "unexpected_message",
@@ -54,6 +54,11 @@ static const char *const drop_events[BROKER_DROP_COUNT] = {
     [BROKER_DROP_IMPOSTOR] = "identity_taken",
     [BROKER_DROP_FORGED] = "forged_command",
 };
+
+const char *broker_drop_name(broker_drop kind)
+{
+    return drop_names[kind];
+}
 
 /* Writes a routing id for a log line: printable bytes as they are, the
  * rest (ZeroMQ's generated ids start with a zero byte) as \xNN. */
@@ -84,7 +89,7 @@ static void drop(broker *b, broker_drop kind, const char *fields, ...)
     vsnprintf(line, sizeof line, fields, ap);
     va_end(ap);
     broker_log_site *site = &b->drops[kind];
-    ferry_log_limited(&site->last_ms, &site->suppressed, FERRY_LOG_WARN, drop_events[kind], "%s",
+    ferry_log_limited(&site->last_ms, &site->suppressed, FERRY_LOG_WARN, drop_names[kind], "%s",
                       line);
 }
 

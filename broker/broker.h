@@ -91,6 +91,9 @@ typedef enum {
     BROKER_DROP_COUNT
 } broker_drop;
 
+/* The event name a drop of kind is logged under, and its metrics label. */
+const char *broker_drop_name(broker_drop kind);
+
 typedef struct {
     int64_t last_ms;
     uint64_t suppressed;

@@ -9,20 +9,6 @@
 
 _Static_assert(BROKER_DROP_COUNT <= BROKER_METRICS_DROPS, "room for every drop kind");
 
-/* The reason label of each broker_drop: the event name broker.c logs it under. */
-static const char *const drop_reasons[BROKER_DROP_COUNT] = {
-    [BROKER_DROP_FRAMES] = "bad_frames",
-    [BROKER_DROP_DECODE] = "bad_message",
-    [BROKER_DROP_UNEXPECTED] = "unexpected_message",
-    [BROKER_DROP_INVALID] = "invalid_message",
-    [BROKER_DROP_DUPLICATE] = "duplicate_call",
-    [BROKER_DROP_UNKNOWN] = "unknown_answer",
-    [BROKER_DROP_UNDELIVERABLE] = "undeliverable",
-    [BROKER_DROP_REVOKED] = "revoked_key",
-    [BROKER_DROP_IMPOSTOR] = "identity_taken",
-    [BROKER_DROP_FORGED] = "forged_command",
-};
-
 void broker_metrics_init(broker_metrics *m, size_t max, const ferry_loop *loop)
 {
     memset(m, 0, sizeof *m);
@@ -493,7 +479,7 @@ ferry_err broker_metrics_render(broker *b, ferry_buf *out)
     family(&w, "ferry_messages_dropped_total", FERRY_METRICS_COUNTER,
            "Messages dropped, by reason (the event name of their log line).");
     for (unsigned k = 0; k < BROKER_DROP_COUNT; k++) {
-        ferry_metrics_label l = {"reason", drop_reasons[k]};
+        ferry_metrics_label l = {"reason", broker_drop_name((broker_drop)k)};
         ferry_metrics_u64(&w, "ferry_messages_dropped_total", &l, 1, b->metrics.dropped[k]);
     }
     if (b->metrics.peers) {
